@@ -1,0 +1,125 @@
+"""A bucket of objects: a local directory or an S3 bucket (with an optional key prefix).
+
+The gateway's sink writes through it and the S3 mount reads through it, so both work alike on
+the embedded default and on S3. Keys are S3 keys ("topics/<topic>/partition=0/..."), listed in
+lexicographic order as ListObjectsV2 lists them.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlparse
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str
+
+
+class Bucket(Protocol):
+    url: str
+
+    def put(self, key: str, data: bytes) -> None: ...
+
+    def get(self, key: str) -> bytes: ...
+
+    def list(self, prefix: str, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        """Objects under ``prefix`` whose key sorts after ``start_after``, in key order."""
+        ...
+
+
+class LocalBucket:
+    """A directory standing in for a bucket; a key is a relative path."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.url = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root.resolve()):
+            raise ValueError(f"key {key!r} escapes the bucket")
+        return path
+
+    def put(self, key: str, data: bytes) -> None:
+        # Write then rename: a reader never sees half an object, and a re-upload of the same key
+        # replaces it whole, as an S3 PUT does.
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".put-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def get(self, key: str) -> bytes:
+        return self._path(key).read_bytes()
+
+    def list(self, prefix: str, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        # Sink keys live in a few deep directories: walk only the directories the prefix reaches.
+        base = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
+        if not base.is_dir():
+            return
+        found = []
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            rel_dir = Path(dirpath).relative_to(self.root).as_posix()
+            for name in filenames:
+                if name.startswith("."):
+                    continue
+                key = name if rel_dir == "." else f"{rel_dir}/{name}"
+                if key.startswith(prefix) and (start_after is None or key > start_after):
+                    found.append((key, os.path.join(dirpath, name)))
+        for key, path in sorted(found):
+            st = os.stat(path)
+            yield ObjectInfo(key=key, size=st.st_size, etag=f"{st.st_size:x}-{st.st_mtime_ns:x}")
+
+
+class S3Bucket:
+    """An S3 bucket, or a prefix inside one, through a boto3 S3 client."""
+
+    def __init__(self, client, bucket: str, prefix: str = ""):
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.url = f"s3://{bucket}/{self.prefix}"
+
+    def put(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data)
+
+    def get(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"].read()
+
+    def list(self, prefix: str, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        kwargs = {"Bucket": self.bucket, "Prefix": self.prefix + prefix}
+        if start_after:
+            kwargs["StartAfter"] = self.prefix + start_after
+        for page in self.client.get_paginator("list_objects_v2").paginate(**kwargs):
+            for obj in page.get("Contents", []):
+                yield ObjectInfo(
+                    key=obj["Key"][len(self.prefix) :], size=obj["Size"], etag=obj["ETag"].strip('"')
+                )
+
+
+def open_bucket(url: str, s3_client=None, endpoint_url: str | None = None) -> Bucket:
+    """A bucket from ``PINTREST_BUCKET``'s value: a directory or ``s3://bucket[/prefix]``."""
+    if url.startswith("s3://"):
+        parsed = urlparse(url)
+        if s3_client is None:
+            import boto3
+
+            s3_client = boto3.client("s3", endpoint_url=endpoint_url)
+        return S3Bucket(s3_client, parsed.netloc, parsed.path)
+    return LocalBucket(url)

@@ -1,0 +1,33 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="pintrest_assets",
+    version="0.1.0",
+    description="The Pinterest data pipeline as Dagster software-defined assets.",
+    packages=find_packages(exclude=["pintrest_assets_tests*"]),
+    python_requires=">=3.11",
+    install_requires=[
+        # A matched set: newer dagster releases have no matching integrations yet.
+        "dagster==1.13.27",
+        "dagster-webserver==1.13.27",
+        "dagster-aws==0.29.27",
+        "dagster-pyspark==0.29.27",
+        "pyspark[connect]>=4.0,<5",
+        "SQLAlchemy>=2.0,<3",
+        "pymysql>=1.1",
+        "requests>=2.31",
+        "boto3>=1.34",
+        "Faker>=30",
+        "tqdm>=4.66",
+        "PyYAML>=6",
+        "matplotlib>=3.8",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "moto[server]>=5",
+            "playwright>=1.45",
+        ],
+    },
+    entry_points={"console_scripts": ["pintrest=pintrest_assets.cli:main"]},
+)
