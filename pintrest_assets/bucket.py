@@ -7,6 +7,7 @@ lexicographic order as ListObjectsV2 lists them.
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 from collections.abc import Iterator
@@ -32,6 +33,14 @@ class Bucket(Protocol):
 
     def list(self, prefix: str, start_after: str | None = None) -> Iterator[ObjectInfo]:
         """Objects under ``prefix`` whose key sorts after ``start_after``, in key order."""
+        ...
+
+    def list_page(self, prefix: str, start_after: str | None = None, max_keys: int = 1000) -> list[ObjectInfo]:
+        """At most ``max_keys`` objects of ``list(prefix, start_after)``: one ListObjectsV2 request."""
+        ...
+
+    def list_prefixes(self, prefix: str) -> list[str]:
+        """The "directories" right under ``prefix`` (which ends in "/"), each ending in "/", in key order."""
         ...
 
 
@@ -86,6 +95,17 @@ class LocalBucket:
             st = os.stat(path)
             yield ObjectInfo(key=key, size=st.st_size, etag=f"{st.st_size:x}-{st.st_mtime_ns:x}")
 
+    def list_page(self, prefix: str, start_after: str | None = None, max_keys: int = 1000) -> list[ObjectInfo]:
+        return list(itertools.islice(self.list(prefix, start_after), max_keys))
+
+    def list_prefixes(self, prefix: str) -> list[str]:
+        base = self._path(prefix)
+        if not base.is_dir():
+            return []
+        return sorted(
+            f"{prefix}{entry.name}/" for entry in os.scandir(base) if entry.is_dir() and not entry.name.startswith(".")
+        )
+
 
 class S3Bucket:
     """An S3 bucket, or a prefix inside one, through a boto3 S3 client."""
@@ -108,9 +128,25 @@ class S3Bucket:
             kwargs["StartAfter"] = self.prefix + start_after
         for page in self.client.get_paginator("list_objects_v2").paginate(**kwargs):
             for obj in page.get("Contents", []):
-                yield ObjectInfo(
-                    key=obj["Key"][len(self.prefix) :], size=obj["Size"], etag=obj["ETag"].strip('"')
-                )
+                yield self._info(obj)
+
+    def list_page(self, prefix: str, start_after: str | None = None, max_keys: int = 1000) -> list[ObjectInfo]:
+        kwargs = {"Bucket": self.bucket, "Prefix": self.prefix + prefix, "MaxKeys": max_keys}
+        if start_after:
+            kwargs["StartAfter"] = self.prefix + start_after
+        return [self._info(obj) for obj in self.client.list_objects_v2(**kwargs).get("Contents", [])]
+
+    def list_prefixes(self, prefix: str) -> list[str]:
+        found = []
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix + prefix, Delimiter="/"
+        )
+        for page in pages:
+            found.extend(p["Prefix"][len(self.prefix) :] for p in page.get("CommonPrefixes", []))
+        return found
+
+    def _info(self, obj: dict) -> ObjectInfo:
+        return ObjectInfo(key=obj["Key"][len(self.prefix) :], size=obj["Size"], etag=obj["ETag"].strip('"'))
 
 
 def open_bucket(url: str, s3_client=None, endpoint_url: str | None = None) -> Bucket:

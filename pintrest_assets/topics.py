@@ -21,6 +21,16 @@ class TopicSpec:
     dataframe: str  # the Spark DataFrame asset read from the topic's objects
     description: str
 
+    @property
+    def stream_asset(self) -> str:
+        """The asset of the emulated topic stream, e.g. ``pin_topic``."""
+        return f"{self.name}_topic"
+
+    @property
+    def raw_asset(self) -> str:
+        """The asset of the topic's raw JSON objects in the bucket, e.g. ``pin_raw_json``."""
+        return f"{self.name}_raw_json"
+
     def topic(self, user_id: str) -> str:
         """The Kafka topic name, ``<user_id>.<name>``."""
         return f"{user_id}.{self.name}"

@@ -1,0 +1,27 @@
+# `make run` and `make test` do all the set-up: a virtual environment in .venv, then the task.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run dev test bench clean
+
+install: $(STAMP)
+
+$(STAMP): setup.py pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip uv
+	$(BIN)/uv pip install --python $(BIN)/python -e '.[test]'
+	touch $@
+
+run: install
+	$(BIN)/pintrest run
+
+test: install
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python benchmarks/emulation_throughput.py
+
+clean:
+	rm -rf .pintrest

@@ -1,0 +1,52 @@
+"""``pintrest emulate``: the original's user_posting_emulation.py as a command."""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+
+from tqdm import tqdm
+
+from pintrest_assets.ingest.emulation import EmulationReport, emulate
+from pintrest_assets.resources import build_resources
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    amount = parser.add_mutually_exclusive_group()
+    amount.add_argument("--posts", type=int, default=1000, help="posts to send (default 1000)")
+    amount.add_argument("--forever", action="store_true", help="send until Ctrl-C")
+    parser.add_argument("--rate", type=float, help="posts per second (default: as fast as acknowledged)")
+    parser.add_argument("--seed", type=int, help="fix which posts are drawn")
+
+
+def run(args, settings) -> int:
+    resources = build_resources(settings, resolve_secrets=True)
+    database, rest_proxy = resources["database"], resources["rest_proxy"]
+    database.check()
+    total = None if args.forever else args.posts
+    with tqdm(total=total, unit="post", desc="emulating", file=sys.stderr) as bar:
+        report = emulate(
+            database,
+            rest_proxy,
+            total,
+            rate=args.rate,
+            rng=random.Random(args.seed),
+            on_chunk=lambda report, n: bar.update(n),
+        )
+    print(summary_line(report))
+    if report.error is not None:
+        print(f"pintrest emulate: stopped early: {report.error}", file=sys.stderr)
+        return 1
+    return 130 if report.interrupted else 0
+
+
+def summary_line(report: EmulationReport) -> str:
+    topics = ", ".join(
+        f"{t.topic}: {t.sent} sent" + (f", {t.failed} failed" if t.failed else "") for t in report.topics.values()
+    )
+    how = "interrupted after" if report.interrupted else "sent"
+    return (
+        f"{how} {report.posts} posts in {report.seconds:.1f}s "
+        f"({report.records_per_second:,.0f} records/s; {report.missing} missing indexes skipped). {topics}"
+    )

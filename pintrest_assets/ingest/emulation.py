@@ -1,0 +1,152 @@
+"""The user posting emulation: draw random posts from the database, send them to the three topics.
+
+The original sent one post at a time, one record per request. Here posts are drawn in chunks
+(one bulk query per table) and each topic's records go out many per request, the three topics
+in parallel; the records and topics are the same.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from pintrest_assets.topics import TOPICS
+
+
+@dataclass
+class TopicTally:
+    """What one topic's records became: acknowledged, failed, and where they landed in the log."""
+
+    topic: str
+    sent: int = 0
+    failed: int = 0
+    retries: int = 0
+    requests: int = 0
+    # partition -> acknowledged offsets; kept so a run can check each one landed.
+    offsets: dict[int, list[int]] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+    def add(self, result) -> None:
+        self.sent += result.sent
+        self.failed += len(result.failed)
+        self.retries += result.retries
+        self.requests += result.requests
+        for partition, offset in result.offsets:
+            self.offsets.setdefault(partition, []).append(offset)
+        # Keep a few messages to show; the count above is complete.
+        self.failures.extend(f.message for f in result.failed[: max(0, 5 - len(self.failures))])
+
+    @property
+    def first_offset(self) -> int | None:
+        return min((min(o) for o in self.offsets.values() if o), default=None)
+
+    @property
+    def last_offset(self) -> int | None:
+        return max((max(o) for o in self.offsets.values() if o), default=None)
+
+
+@dataclass
+class EmulationReport:
+    posts: int = 0
+    missing: int = 0  # drawn indexes absent from one of the tables: skipped
+    seconds: float = 0.0
+    interrupted: bool = False
+    error: Exception | None = None  # what stopped the emulation early; the counts are still right
+    topics: dict[str, TopicTally] = field(default_factory=dict)
+
+    @property
+    def records_sent(self) -> int:
+        return sum(t.sent for t in self.topics.values())
+
+    @property
+    def records_per_second(self) -> float:
+        return self.records_sent / self.seconds if self.seconds > 0 else 0.0
+
+
+def emulate(
+    database,
+    rest_proxy,
+    posts: int | None,
+    *,
+    rate: float | None = None,
+    rng: random.Random | None = None,
+    chunk_posts: int = 500,
+    on_chunk: Callable[[EmulationReport, int], None] | None = None,
+    stop: threading.Event | None = None,
+) -> EmulationReport:
+    """Send ``posts`` random posts (``None``: until ``stop`` is set) to the three topics.
+
+    ``rate`` caps posts per second. ``on_chunk(report, posts_in_chunk)`` is called after each
+    chunk is acknowledged (progress bars). A KeyboardInterrupt stops after the chunk in flight,
+    whose acknowledgements are still counted, and the report says ``interrupted``; a request that
+    fails for good stops the emulation too, with the error in ``report.error``.
+    """
+    rng = rng or random.Random()
+    stop = stop or threading.Event()
+    report = EmulationReport(topics={spec.name: TopicTally(rest_proxy.topic_for(spec)) for spec in TOPICS})
+    chunk_posts = max(1, min(chunk_posts, int(rate) if rate else chunk_posts))
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=len(TOPICS), thread_name_prefix="produce") as pool:
+        while not stop.is_set() and (posts is None or report.posts < posts):
+            n = chunk_posts if posts is None else min(chunk_posts, posts - report.posts)
+            try:
+                draw = database.draw_posts(n, rng)
+            except KeyboardInterrupt:
+                report.interrupted = True
+                break
+            pending = {
+                spec.name: pool.submit(
+                    rest_proxy.produce, rest_proxy.topic_for(spec), [post[spec.name] for post in draw.posts]
+                )
+                for spec in TOPICS
+            }
+            try:
+                _collect(pending, report)
+            except KeyboardInterrupt:
+                # The requests in flight still finish: count what they got acknowledged.
+                report.interrupted = True
+                _collect(pending, report)
+            except Exception as exc:  # noqa: BLE001 - reported to the caller with the counts so far
+                report.error = exc
+            finally:
+                report.seconds = time.monotonic() - started
+            report.posts += n
+            report.missing += draw.missing
+            if on_chunk:
+                on_chunk(report, n)
+            if report.interrupted or report.error:
+                break
+            if rate:
+                # Sleep until the posts sent so far are due at the requested rate.
+                ahead = report.posts / rate - (time.monotonic() - started)
+                if ahead > 0 and stop.wait(ahead):
+                    break
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _collect(pending: dict, report: EmulationReport) -> None:
+    """Wait for each topic's requests and count what was acknowledged, even if one topic failed.
+
+    Collected futures leave ``pending``, so a second call after an interrupt waits for the rest.
+    """
+    error = None
+    for name in list(pending):
+        try:
+            result = pending[name].result()
+            del pending[name]
+            report.topics[name].add(result)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # keep the partial acknowledgements, then re-raise
+            del pending[name]
+            partial = getattr(exc, "partial", None)
+            if partial is not None:
+                report.topics[name].add(partial)
+            error = error or exc
+    if error is not None:
+        raise error

@@ -1,0 +1,46 @@
+"""The resources: the seam between the pipeline and the outside world.
+
+``build_resources`` is the one place where the embedded default and real infrastructure part
+ways, and only by the values in ``Settings``: the same classes talk to SQLite or MySQL, the local
+gateway or a real REST proxy, a local directory or S3, local Spark or a cluster.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from pintrest_assets.resources.database import PostsDatabase
+from pintrest_assets.resources.rest_proxy import RestProxyResource
+from pintrest_assets.settings import Settings
+
+# Secrets: resolved at launch from the environment and never shown in the UI.
+SECRET_SETTINGS = ("PINTREST_REST_PROXY_API_KEY", "PINTREST_REST_PROXY_USERNAME", "PINTREST_REST_PROXY_PASSWORD")
+
+
+def _secret(name: str, resolve: bool):
+    if not os.environ.get(name):
+        return None
+    return os.environ[name] if resolve else dg.EnvVar(name)
+
+
+def build_resources(settings: Settings, *, resolve_secrets: bool = False) -> dict:
+    """The resources for ``settings``.
+
+    Definitions get secrets as ``dg.EnvVar`` (hidden in the UI, read at launch); commands that
+    call resources directly, outside a Dagster run, pass ``resolve_secrets=True``.
+    """
+    db_url = settings.db_url
+    if settings.db_url_is_secret and os.environ.get("PINTREST_DB_URL") and not resolve_secrets:
+        db_url = dg.EnvVar("PINTREST_DB_URL")
+    return {
+        "database": PostsDatabase(url=db_url),
+        "rest_proxy": RestProxyResource(
+            url=settings.rest_proxy_url,
+            user_id=settings.user_id,
+            api_key=_secret("PINTREST_REST_PROXY_API_KEY", resolve_secrets),
+            username=_secret("PINTREST_REST_PROXY_USERNAME", resolve_secrets),
+            password=_secret("PINTREST_REST_PROXY_PASSWORD", resolve_secrets),
+        ),
+    }

@@ -1,0 +1,155 @@
+"""``pintrest run``: the whole pipeline end to end, on the embedded default or on real infrastructure.
+
+Seeds the sample database if it is empty, starts the local gateway when the REST proxy URL is
+local and nothing listens there, materialises the topic streams through Dagster (so the run is in
+the instance the UI shows), waits until every acknowledged record has landed in the bucket, and
+writes a summary to ``$PINTREST_HOME/run_summary.json``. Exits non-zero if anything sent did not land.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from urllib.parse import urlparse
+
+import dagster as dg
+
+from pintrest_assets.bucket import open_bucket
+from pintrest_assets.ingest.landing import landed_offsets
+from pintrest_assets.settings import ConfigError, Settings
+from pintrest_assets.topics import TOPICS
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--posts", type=int, default=1000, help="posts to emulate (default 1000)")
+    parser.add_argument("--seed", type=int, default=None, help="fix which posts are drawn")
+    parser.add_argument(
+        "--land-timeout", type=float, default=120.0, help="seconds to wait for records to land (default 120)"
+    )
+
+
+def run(args, settings: Settings) -> int:
+    os.environ.setdefault("DAGSTER_HOME", str(settings.home / "dagster"))
+    os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
+    from pintrest_assets.definitions import defs
+
+    _seed_if_empty(settings)
+    with _local_gateway(settings):
+        result = _materialize(
+            defs,
+            [spec.stream_asset for spec in TOPICS],
+            run_config={"ops": {"topic_streams": {"config": {"posts": args.posts, "seed": args.seed}}}},
+        )
+        summary = {"topics": {}}
+        for spec in TOPICS:
+            metadata = _metadata(result, spec.stream_asset)
+            summary["topics"][spec.name] = {
+                "topic": metadata["topic"],
+                "sent": metadata["records_sent"],
+                "failed": metadata["records_failed"],
+                "offset_ranges": metadata["offset_ranges"],
+            }
+        _wait_until_landed(settings, summary, args.land_timeout)
+
+    path = settings.home / "run_summary.json"
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    print(_render(summary))
+    print(f"summary written to {path}")
+    incomplete = [name for name, t in summary["topics"].items() if t["landed"] < t["sent"] or t["failed"]]
+    if incomplete:
+        print(f"pintrest run: not everything sent landed: {', '.join(incomplete)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _seed_if_empty(settings: Settings) -> None:
+    from pintrest_assets.resources import build_resources
+    from pintrest_assets.sample_data.seed import seed
+
+    database = build_resources(settings, resolve_secrets=True)["database"]
+    try:
+        database.check()
+        return
+    except ConfigError:
+        if settings.db_url_is_secret:
+            raise  # a real database the user pointed at: never write sample data into it
+    print("seeding the sample database ...")
+    seed(settings.db_url)
+
+
+@contextlib.contextmanager
+def _local_gateway(settings: Settings):
+    """Starts ``pintrest gateway`` for a local REST proxy URL nobody serves; stops it after."""
+    url = urlparse(settings.rest_proxy_url)
+    host, port = url.hostname, url.port or 80
+    if host not in {"127.0.0.1", "localhost"} or _listening(host, port):
+        yield
+        return
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pintrest_assets.gateway", "--host", host, "--port", str(port)],
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not _listening(host, port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise ConfigError("PINTREST_REST_PROXY_URL", f"the local gateway did not start on {host}:{port}")
+            time.sleep(0.1)
+        yield
+    finally:
+        process.terminate()  # the gateway lands what is pending before it exits
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _listening(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def _materialize(defs: dg.Definitions, asset_names: list[str], run_config: dict):
+    job = defs.resolve_implicit_global_asset_job_def()
+    return job.execute_in_process(
+        run_config=run_config,
+        instance=dg.DagsterInstance.get(),
+        asset_selection=[dg.AssetKey(name) for name in asset_names],
+        tags={"pintrest/launched_by": "pintrest run"},
+    )
+
+
+def _metadata(result, asset_name: str) -> dict:
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        if materialization.asset_key == dg.AssetKey(asset_name):
+            return {k: v.value for k, v in materialization.metadata.items()}
+    raise KeyError(asset_name)
+
+
+def _wait_until_landed(settings: Settings, summary: dict, timeout: float) -> None:
+    bucket = open_bucket(settings.bucket, endpoint_url=settings.s3_endpoint_url)
+    deadline = time.monotonic() + timeout
+    while True:
+        for topic in summary["topics"].values():
+            topic["landed"] = sum(
+                len(landed_offsets(bucket, topic["topic"], int(partition), first, last))
+                for partition, (first, last) in topic["offset_ranges"].items()
+            )
+        if all(t["landed"] >= t["sent"] for t in summary["topics"].values()) or time.monotonic() > deadline:
+            return
+        time.sleep(0.5)
+
+
+def _render(summary: dict) -> str:
+    lines = [f"{'topic':<24}{'sent':>8}{'landed':>8}{'failed':>8}"]
+    for topic in summary["topics"].values():
+        lines.append(f"{topic['topic']:<24}{topic['sent']:>8}{topic['landed']:>8}{topic['failed']:>8}")
+    return "\n".join(lines)
