@@ -14,6 +14,9 @@ $(STAMP): setup.py pyproject.toml
 	$(BIN)/uv pip install --python $(BIN)/python -e '.[test]'
 	touch $@
 
+dev: install
+	$(BIN)/pintrest dev
+
 run: install
 	$(BIN)/pintrest run
 

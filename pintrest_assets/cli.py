@@ -14,6 +14,7 @@ COMMANDS = {
     "gateway": ("pintrest_assets.gateway.cli", "serve the local Kafka REST proxy and S3 sink"),
     "emulate": ("pintrest_assets.ingest.cli", "send random posts to the three topics"),
     "run": ("pintrest_assets.run", "run the whole pipeline end to end"),
+    "dev": ("pintrest_assets.dev", "start the local gateway and the Dagster UI"),
 }
 
 

@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 import dagster as dg
 
 from pintrest_assets.bucket import open_bucket
-from pintrest_assets.ingest.landing import landed_offsets
+from pintrest_assets.ingest.landing import LandingWatcher
 from pintrest_assets.settings import ConfigError, Settings
 from pintrest_assets.topics import TOPICS
 
@@ -40,7 +40,7 @@ def run(args, settings: Settings) -> int:
     from pintrest_assets.definitions import defs
 
     _seed_if_empty(settings)
-    with _local_gateway(settings):
+    with local_gateway(settings):
         result = _materialize(
             defs,
             [spec.stream_asset for spec in TOPICS],
@@ -84,7 +84,7 @@ def _seed_if_empty(settings: Settings) -> None:
 
 
 @contextlib.contextmanager
-def _local_gateway(settings: Settings):
+def local_gateway(settings: Settings):
     """Starts ``pintrest gateway`` for a local REST proxy URL nobody serves; stops it after."""
     url = urlparse(settings.rest_proxy_url)
     host, port = url.hostname, url.port or 80
@@ -136,11 +136,16 @@ def _metadata(result, asset_name: str) -> dict:
 
 def _wait_until_landed(settings: Settings, summary: dict, timeout: float) -> None:
     bucket = open_bucket(settings.bucket, endpoint_url=settings.s3_endpoint_url)
+    watchers = {
+        (topic["topic"], partition): LandingWatcher(bucket, topic["topic"], int(partition))
+        for topic in summary["topics"].values()
+        for partition in topic["offset_ranges"]
+    }
     deadline = time.monotonic() + timeout
     while True:
         for topic in summary["topics"].values():
             topic["landed"] = sum(
-                len(landed_offsets(bucket, topic["topic"], int(partition), first, last))
+                watchers[topic["topic"], partition].landed(first, last)
                 for partition, (first, last) in topic["offset_ranges"].items()
             )
         if all(t["landed"] >= t["sent"] for t in summary["topics"].values()) or time.monotonic() > deadline:

@@ -1,4 +1,4 @@
-"""Checks that acknowledged records landed in the bucket, by offset."""
+"""Which acknowledged records have landed in the bucket, by offset."""
 
 from __future__ import annotations
 
@@ -6,16 +6,30 @@ from pintrest_assets.bucket import Bucket
 from pintrest_assets.sink_layout import parse_object_key, partition_prefix
 
 
-def landed_offsets(bucket: Bucket, topic: str, partition: int, first: int, last: int) -> set[int]:
-    """The offsets in ``first..last`` whose records are in the bucket.
+class LandingWatcher:
+    """Counts the records of a topic partition landed in the bucket, reading each object once.
 
-    An object starting at offset s with n lines holds offsets s..s+n-1 (the sink's layout).
+    An object starting at offset s with n lines holds offsets s..s+n-1 (the sink's layout), so
+    the landed offsets follow from keys and line counts; polling reads only objects new since
+    the last look.
     """
-    found: set[int] = set()
-    for obj in bucket.list(partition_prefix(topic, partition)):
-        key = parse_object_key(obj.key)
-        if key is None or key.start_offset > last:
-            continue
-        lines = bucket.get(obj.key).count(b"\n")
-        found.update(o for o in range(key.start_offset, key.start_offset + lines) if first <= o <= last)
-    return found
+
+    def __init__(self, bucket: Bucket, topic: str, partition: int = 0):
+        self.bucket = bucket
+        self.prefix = partition_prefix(topic, partition)
+        self._lines: dict[int, int] = {}  # start offset -> records in the object
+        self._last_key: str | None = None
+
+    def refresh(self) -> None:
+        for obj in self.bucket.list(self.prefix, start_after=self._last_key):
+            key = parse_object_key(obj.key)
+            if key is not None:
+                self._lines[key.start_offset] = self.bucket.get(obj.key).count(b"\n")
+            self._last_key = obj.key
+
+    def landed(self, first: int, last: int) -> int:
+        """How many offsets in ``first..last`` are in the bucket."""
+        self.refresh()
+        return sum(
+            max(0, min(last, start + lines - 1) - max(first, start) + 1) for start, lines in self._lines.items()
+        )
