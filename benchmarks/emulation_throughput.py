@@ -80,6 +80,8 @@ def _original_method(database: PostsDatabase, proxy: RestProxyResource, posts: i
     sent = 0
     for _ in range(posts):
         post = database.draw_post_one_by_one(rng)
+        if post is None:  # an offset missing from one table: skipped, as the bulk draw skips it
+            continue
         for spec in TOPICS:
             sent += proxy.produce(proxy.topic_for(spec), [post[spec.name]]).sent
     return sent

@@ -2,12 +2,12 @@
 
 import dagster as dg
 
-from pintrest_assets.ingest.definitions import defs as ingest_defs
+import pintrest_assets.ingest.definitions as ingest
 from pintrest_assets.resources import build_resources
 from pintrest_assets.settings import Settings
 
 defs = dg.Definitions.merge(
-    ingest_defs,
+    ingest.defs,
     dg.Definitions(
         resources=build_resources(Settings.from_env()),
         # One process per run: Spark starts one JVM per process, not one per step.

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pintrest_assets.instance import use_project_instance
 from pintrest_assets.run import local_gateway
 from pintrest_assets.settings import Settings
 
@@ -25,8 +26,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args, settings: Settings) -> int:
-    os.environ.setdefault("DAGSTER_HOME", str(settings.home / "dagster"))
-    os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
+    use_project_instance(settings)
     with local_gateway(settings):
         ui = subprocess.Popen(
             [sys.executable, "-m", "dagster", "dev", "-w", str(WORKSPACE), "-h", args.host, "-p", str(args.port)],

@@ -52,3 +52,17 @@ SAVE_LOCATION_PREFIX = "Local save in "
 
 def save_location(category: str) -> str:
     return f"{SAVE_LOCATION_PREFIX}/data/{category}"
+
+
+def format_follower_count(followers: int) -> str:
+    """A follower count as Pinterest displays it: "437", "1.2k", "26k", "892k", "1M", "6M"."""
+    if followers < 0:
+        raise ValueError(f"a follower count cannot be negative: {followers}")
+    if followers < 1_000:
+        return str(followers)
+    if followers < 10_000:
+        # One decimal below ten thousand, without a trailing ".0": "1.2k", "3k".
+        return f"{followers // 100 / 10:g}k"
+    if followers < 1_000_000:
+        return f"{followers // 1_000}k"
+    return f"{followers // 1_000_000}M"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import dagster as dg
 
 from pintrest_assets.bucket import open_bucket
 from pintrest_assets.ingest.landing import LandingWatcher
+from pintrest_assets.instance import project_instance
 from pintrest_assets.settings import ConfigError, Settings
 from pintrest_assets.topics import TOPICS
 
@@ -35,14 +35,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args, settings: Settings) -> int:
-    os.environ.setdefault("DAGSTER_HOME", str(settings.home / "dagster"))
-    os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
+    instance = project_instance(settings)
     from pintrest_assets.definitions import defs
 
     _seed_if_empty(settings)
     with local_gateway(settings):
         result = _materialize(
             defs,
+            instance,
             [spec.stream_asset for spec in TOPICS],
             run_config={"ops": {"topic_streams": {"config": {"posts": args.posts, "seed": args.seed}}}},
         )
@@ -116,11 +116,11 @@ def _listening(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def _materialize(defs: dg.Definitions, asset_names: list[str], run_config: dict):
+def _materialize(defs: dg.Definitions, instance: dg.DagsterInstance, asset_names: list[str], run_config: dict):
     job = defs.resolve_implicit_global_asset_job_def()
     return job.execute_in_process(
         run_config=run_config,
-        instance=dg.DagsterInstance.get(),
+        instance=instance,
         asset_selection=[dg.AssetKey(name) for name in asset_names],
         tags={"pintrest/launched_by": "pintrest run"},
     )

@@ -1,8 +1,7 @@
 """The source tables and the three topic streams, all from the one spec table ``TOPICS``."""
 
-from __future__ import annotations
-
 import random
+from typing import Optional
 
 import dagster as dg
 
@@ -27,8 +26,8 @@ class EmulationConfig(dg.Config):
     """One emulation batch: how many posts to send, and how fast."""
 
     posts: int = 500
-    rate: float | None = None  # posts per second; None sends as fast as the proxy acknowledges
-    seed: int | None = None  # fixes which posts are drawn
+    rate: Optional[float] = None  # posts per second; None sends as fast as the proxy acknowledges
+    seed: Optional[int] = None  # fixes which posts are drawn
 
 
 @dg.multi_asset(

@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from pintrest_assets.ingest.emulation import EmulationReport, emulate
 from pintrest_assets.resources import build_resources
+from pintrest_assets.topics import TOPICS
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -35,10 +36,29 @@ def run(args, settings) -> int:
             on_chunk=lambda report, n: bar.update(n),
         )
     print(summary_line(report))
+    _record_in_instance(report, settings)
     if report.error is not None:
         print(f"pintrest emulate: stopped early: {report.error}", file=sys.stderr)
         return 1
     return 130 if report.interrupted else 0
+
+
+def _record_in_instance(report: EmulationReport, settings) -> None:
+    """Records the batch as materialisations of the topic streams, as a run of the asset would."""
+    import dagster as dg
+
+    from pintrest_assets.ingest.assets import stream_metadata
+    from pintrest_assets.instance import project_instance
+
+    instance = project_instance(settings)
+    for spec in TOPICS:
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                spec.stream_asset,
+                description="sent by `pintrest emulate`",
+                metadata=stream_metadata(report, spec.name),
+            )
+        )
 
 
 def summary_line(report: EmulationReport) -> str:

@@ -33,8 +33,8 @@ import requests
 from pydantic import Field, PrivateAttr
 from requests.adapters import HTTPAdapter
 
-from pintrest_assets.settings import ConfigError
-from pintrest_assets.topics import is_valid_topic_name
+from pintrest_assets.settings import DEFAULT_USER_ID, ConfigError
+from pintrest_assets.topics import TopicSpec, is_valid_topic_name
 
 JSON_RECORDS = "application/vnd.kafka.json.v2+json"
 V2_RESPONSE = "application/vnd.kafka.v2+json"
@@ -45,16 +45,19 @@ RETRIABLE_REQUEST_ERRORS = frozenset({50003, 50302})
 GATEWAY_STATUSES = frozenset({502, 503, 504})
 # Enough pooled connections for one thread per topic and then some.
 POOL_SIZE = 8
+# Sessions are created rarely; one lock for all instances keeps the resource picklable.
+_SESSION_LOCK = threading.Lock()
 
+_CHECK_AUTH = "check PINTREST_REST_PROXY_API_KEY, or PINTREST_REST_PROXY_USERNAME and _PASSWORD"
 _HINTS = {
     40401: "the topic does not exist (create it, or let the proxy auto-create topics)",
-    40101: "check the API key or the username and password",
-    40301: "check the API key or the username and password",
+    40101: _CHECK_AUTH,
+    40301: _CHECK_AUTH,
     42206: "the records are not what the proxy accepts as JSON values",
 }
 _STATUS_HINTS = {
-    401: "check the API key or the username and password",
-    403: "check the API key, and that the URL (stage path included) is right",
+    401: _CHECK_AUTH,
+    403: f"{_CHECK_AUTH}, and that PINTREST_REST_PROXY_URL (stage path included) is right",
     413: "the request is too large: lower records_per_request",
 }
 
@@ -118,16 +121,9 @@ class RestProxyError(Exception):
     the records it counts as sent were acknowledged and will reach the topic.
     """
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        partial: ProduceResult | None = None,
-        status: int | None = None,
-        error_code: int | None = None,
-    ):
+    def __init__(self, message: str, *, status: int | None = None, error_code: int | None = None):
         super().__init__(message)
-        self.partial = partial
+        self.partial: ProduceResult | None = None
         self.status = status
         self.error_code = error_code
 
@@ -135,9 +131,8 @@ class RestProxyError(Exception):
 class RestProxyUnreachableError(ConfigError, RestProxyError):
     """The proxy never answered this client at all: a wrong URL, or the proxy is not running."""
 
-    def __init__(self, url: str, reason: str, partial: ProduceResult | None):
+    def __init__(self, url: str, reason: str):
         super().__init__("PINTREST_REST_PROXY_URL", f"cannot reach {url}: {reason}")
-        self.partial = partial
 
 
 @dataclass(frozen=True)
@@ -161,6 +156,9 @@ class RestProxyResource(dg.ConfigurableResource):
         description="Base URL of the proxy; may carry a path such as an API Gateway stage "
         "(https://<id>.execute-api.<region>.amazonaws.com/dev). Requests go to <url>/topics/<topic>."
     )
+    user_id: str = Field(
+        default=DEFAULT_USER_ID, description="The topic prefix: topics are <user_id>.pin, .geo and .user."
+    )
     api_key: str | None = Field(default=None, description="Sent as the x-api-key header (API Gateway).")
     username: str | None = Field(default=None, description="Basic-auth user name.")
     password: str | None = Field(default=None, description="Basic-auth password.")
@@ -173,7 +171,6 @@ class RestProxyResource(dg.ConfigurableResource):
     )
 
     _session: requests.Session | None = PrivateAttr(default=None)
-    _session_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _reached: bool = PrivateAttr(default=False)  # has the proxy ever answered this instance?
 
     # -- public API ----------------------------------------------------------------------------
@@ -184,8 +181,7 @@ class RestProxyResource(dg.ConfigurableResource):
         Returns when every record is acknowledged or has failed for good. Raises
         ``RestProxyError`` (with ``.partial``) when a request is refused or retries run out.
         """
-        if not is_valid_topic_name(topic):
-            raise ValueError(f"{topic!r} is not a valid Kafka topic name ([a-zA-Z0-9._-], 1-249 characters)")
+        _check_topic_name(topic)
         batch = _Batch(topic, values)
         try:
             for start in range(0, len(values), self.records_per_request):
@@ -195,22 +191,25 @@ class RestProxyResource(dg.ConfigurableResource):
             raise
         return batch.result()
 
+    def topic_for(self, spec: TopicSpec) -> str:
+        """The Kafka topic of ``spec`` for this user, e.g. ``<user_id>.pin``."""
+        return spec.topic(self.user_id)
+
     def list_topics(self) -> list[str]:
         """The topic names the proxy knows (``GET /topics``)."""
         response = self._get("/topics")
-        topics = _json(response)
+        topics = _json(response, f"GET {self._display_url('/topics')}")
         if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
             raise RestProxyError(f"GET {self._display_url('/topics')}: expected a list of topic names")
         return topics
 
     def topic_exists(self, topic: str) -> bool:
         """Whether ``GET /topics/<topic>`` finds the topic (False on the proxy's 404/40401)."""
-        path = f"/topics/{topic}"
-        response = self._get(path, not_found_ok=True)
-        return response.status_code != 404
+        _check_topic_name(topic)
+        return self._get(f"/topics/{topic}", not_found_ok=True).status_code != 404
 
     def close(self) -> None:
-        with self._session_lock:
+        with _SESSION_LOCK:
             if self._session is not None:
                 self._session.close()
                 self._session = None
@@ -231,10 +230,11 @@ class RestProxyResource(dg.ConfigurableResource):
             if isinstance(outcome, requests.Response):
                 if not outcome.ok:
                     raise self._refused(outcome, "POST", path, batch)
-                pending = batch.settle(pending, _offset_entries(outcome, len(pending), self._display_url(path)))
+                entries = _offset_entries(outcome, len(pending), f"POST {self._display_url(path)}")
+                pending = batch.settle(pending, entries)
                 if not pending:
                     return
-                outcome = _Retry(f"{len(pending)} records got the retriable error {RETRIABLE_RECORD_ERROR}")
+                outcome = _Retry(f"error_code {RETRIABLE_RECORD_ERROR} for {len(pending)} record(s)")
             if attempt == self.max_retries:
                 raise self._give_up(outcome, "POST", path, batch)
             attempt += 1
@@ -250,8 +250,10 @@ class RestProxyResource(dg.ConfigurableResource):
             response = self._http().request(
                 method, self.url.rstrip("/") + path, data=body, headers=headers, timeout=self.timeout_seconds
             )
-        except requests.exceptions.SSLError:
-            raise  # a certificate problem does not go away by asking again
+        except requests.exceptions.SSLError as exc:  # asking again will not fix a certificate
+            raise ConfigError(
+                "PINTREST_REST_PROXY_URL", f"TLS with {self._display_url('')} failed: {str(exc)[:300]}"
+            ) from None
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
             return _Retry(_describe_transport_error(exc), transport=True)
         self._reached = True
@@ -285,7 +287,7 @@ class RestProxyResource(dg.ConfigurableResource):
         time.sleep(delay)
 
     def _http(self) -> requests.Session:
-        with self._session_lock:
+        with _SESSION_LOCK:
             if self._session is None:
                 self._session = self._new_session()
             return self._session
@@ -297,7 +299,8 @@ class RestProxyResource(dg.ConfigurableResource):
                 "PINTREST_REST_PROXY_URL", f"expected http(s)://host[:port][/stage], got {self._display_url('')!r}"
             )
         if (self.username is None) != (self.password is None):
-            raise ConfigError("PINTREST_REST_PROXY_URL", "basic auth needs both a username and a password")
+            missing = "PINTREST_REST_PROXY_PASSWORD" if self.password is None else "PINTREST_REST_PROXY_USERNAME"
+            raise ConfigError(missing, "basic auth needs both a username and a password")
         session = requests.Session()
         # Retries are ours (they depend on the proxy's error codes), so urllib3 makes none.
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=POOL_SIZE, max_retries=0)
@@ -326,13 +329,12 @@ class RestProxyResource(dg.ConfigurableResource):
         return RestProxyError(message, status=response.status_code, error_code=code)
 
     def _give_up(self, retry: _Retry, method: str, path: str, batch: _Batch | None = None) -> RestProxyError:
-        partial = batch.result() if batch is not None else None
         if retry.transport and not self._reached:
-            return RestProxyUnreachableError(self._display_url(""), retry.reason, partial)
+            return RestProxyUnreachableError(self._display_url(""), retry.reason)
         message = f"{method} {self._display_url(path)}: gave up after {self.max_retries} retries: {retry.reason}"
         if batch is not None:
             message = f"topic {batch.topic}: {message}; {batch.progress()} before giving up"
-        return RestProxyError(message, partial=partial)
+        return RestProxyError(message)
 
     def _display_url(self, path: str) -> str:
         """The URL for messages: credentials written into it are masked."""
@@ -398,24 +400,29 @@ def _encode(topic: str, index: int, value) -> bytes:
         raise ValueError(f"record {index} for topic {topic} is not JSON: {exc}") from None
 
 
-def _json(response: requests.Response):
+def _check_topic_name(topic: str) -> None:
+    if not is_valid_topic_name(topic):
+        raise ValueError(f"{topic!r} is not a valid Kafka topic name (1-249 characters of [a-zA-Z0-9._-])")
+
+
+def _json(response: requests.Response, request: str):
     try:
         return response.json()
     except ValueError:
         raise RestProxyError(
-            f"{response.request.method} {response.url}: HTTP {response.status_code} with a body that is not "
-            f"JSON (is this a Kafka REST proxy?): {response.text[:200]!r}",
+            f"{request}: HTTP {response.status_code} with a body that is not JSON "
+            f"(is this a Kafka REST proxy?): {response.text[:200]!r}",
             status=response.status_code,
         ) from None
 
 
-def _offset_entries(response: requests.Response, expected: int, url: str) -> list[dict]:
-    body = _json(response)
+def _offset_entries(response: requests.Response, expected: int, request: str) -> list[dict]:
+    body = _json(response, request)
     entries = body.get("offsets") if isinstance(body, dict) else None
     if not isinstance(entries, list) or len(entries) != expected or not all(isinstance(e, dict) for e in entries):
         got = len(entries) if isinstance(entries, list) else "no"
         raise RestProxyError(
-            f"POST {url}: expected {expected} offset entries in the answer, got {got}", status=response.status_code
+            f"{request}: expected {expected} offset entries in the answer, got {got}", status=response.status_code
         )
     return entries
 

@@ -1,0 +1,31 @@
+"""The Dagster instance the commands share: ``$PINTREST_HOME/dagster`` unless DAGSTER_HOME is set.
+
+``pintrest run`` records its runs there and ``pintrest emulate`` its batches, so ``pintrest dev``
+shows them all in the UI.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from pintrest_assets.settings import Settings
+
+
+def use_project_instance(settings: Settings) -> str:
+    """Points DAGSTER_HOME at the project's instance (unless set) and returns it."""
+    os.environ.setdefault("DAGSTER_HOME", str(settings.home / "dagster"))
+    home = Path(os.environ["DAGSTER_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        # Storage defaults to files under DAGSTER_HOME; only telemetry is turned off.
+        config.write_text("telemetry:\n  enabled: false\n")
+    return str(home)
+
+
+def project_instance(settings: Settings) -> dg.DagsterInstance:
+    use_project_instance(settings)
+    return dg.DagsterInstance.get()

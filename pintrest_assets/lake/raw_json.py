@@ -1,0 +1,51 @@
+"""The raw JSON objects of each topic, as the S3 sink landed them, mounted for Spark."""
+
+from urllib.parse import urlsplit, urlunsplit
+
+import dagster as dg
+
+from pintrest_assets.resources.s3_mount import S3MountResource
+from pintrest_assets.topics import TOPICS, TopicSpec
+
+
+def build_raw_json_asset(spec: TopicSpec) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=spec.raw_asset,
+        group_name="lake",
+        deps=[spec.stream_asset],
+        kinds={"s3", "json"},
+        description=f"The `<user_id>.{spec.name}` topic's objects in the bucket (one JSON record per line), "
+        f"mounted where Spark reads them. {spec.description}",
+    )
+    def raw_json(context: dg.AssetExecutionContext, s3_mount: S3MountResource) -> dg.MaterializeResult:
+        mount = s3_mount.mount_topic(s3_mount.topic_for(spec))
+        context.log.info(
+            f"{mount.topic}: {len(mount.new)} new objects ({mount.new_records} records), "
+            f"{mount.objects} objects ({mount.records} records) in all"
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": mount.records,
+                "objects": mount.objects,
+                "records": mount.records,
+                "bytes": mount.bytes,
+                "new_objects": len(mount.new),
+                "new_records": mount.new_records,
+                "new_bytes": mount.new_bytes,
+                "newest_key": mount.newest_key or "",
+                "mount_path": mount.root,
+                "bucket": _without_credentials(s3_mount.bucket_url),
+            }
+        )
+
+    return raw_json
+
+
+def _without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
+
+
+raw_json_assets: list[dg.AssetsDefinition] = [build_raw_json_asset(spec) for spec in TOPICS]

@@ -1,0 +1,162 @@
+"""Fixtures for the gateway tests: gateways on free ports, buckets, and an S3 HTTP API (moto)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+import requests
+from moto.server import ThreadedMotoServer
+
+from pintrest_assets.bucket import Bucket, LocalBucket, S3Bucket
+from pintrest_assets.gateway import Gateway
+from pintrest_assets.sink_layout import parse_object_key, partition_prefix
+
+JSON_V2 = "application/vnd.kafka.json.v2+json"
+BINARY_V2 = "application/vnd.kafka.binary.v2+json"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def produce(url: str, topic: str, values: list, content_type: str = JSON_V2, session=None) -> requests.Response:
+    """POST the values as one v2 produce request."""
+    body = json.dumps({"records": [{"value": v} for v in values]})
+    return (session or requests).post(f"{url}/topics/{topic}", data=body, headers={"Content-Type": content_type})
+
+
+def landed_objects(bucket: Bucket, topic: str) -> list[tuple[int, list]]:
+    """The topic's objects in key order: (start offset, the JSON values of its lines)."""
+    objects = []
+    for info in bucket.list(partition_prefix(topic, 0)):
+        key = parse_object_key(info.key)
+        assert key is not None and key.topic == topic, info.key
+        data = bucket.get(info.key)
+        assert data.endswith(b"\n"), info.key
+        objects.append((key.start_offset, [json.loads(line) for line in data.decode().splitlines()]))
+    return objects
+
+
+def wait_until(condition, timeout: float = 10.0, interval: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {condition}")
+        time.sleep(interval)
+    return result
+
+
+@pytest.fixture
+def bucket(tmp_path) -> LocalBucket:
+    return LocalBucket(tmp_path / "bucket")
+
+
+@pytest.fixture
+def start_gateway(tmp_path, bucket):
+    """Start gateways on free ports (same state dir unless told otherwise); all shut down at the end."""
+    started = []
+
+    def start(**kwargs) -> Gateway:
+        kwargs.setdefault("bucket", bucket)
+        kwargs.setdefault("state_dir", tmp_path / "state")
+        kwargs.setdefault("port", 0)
+        kwargs.setdefault("fsync", False)  # the crash tests run with fsync on; here it only costs time
+        gateway = Gateway(**kwargs).start()
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in started:
+        gateway.shutdown()
+
+
+@pytest.fixture
+def gateway(start_gateway) -> Gateway:
+    return start_gateway()
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint_url():
+    """A moto S3 server on a free loopback port for the whole session."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(monkeypatch):
+    """Dummy credentials for moto, also inherited by gateway subprocesses."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def s3_bucket_name(moto_endpoint_url, aws_env) -> str:
+    """A fresh, empty S3 bucket on the moto server."""
+    name = f"gateway-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=moto_endpoint_url).create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def s3_bucket(moto_endpoint_url, s3_bucket_name) -> S3Bucket:
+    return S3Bucket(boto3.client("s3", endpoint_url=moto_endpoint_url), s3_bucket_name, "landing")
+
+
+class GatewayProcess:
+    """``python -m pintrest_assets.gateway`` as a subprocess, as ``make run`` starts it."""
+
+    def __init__(self, home: Path, *args: str, env: dict[str, str] | None = None):
+        self.env = dict(os.environ, PINTREST_HOME=str(home), **(env or {}))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pintrest_assets.gateway", "--port", "0", *args],
+            cwd=REPO,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.banner = self.proc.stdout.readline()
+        if not self.banner.startswith("gateway listening on "):
+            self.proc.kill()
+            raise AssertionError(f"gateway did not start: {self.banner}{self.proc.stderr.read()}")
+        self.url = self.banner.split()[3].rstrip(",")
+
+    def stop(self, timeout: float = 20) -> tuple[int, str, str]:
+        """SIGTERM, then the exit code and the rest of stdout and stderr."""
+        self.proc.terminate()
+        out, err = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, out, err
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.communicate(timeout=10)
+
+
+@pytest.fixture
+def gateway_process(tmp_path):
+    """Start gateway subprocesses; any still running at the end is killed."""
+    processes = []
+
+    def start(*args: str, home: Path | None = None, env: dict[str, str] | None = None) -> GatewayProcess:
+        process = GatewayProcess(home or tmp_path / "home", *args, env=env)
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        if process.proc.poll() is None:
+            process.kill()

@@ -1,0 +1,61 @@
+"""Fixtures for the resource tests: a scratch MySQL/MariaDB database, and a database URL per backend.
+
+The MySQL tests need ``PINTREST_TEST_MYSQL_URL`` (``eval "$(bash .ci/mariadb.sh)"`` sets it). Without
+it they are skipped, unless ``PINTREST_REQUIRE_MYSQL=1`` (as in CI), which makes them fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+
+@pytest.fixture(scope="session")
+def mysql_server_url() -> str:
+    """The URL of the test server's database, from PINTREST_TEST_MYSQL_URL."""
+    url = os.environ.get("PINTREST_TEST_MYSQL_URL")
+    if not url:
+        how = 'run `eval "$(bash .ci/mariadb.sh)"` to set it'
+        if os.environ.get("PINTREST_REQUIRE_MYSQL") == "1":
+            pytest.fail(f"PINTREST_REQUIRE_MYSQL=1 but PINTREST_TEST_MYSQL_URL is not set: {how}")
+        pytest.skip(f"PINTREST_TEST_MYSQL_URL is not set: {how}")
+    return url
+
+
+@pytest.fixture
+def mysql_url(mysql_server_url: str):
+    """A new empty database for one test (``<test database>_<random>``), dropped afterwards.
+
+    Its own database, so that parallel test runs on one server never see each other's tables.
+    Its default character set is latin1, as on many MySQL servers: tables must ask for utf8mb4.
+    """
+    server = make_url(mysql_server_url)
+    name = f"{server.database}_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(server)
+    quoted = admin.dialect.identifier_preparer.quote(name)
+    try:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE {quoted} CHARACTER SET latin1"))
+    except sa.exc.DBAPIError as exc:
+        admin.dispose()
+        pytest.fail(
+            f"cannot create a scratch database {name} on the test server (.ci/mariadb.sh grants it): {exc.orig}"
+        )
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {quoted}"))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
+def db_url(request, tmp_path) -> str:
+    """An empty database: a SQLite file, then a scratch MySQL/MariaDB database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'posts.db'}"
+    return request.getfixturevalue("mysql_url")
