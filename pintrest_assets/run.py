@@ -2,8 +2,10 @@
 
 Seeds the sample database if it is empty, starts the local gateway when the REST proxy URL is
 local and nothing listens there, materialises the topic streams through Dagster (so the run is in
-the instance the UI shows), waits until every acknowledged record has landed in the bucket, and
-writes a summary to ``$PINTREST_HOME/run_summary.json``. Exits non-zero if anything sent did not land.
+the instance the UI shows), waits until every acknowledged record has landed in the bucket, then
+materialises the raw JSON and the DataFrames, and writes a summary to
+``$PINTREST_HOME/run_summary.json``. Exits non-zero if anything sent did not land, or if the
+records read differ from the rows plus the quarantined lines.
 """
 
 from __future__ import annotations
@@ -57,15 +59,50 @@ def run(args, settings: Settings) -> int:
             }
         _wait_until_landed(settings, summary, args.land_timeout)
 
+    # The lake: mount the landed objects, read the new ones into the DataFrames.
+    result = _materialize(
+        defs, instance, [name for spec in TOPICS for name in (spec.raw_asset, spec.dataframe)], run_config={}
+    )
+    for spec in TOPICS:
+        raw, df = _metadata(result, spec.raw_asset), _metadata(result, spec.dataframe)
+        summary["topics"][spec.name].update(
+            {
+                "objects_read": df["objects_read"],
+                "records_read": df["records_in_objects"],
+                "rows_read": df["rows_read"],
+                "quarantined": df["quarantined"],
+                "records_in_bucket": raw["records"],
+                "rows_total": df["dagster/row_count"],
+                "quarantined_total": df["quarantined_total"],
+            }
+        )
+
     path = settings.home / "run_summary.json"
     path.write_text(json.dumps(summary, indent=2) + "\n")
     print(_render(summary))
     print(f"summary written to {path}")
-    incomplete = [name for name, t in summary["topics"].items() if t["landed"] < t["sent"] or t["failed"]]
-    if incomplete:
-        print(f"pintrest run: not everything sent landed: {', '.join(incomplete)}", file=sys.stderr)
-        return 1
-    return 0
+    return _verdict(summary)
+
+
+def _verdict(summary: dict) -> int:
+    """0 if every record sent landed and every record landed became a row or a quarantined line."""
+    problems = []
+    for name, t in summary["topics"].items():
+        if t["landed"] < t["sent"] or t["failed"]:
+            problems.append(f"{name}: {t['sent']} sent, {t['failed']} failed, {t['landed']} landed")
+        if t["rows_read"] + t["quarantined"] != t["records_read"]:
+            problems.append(
+                f"{name}: {t['records_read']} records read from new objects, "
+                f"but {t['rows_read']} rows + {t['quarantined']} quarantined"
+            )
+        if t["rows_total"] + t["quarantined_total"] != t["records_in_bucket"]:
+            problems.append(
+                f"{name}: {t['records_in_bucket']} records in the bucket, "
+                f"but {t['rows_total']} rows + {t['quarantined_total']} quarantined in {name}'s DataFrame"
+            )
+    for problem in problems:
+        print(f"pintrest run: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def _seed_if_empty(settings: Settings) -> None:
@@ -153,8 +190,11 @@ def _wait_until_landed(settings: Settings, summary: dict, timeout: float) -> Non
         time.sleep(0.5)
 
 
+_COLUMNS = ("sent", "failed", "landed", "rows_read", "quarantined", "rows_total")
+
+
 def _render(summary: dict) -> str:
-    lines = [f"{'topic':<24}{'sent':>8}{'landed':>8}{'failed':>8}"]
+    lines = [f"{'topic':<24}" + "".join(f"{c:>13}" for c in _COLUMNS)]
     for topic in summary["topics"].values():
-        lines.append(f"{topic['topic']:<24}{topic['sent']:>8}{topic['landed']:>8}{topic['failed']:>8}")
+        lines.append(f"{topic['topic']:<24}" + "".join(f"{topic[c]:>13,}" for c in _COLUMNS))
     return "\n".join(lines)

@@ -1,9 +1,18 @@
-"""Keeps every test away from the user's ./.pintrest: settings default to a temporary home."""
+"""Fixtures for every test folder.
+
+Keeps every test away from the user's ./.pintrest (settings default to a temporary home), and
+gives scratch databases: a SQLite file, and a MySQL/MariaDB database when one is configured. The
+MySQL tests need ``PINTREST_TEST_MYSQL_URL`` (``eval "$(bash .ci/mariadb.sh)"`` sets it); without
+it they are skipped, unless ``PINTREST_REQUIRE_MYSQL=1`` (as in CI), which makes them fail instead.
+"""
 
 import os
 import tempfile
+import uuid
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 _HOME = tempfile.mkdtemp(prefix="pintrest-tests-")
 for _name in [n for n in os.environ if n.startswith("PINTREST_") and not n.startswith("PINTREST_TEST_")]:
@@ -18,3 +27,50 @@ def pintrest_home(tmp_path, monkeypatch):
     """A fresh PINTREST_HOME for one test."""
     monkeypatch.setenv("PINTREST_HOME", str(tmp_path / "home"))
     return tmp_path / "home"
+
+
+@pytest.fixture(scope="session")
+def mysql_server_url() -> str:
+    """The URL of the test server's database, from PINTREST_TEST_MYSQL_URL."""
+    url = os.environ.get("PINTREST_TEST_MYSQL_URL")
+    if not url:
+        how = 'run `eval "$(bash .ci/mariadb.sh)"` to set it'
+        if os.environ.get("PINTREST_REQUIRE_MYSQL") == "1":
+            pytest.fail(f"PINTREST_REQUIRE_MYSQL=1 but PINTREST_TEST_MYSQL_URL is not set: {how}")
+        pytest.skip(f"PINTREST_TEST_MYSQL_URL is not set: {how}")
+    return url
+
+
+@pytest.fixture
+def mysql_url(mysql_server_url: str):
+    """A new empty database for one test (``<test database>_<random>``), dropped afterwards.
+
+    Its own database, so that parallel test runs on one server never see each other's tables.
+    Its default character set is latin1, as on many MySQL servers: tables must ask for utf8mb4.
+    """
+    server = make_url(mysql_server_url)
+    name = f"{server.database}_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(server)
+    quoted = admin.dialect.identifier_preparer.quote(name)
+    try:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE {quoted} CHARACTER SET latin1"))
+    except sa.exc.DBAPIError as exc:
+        admin.dispose()
+        pytest.fail(
+            f"cannot create a scratch database {name} on the test server (.ci/mariadb.sh grants it): {exc.orig}"
+        )
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {quoted}"))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
+def db_url(request, tmp_path) -> str:
+    """An empty database: a SQLite file, then a scratch MySQL/MariaDB database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'posts.db'}"
+    return request.getfixturevalue("mysql_url")

@@ -81,7 +81,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
-            print(f"gateway: port {args.port} on {args.host} is already in use; stop what runs there or pass --port", file=sys.stderr)
+            print(
+                f"gateway: port {args.port} on {args.host} is already in use; stop what runs there or pass --port",
+                file=sys.stderr,
+            )
+        elif exc.filename:  # the state directory
+            print(f"gateway: {exc.filename}: {exc.strerror}", file=sys.stderr)
         else:
             print(f"gateway: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
@@ -110,7 +115,9 @@ def _int_in_range(text: str, low: int, high: int | None) -> int:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < low or (high is not None and value > high):
-        raise argparse.ArgumentTypeError(f"must be {low}-{high}, got {value}" if high else f"must be at least {low}, got {value}")
+        raise argparse.ArgumentTypeError(
+            f"must be {low}-{high}, got {value}" if high else f"must be at least {low}, got {value}"
+        )
     return value
 
 

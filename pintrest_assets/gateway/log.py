@@ -29,9 +29,7 @@ class PartitionLog:
     ``append`` may be called from many threads; ``read`` and ``discard_below`` from one (the sink).
     """
 
-    def __init__(
-        self, directory: Path, fsync: bool = True, start_offset: int = 0, segment_bytes: int = SEGMENT_BYTES
-    ):
+    def __init__(self, directory: Path, fsync: bool = True, start_offset: int = 0, segment_bytes: int = SEGMENT_BYTES):
         self.dir = Path(directory)
         self.fsync = fsync
         self.segment_bytes = segment_bytes
@@ -47,7 +45,10 @@ class PartitionLog:
             # power cut): continue numbering after them rather than reuse their offsets.
             log.warning(
                 "%s ends at offset %d but records up to %d have landed; continuing from %d",
-                self.dir, self._next_offset, start_offset, start_offset,
+                self.dir,
+                self._next_offset,
+                start_offset,
+                start_offset,
             )
             self._create_segment(start_offset)
             self._next_offset, self._active_size = start_offset, 0
@@ -97,6 +98,11 @@ class PartitionLog:
                 base, pos = self._segment_after(base), 0
         self._cursor = (offset, base, pos)
         return b"".join(parts)
+
+    def first_segment_end(self) -> float:
+        """The offset after the oldest segment's records (infinite while it is the active one)."""
+        with self._lock:
+            return self._segments[1] if len(self._segments) > 1 else float("inf")
 
     def discard_below(self, offset: int) -> None:
         """Delete the segments whose records all lie below ``offset`` (they have landed)."""

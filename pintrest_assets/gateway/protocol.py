@@ -75,9 +75,7 @@ class RejectedRecord:
     error: str
 
 
-def parse_produce_request(
-    body: bytes, content_type: str | None, max_record_bytes: int
-) -> list[bytes | RejectedRecord]:
+def parse_produce_request(body: bytes, content_type: str | None, max_record_bytes: int) -> list[bytes | RejectedRecord]:
     """The lines to append, one per input record in order, or why a record is refused.
 
     A line is the record value as compact JSON plus a newline: exactly what the sink lands.

@@ -134,13 +134,16 @@ class Gateway:
         try:
             if self._httpd is None:
                 self.start()
-            if on_start is not None:
-                on_start(self)
-            stop.wait()
+            try:
+                if on_start is not None:
+                    on_start(self)
+                stop.wait()
+            finally:
+                left = self.shutdown()  # a second signal is ignored here: landing has its own timeout
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        return self.shutdown()
+        return left
 
     def __enter__(self) -> Gateway:
         return self.start()
@@ -187,6 +190,7 @@ class _HTTPServer(ThreadingHTTPServer):
     """One thread per connection, keep-alive, and a graceful end for open connections."""
 
     daemon_threads = True
+    request_queue_size = 128  # many emulator threads may connect at once; the default 5 makes them wait
 
     def __init__(self, address: tuple[str, int], gateway: Gateway):
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET

@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 _RETRY_FIRST_S = 0.2
 _RETRY_MAX_S = 10.0
+_PARALLEL_UPLOADS = 8  # full files in flight at once: per-object latency, not bandwidth, bounds a PUT
 
 
 @dataclass
@@ -89,6 +91,7 @@ class PartitionSink:
         self._opened_at: float | None = time.monotonic() if self.pending else None
         self._stop_by: float | None = None  # monotonic deadline once a stop is requested
         self._thread = threading.Thread(target=self._run, name=f"sink-{topic}-{partition}", daemon=True)
+        self._uploads = ThreadPoolExecutor(_PARALLEL_UPLOADS, thread_name_prefix=f"upload-{topic}-{partition}")
 
     @property
     def pending(self) -> int:
@@ -113,6 +116,7 @@ class PartitionSink:
 
     def join(self) -> None:
         self._thread.join()
+        self._uploads.shutdown()
 
     def _run(self) -> None:
         retry_in = _RETRY_FIRST_S
@@ -159,22 +163,36 @@ class PartitionSink:
     def _land(self, everything: bool) -> None:
         """Commit every full file, and with ``everything`` the partial one too."""
         if self.mark.landing_end is not None:  # a partial file was in flight at a crash: redo it
-            self._upload(min(self.mark.landing_end, self.log.next_offset))
+            self._upload([min(self.mark.landing_end, self.log.next_offset)])
         end = self.log.next_offset
         while end - self.mark.landed >= self.flush_size:
-            self._upload(self.mark.landed + self.flush_size)
+            count = min((end - self.mark.landed) // self.flush_size, _PARALLEL_UPLOADS)
+            self._upload([self.mark.landed + self.flush_size * (i + 1) for i in range(count)])
         if everything and end > self.mark.landed:
             self.mark.landing_end = end
             self.mark.save(self.fsync)
-            self._upload(end)
+            self._upload([end])
         with self._cond:
             self._opened_at = time.monotonic() if self.pending else None
 
-    def _upload(self, end: int) -> None:
-        start = self.mark.landed
-        if end > start:
-            self.bucket.put(object_key(self.topic, self.partition, start), self.log.read(start, end))
+    def _upload(self, ends: list[int]) -> None:
+        """Upload consecutive files, the first starting at the mark, then move the mark past them.
+
+        Uploading several at once is safe: a failure before the mark moves only means the same
+        files, with the same boundaries, are uploaded again.
+        """
+        starts = [self.mark.landed, *ends[:-1]]
+        objects = [
+            (object_key(self.topic, self.partition, start), self.log.read(start, end))
+            for start, end in zip(starts, ends)
+            if end > start
+        ]
+        for _ in self._uploads.map(lambda obj: self.bucket.put(*obj), objects):
             self.objects_landed += 1
+        end = ends[-1]
         self.mark.landed, self.mark.landing_end = end, None
-        self.mark.save(self.fsync)
+        # Losing this write in a power cut only means uploading the same full files again (their
+        # boundaries follow from an earlier mark; a partial file's end was synced before its
+        # upload), so it is synced only before log segments it covers are deleted.
+        self.mark.save(fsync=self.fsync and self.log.first_segment_end() <= end)
         self.log.discard_below(end)

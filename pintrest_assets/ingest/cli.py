@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import random
+import signal
 import sys
+import threading
 
 from tqdm import tqdm
 
@@ -26,6 +28,10 @@ def run(args, settings) -> int:
     database, rest_proxy = resources["database"], resources["rest_proxy"]
     database.check()
     total = None if args.forever else args.posts
+    stop = threading.Event()
+    # Ctrl-C finishes the chunk in flight, so every acknowledged record is counted; a second
+    # Ctrl-C interrupts at once.
+    signal.signal(signal.SIGINT, lambda *_: (stop.set(), signal.signal(signal.SIGINT, signal.default_int_handler)))
     with tqdm(total=total, unit="post", desc="emulating", file=sys.stderr) as bar:
         report = emulate(
             database,
@@ -34,6 +40,7 @@ def run(args, settings) -> int:
             rate=args.rate,
             rng=random.Random(args.seed),
             on_chunk=lambda report, n: bar.update(n),
+            stop=stop,
         )
     print(summary_line(report))
     _record_in_instance(report, settings)

@@ -38,7 +38,7 @@ class TopicTally:
         for partition, offset in result.offsets:
             self.offsets.setdefault(partition, []).append(offset)
         # Keep a few messages to show; the count above is complete.
-        self.failures.extend(f.message for f in result.failed[: max(0, 5 - len(self.failures))])
+        self.failures.extend(f"{f.error_code}: {f.message}" for f in result.failed[: max(0, 5 - len(self.failures))])
 
     @property
     def first_offset(self) -> int | None:
@@ -81,9 +81,9 @@ def emulate(
     """Send ``posts`` random posts (``None``: until ``stop`` is set) to the three topics.
 
     ``rate`` caps posts per second. ``on_chunk(report, posts_in_chunk)`` is called after each
-    chunk is acknowledged (progress bars). A KeyboardInterrupt stops after the chunk in flight,
-    whose acknowledgements are still counted, and the report says ``interrupted``; a request that
-    fails for good stops the emulation too, with the error in ``report.error``.
+    chunk is acknowledged (progress bars). Setting ``stop`` ends the emulation after the chunk in
+    flight, whose acknowledgements are still counted, and the report says ``interrupted``; a
+    request that fails for good stops it too, with the error in ``report.error``.
     """
     rng = rng or random.Random()
     stop = stop or threading.Event()
@@ -93,11 +93,7 @@ def emulate(
     with ThreadPoolExecutor(max_workers=len(TOPICS), thread_name_prefix="produce") as pool:
         while not stop.is_set() and (posts is None or report.posts < posts):
             n = chunk_posts if posts is None else min(chunk_posts, posts - report.posts)
-            try:
-                draw = database.draw_posts(n, rng)
-            except KeyboardInterrupt:
-                report.interrupted = True
-                break
+            draw = database.draw_posts(n, rng)
             pending = {
                 spec.name: pool.submit(
                     rest_proxy.produce, rest_proxy.topic_for(spec), [post[spec.name] for post in draw.posts]
@@ -106,44 +102,30 @@ def emulate(
             }
             try:
                 _collect(pending, report)
-            except KeyboardInterrupt:
-                # The requests in flight still finish: count what they got acknowledged.
-                report.interrupted = True
-                _collect(pending, report)
             except Exception as exc:  # noqa: BLE001 - reported to the caller with the counts so far
                 report.error = exc
-            finally:
-                report.seconds = time.monotonic() - started
+                break
             report.posts += n
             report.missing += draw.missing
             if on_chunk:
                 on_chunk(report, n)
-            if report.interrupted or report.error:
-                break
             if rate:
-                # Sleep until the posts sent so far are due at the requested rate.
+                # Wait until the posts sent so far are due at the requested rate.
                 ahead = report.posts / rate - (time.monotonic() - started)
-                if ahead > 0 and stop.wait(ahead):
-                    break
+                if ahead > 0:
+                    stop.wait(ahead)
+    report.interrupted = stop.is_set() and (posts is None or report.posts < posts)
     report.seconds = time.monotonic() - started
     return report
 
 
 def _collect(pending: dict, report: EmulationReport) -> None:
-    """Wait for each topic's requests and count what was acknowledged, even if one topic failed.
-
-    Collected futures leave ``pending``, so a second call after an interrupt waits for the rest.
-    """
+    """Wait for each topic's requests and count what was acknowledged, even if one topic failed."""
     error = None
-    for name in list(pending):
+    for name, future in pending.items():
         try:
-            result = pending[name].result()
-            del pending[name]
-            report.topics[name].add(result)
-        except KeyboardInterrupt:
-            raise
+            report.topics[name].add(future.result())
         except Exception as exc:  # keep the partial acknowledgements, then re-raise
-            del pending[name]
             partial = getattr(exc, "partial", None)
             if partial is not None:
                 report.topics[name].add(partial)

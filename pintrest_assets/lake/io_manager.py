@@ -27,11 +27,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import dagster as dg
+from dagster_pyspark import LazyPySparkResource
 from pydantic import Field
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
-
-from pintrest_assets.resources.spark import SparkResource
 
 STATE_FILE = "_table.json"
 QUARANTINE_DIR = "_quarantine"
@@ -170,7 +169,9 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
     """Stores Spark DataFrames as parquet tables under ``base_dir`` and loads them back whole."""
 
     base_dir: str = Field(description="The warehouse directory: one table per asset under it.")
-    spark: SparkResource = Field(description="The Spark session that loads tables for downstream assets.")
+    # Any lazy dagster-pyspark resource (``SparkResource`` in the project): the session starts
+    # only when a downstream asset loads a table.
+    spark: LazyPySparkResource = Field(description="The Spark session that loads tables for downstream assets.")
 
     def table(self, name: str) -> WarehouseTable:
         return WarehouseTable(self.base_dir, name)

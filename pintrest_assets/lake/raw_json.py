@@ -1,7 +1,5 @@
 """The raw JSON objects of each topic, as the S3 sink landed them, mounted for Spark."""
 
-from urllib.parse import urlsplit, urlunsplit
-
 import dagster as dg
 
 from pintrest_assets.resources.s3_mount import S3MountResource
@@ -33,19 +31,13 @@ def build_raw_json_asset(spec: TopicSpec) -> dg.AssetsDefinition:
                 "new_records": mount.new_records,
                 "new_bytes": mount.new_bytes,
                 "newest_key": mount.newest_key or "",
-                "mount_path": mount.root,
-                "bucket": _without_credentials(s3_mount.bucket_url),
+                "mount_path": dg.MetadataValue.path(mount.root),
+                # A directory or s3://bucket[/prefix]; the S3 credentials stay in the s3 resource.
+                "bucket": s3_mount.bucket_url,
             }
         )
 
     return raw_json
-
-
-def _without_credentials(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
 
 
 raw_json_assets: list[dg.AssetsDefinition] = [build_raw_json_asset(spec) for spec in TOPICS]

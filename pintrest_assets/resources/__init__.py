@@ -11,8 +11,13 @@ import os
 
 import dagster as dg
 
+from dagster_aws.s3 import S3Resource
+
+from pintrest_assets.lake.io_manager import WarehouseIOManager
 from pintrest_assets.resources.database import PostsDatabase
 from pintrest_assets.resources.rest_proxy import RestProxyResource
+from pintrest_assets.resources.s3_mount import S3MountResource
+from pintrest_assets.resources.spark import build_spark_resource
 from pintrest_assets.settings import Settings
 
 # Secrets: resolved at launch from the environment and never shown in the UI.
@@ -34,6 +39,7 @@ def build_resources(settings: Settings, *, resolve_secrets: bool = False) -> dic
     db_url = settings.db_url
     if settings.db_url_is_secret and os.environ.get("PINTREST_DB_URL") and not resolve_secrets:
         db_url = dg.EnvVar("PINTREST_DB_URL")
+    spark = build_spark_resource(settings)
     return {
         "database": PostsDatabase(url=db_url),
         "rest_proxy": RestProxyResource(
@@ -43,4 +49,13 @@ def build_resources(settings: Settings, *, resolve_secrets: bool = False) -> dic
             username=_secret("PINTREST_REST_PROXY_USERNAME", resolve_secrets),
             password=_secret("PINTREST_REST_PROXY_PASSWORD", resolve_secrets),
         ),
+        "s3_mount": S3MountResource(
+            bucket_url=settings.bucket,
+            mount_dir=str(settings.home / "mnt"),
+            user_id=settings.user_id,
+            # boto3 reads the AWS credentials from the environment or ~/.aws itself.
+            s3=S3Resource(endpoint_url=settings.s3_endpoint_url) if settings.bucket_is_s3 else None,
+        ),
+        "spark": spark,
+        "warehouse_io_manager": WarehouseIOManager(base_dir=str(settings.warehouse), spark=spark),
     }

@@ -69,7 +69,11 @@ def test_lands_in_s3_through_an_endpoint_url(gateway_process, moto_endpoint_url,
     returncode, out, err = gateway.stop()
     assert returncode == 0, err
     bucket = S3Bucket(boto3.client("s3", endpoint_url=moto_endpoint_url), s3_bucket_name, "lake")
-    assert landed_objects(bucket, "u.geo") == [(0, [{"ind": 0}, {"ind": 1}]), (2, [{"ind": 2}, {"ind": 3}]), (4, [{"ind": 4}])]
+    assert landed_objects(bucket, "u.geo") == [
+        (0, [{"ind": 0}, {"ind": 1}]),
+        (2, [{"ind": 2}, {"ind": 3}]),
+        (4, [{"ind": 4}]),
+    ]
     assert [o.key for o in bucket.list("topics/")][0] == "topics/u.geo/partition=0/u.geo+0+0000000000.json"
 
 

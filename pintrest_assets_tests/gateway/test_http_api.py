@@ -118,10 +118,14 @@ def test_invalid_topic_names_are_a_bad_request(gateway, topic):
 def test_partitions_other_than_zero_do_not_exist(gateway):
     produce(gateway.url, "u.pin", [1])
     for path in ("/topics/u.pin/partitions/1", "/topics/u.pin/partitions/x"):
-        response = requests.post(gateway.url + path, json={"records": [{"value": 1}]}, headers={"Content-Type": JSON_V2})
+        response = requests.post(
+            gateway.url + path, json={"records": [{"value": 1}]}, headers={"Content-Type": JSON_V2}
+        )
         assert_error(response, 404, 40402, "Partition not found")
     response = requests.post(
-        f"{gateway.url}/topics/u.pin", json={"records": [{"value": 1, "partition": 2}]}, headers={"Content-Type": JSON_V2}
+        f"{gateway.url}/topics/u.pin",
+        json={"records": [{"value": 1, "partition": 2}]},
+        headers={"Content-Type": JSON_V2},
     )
     assert_error(response, 404, 40402)
 
@@ -130,7 +134,11 @@ def test_unknown_topics_are_refused_when_auto_create_is_off(start_gateway):
     gateway = start_gateway(auto_create_topics=False, topics=["u.pin"])
     assert_error(produce(gateway.url, "u.geo", [1]), 404, 40401, "Topic not found")
     assert_error(
-        requests.post(f"{gateway.url}/topics/u.geo/partitions/1", json={"records": [{"value": 1}]}, headers={"Content-Type": JSON_V2}),
+        requests.post(
+            f"{gateway.url}/topics/u.geo/partitions/1",
+            json={"records": [{"value": 1}]},
+            headers={"Content-Type": JSON_V2},
+        ),
         404,
         40401,
     )

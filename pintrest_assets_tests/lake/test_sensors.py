@@ -117,16 +117,16 @@ def test_partitions_each_have_their_cursor(s3_mount, s3_bucket, bucket_land):
 
 
 def test_a_tick_lists_only_what_is_new(s3_mount, s3_bucket, s3_requests, bucket_land):
-    for offset in range(150):
+    for offset in range(60):
         bucket_land(s3_bucket, PIN, offset)
     _, cursor = tick(s3_mount)
-    new = [bucket_land(s3_bucket, PIN, offset) for offset in (150, 151, 152)]
+    new = [bucket_land(s3_bucket, PIN, offset) for offset in (60, 61, 62)]
 
     s3_requests.clear()
     requests, cursor = tick(s3_mount, cursor)
     assert accounted(requests) == {PIN: 3}
     assert requests[0].run_key == f"pin_raw_json:{new[-1]}"
-    assert s3_requests["keys listed"] == 3  # not the 150 behind the cursor
+    assert s3_requests["keys listed"] == 3  # not the 60 behind the cursor
     # One partition listing per topic, plus one page of new keys for the pin partition.
     assert s3_requests["ListObjectsV2"] == len(TOPICS_BY_NAME) + 1
     assert s3_requests["GetObject"] == 0

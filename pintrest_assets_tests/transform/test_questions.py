@@ -45,7 +45,7 @@ def _time(text):
 @pytest.fixture
 def tables(cleaned):
     pins = [{"ind": i, "poster_name": p, "follower_count": f, "category": c} for i, p, f, c, _, _ in POSTS]
-    geos = [{"ind": i, "country": g[0], "timestamp": _time(g[1])} for i, *_, g, _ in POSTS if g]
+    geos = [{"ind": i, "country": g[0], "coordinates": [0.0, 0.0], "timestamp": _time(g[1])} for i, *_, g, _ in POSTS if g]
     users = [{"ind": i, "user_name": u[0], "age": u[1], "date_joined": _time(u[2])} for i, *_, u in POSTS if u]
     return {"pin_clean": cleaned("pin", pins), "geo_clean": cleaned("geo", geos), "user_clean": cleaned("user", users)}
 

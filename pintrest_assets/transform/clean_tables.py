@@ -1,0 +1,85 @@
+"""pin_clean, geo_clean and user_clean: each topic's DataFrame with the cleaning rules applied.
+
+One factory over the topic spec table. A cleaned table is rebuilt whole from its DataFrame on
+each refresh (the DataFrames grow by appends, and re-sent posts may arrive in any batch, so
+duplicates are only visible across the whole table).
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+from pyspark.sql import DataFrame
+
+from pintrest_assets.lake.schemas import column_schema
+from pintrest_assets.topics import TOPICS, TopicSpec
+from pintrest_assets.transform.automation import ON_NEW_DATA, TRANSFORM_GROUP
+from pintrest_assets.transform.cleaning import CLEANERS, CONVERSIONS, conversion_failures, drop_resent_duplicates, rows_and_nulls
+from pintrest_assets.transform.markdown import markdown_table
+
+VALUES_CONVERTED = "values_converted"
+
+
+def clean_table_name(spec: TopicSpec) -> str:
+    """The cleaned table of a topic, e.g. ``pin_clean``."""
+    return f"{spec.name}_clean"
+
+
+def build_clean_table_asset(spec: TopicSpec) -> dg.AssetsDefinition:
+    name = clean_table_name(spec)
+    clean = CLEANERS[spec.name]
+    conversions = CONVERSIONS[spec.name]
+
+    @dg.asset(
+        name=name,
+        group_name=TRANSFORM_GROUP,
+        kinds={"spark", "parquet"},
+        io_manager_key="warehouse_io_manager",
+        ins={"raw": dg.AssetIn(spec.dataframe)},
+        automation_condition=ON_NEW_DATA,
+        check_specs=[
+            dg.AssetCheckSpec(
+                VALUES_CONVERTED,
+                asset=name,
+                description=f"Every value of {', '.join(conversions)} in {spec.dataframe} that was not "
+                "missing converted to its type (a value that cannot be is null in the cleaned table).",
+            )
+        ],
+        description=f"{spec.dataframe} cleaned (placeholders and blanks to null, types, column names and "
+        f"order as the original's cleaning), one row per `ind`: re-sent posts removed. {spec.description}",
+    )
+    def clean_table(context: dg.AssetExecutionContext, raw: DataFrame):
+        rows_in = raw.count()
+        table = drop_resent_duplicates(clean(raw))
+        rows, nulls = rows_and_nulls(table)
+        context.log.info(f"{name}: {rows} rows from {rows_in} ({rows_in - rows} re-sent duplicates removed)")
+        yield dg.Output(
+            table,
+            metadata={
+                "dagster/row_count": rows,
+                "dagster/column_schema": column_schema(table.schema),
+                "rows_in": rows_in,
+                "duplicates_removed": rows_in - rows,
+                "nulls": dg.MetadataValue.md(
+                    markdown_table(
+                        ["column", "nulls", "share"],
+                        [(c, n, f"{n / rows:.1%}" if rows else "") for c, n in nulls.items()],
+                    )
+                ),
+            },
+        )
+        lost = conversion_failures(raw, conversions)
+        yield dg.AssetCheckResult(
+            check_name=VALUES_CONVERTED,
+            passed=not any(lost.values()),
+            severity=dg.AssetCheckSeverity.WARN,
+            description=None
+            if not any(lost.values())
+            else "Values that are not missing but could not be converted (now null): "
+            + ", ".join(f"{column}: {n}" for column, n in lost.items() if n),
+            metadata={f"unconverted_{column}": n for column, n in lost.items()},
+        )
+
+    return clean_table
+
+
+clean_table_assets: list[dg.AssetsDefinition] = [build_clean_table_asset(spec) for spec in TOPICS]

@@ -1,0 +1,285 @@
+import collections
+import json
+import math
+import random
+import statistics
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pintrest_assets.lake.dataframes import cursor_after, dataframe_assets, merge_stats, summary_markdown
+from pintrest_assets.lake.io_manager import WarehouseTable
+from pintrest_assets.lake.schemas import SCHEMAS
+from pintrest_assets.resources.s3_mount import MountedObject
+from pintrest_assets.resources.spark import SparkResource
+from pintrest_assets.sink_layout import object_key
+from pintrest_assets.topics import TOPICS
+
+
+def _put_lines(lake, topic_name: str, start_offset: int, lines: list[str], partition: int = 0) -> str:
+    key = object_key(lake.topic(topic_name), partition, start_offset)
+    lake.bucket.put(key, "".join(line + "\n" for line in lines).encode())
+    return key
+
+
+def _parquet(table: WarehouseTable) -> pa.Table:
+    """The table's committed rows, read without Spark."""
+    state = table.state()
+    return pa.concat_tables([pq.read_table(table.path / batch) for batch in state.batches])
+
+
+def _quarantine(table: WarehouseTable) -> list[dict]:
+    return [
+        json.loads(line)
+        for part in sorted(table.quarantine_path.glob("*/part-*.json"))
+        for line in part.read_text().splitlines()
+    ]
+
+
+# --- definitions ----------------------------------------------------------------------------------
+
+
+def test_one_dataframe_asset_per_topic_downstream_of_its_raw_json():
+    assert [a.key for a in dataframe_assets] == [dg.AssetKey(spec.dataframe) for spec in TOPICS]
+    for asset, spec in zip(dataframe_assets, TOPICS):
+        asset_spec = next(iter(asset.specs))
+        assert asset_spec.group_name == "lake"
+        assert [dep.asset_key for dep in asset_spec.deps] == [dg.AssetKey(spec.raw_asset)]
+        assert set(asset_spec.kinds) == {"spark", "parquet"}
+        assert {"s3_mount", "spark", "warehouse_io_manager"} <= asset.required_resource_keys
+        assert asset.get_io_manager_key_for_asset_key(asset.key) == "warehouse_io_manager"
+        assert [c.name for c in asset_spec.metadata["dagster/column_schema"].columns] == SCHEMAS[spec.name].fieldNames()
+
+
+def test_schemas_follow_the_source_tables():
+    simple = {name: {f.name: f.dataType.simpleString() for f in schema.fields} for name, schema in SCHEMAS.items()}
+    assert simple == {
+        "pin": {
+            "index": "bigint",
+            "unique_id": "string",
+            "title": "string",
+            "description": "string",
+            "poster_name": "string",
+            "follower_count": "string",
+            "tag_list": "string",
+            "is_image_or_video": "string",
+            "image_src": "string",
+            "downloaded": "bigint",
+            "save_location": "string",
+            "category": "string",
+        },
+        "geo": {"ind": "bigint", "timestamp": "string", "latitude": "double", "longitude": "double", "country": "string"},
+        "user": {"ind": "bigint", "first_name": "string", "last_name": "string", "age": "bigint", "date_joined": "string"},
+    }
+    assert all(spec.index_column in SCHEMAS[spec.name].fieldNames() for spec in TOPICS)
+
+
+# --- pure functions -------------------------------------------------------------------------------
+
+
+def _stats(values: list) -> dict:
+    """Column statistics computed directly, as ``profile`` computes them in Spark."""
+    if not values:
+        return {"count": 0, "min": None, "max": None}
+    stats = {"count": len(values), "min": min(values), "max": max(values)}
+    if isinstance(values[0], (int, float)):
+        mean = statistics.fmean(values)
+        stats.update(mean=mean, m2=sum((v - mean) ** 2 for v in values))
+    return stats
+
+
+@pytest.mark.parametrize("split", [0, 1, 7, 20])
+def test_merged_stats_equal_the_stats_of_all_rows(split):
+    rng = random.Random(split)
+    ages = [rng.randint(20, 59) for _ in range(20)]
+    names = [rng.choice(["Ada", "Bo", "Cy", "Zoë"]) for _ in range(20)]
+    merged = merge_stats(
+        {"age": _stats(ages[:split]), "name": _stats(names[:split])},
+        {"age": _stats(ages[split:]), "name": _stats(names[split:])},
+    )
+    whole = {"age": _stats(ages), "name": _stats(names)}
+    assert merged["name"] == whole["name"]
+    assert {k: merged["age"][k] for k in ("count", "min", "max")} == {k: whole["age"][k] for k in ("count", "min", "max")}
+    assert merged["age"]["mean"] == pytest.approx(whole["age"]["mean"])
+    assert merged["age"]["m2"] == pytest.approx(whole["age"]["m2"])
+
+
+def test_summary_markdown_reads_like_describe():
+    stats = {
+        "age": _stats([20, 30, 40]),
+        "title": _stats(["a | b", "x" * 50]),
+        "empty": _stats([]),
+        "one": _stats([7]),
+    }
+    lines = summary_markdown(stats, ["age", "title", "empty", "one"], "Summary").splitlines()
+    assert lines[0] == "**Summary**"
+    assert lines[2] == "| summary | age | title | empty | one |"
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in lines[4:]}
+    assert list(rows) == ["count", "mean", "stddev", "min", "max"]
+    assert rows["count"] == "| count | 3 | 2 | 0 | 1 |"
+    assert rows["mean"] == "| mean | 30 |  |  | 7 |"
+    assert rows["stddev"] == "| stddev | 10 |  |  |  |"  # no sample deviation of one value
+    assert rows["min"] == "| min | 20 | a \\| b |  | 7 |"
+    assert rows["max"].startswith("| max | 40 | " + "x" * 31 + "… |")
+    assert math.isclose(float(rows["stddev"].split(" | ")[1]), statistics.stdev([20, 30, 40]))
+
+
+def test_cursor_moves_per_partition_to_the_last_key_read():
+    def obj(partition, offset):
+        return MountedObject(object_key("u.pin", partition, offset), "/m", 1, "e", 1)
+
+    before = {"topics/u.pin/partition=0/": object_key("u.pin", 0, 4), "topics/u.pin/partition=2/": object_key("u.pin", 2, 9)}
+    after = cursor_after(before, [obj(0, 5), obj(0, 12), obj(1, 0), obj(1, 3)])
+    assert after == {
+        "topics/u.pin/partition=0/": object_key("u.pin", 0, 12),
+        "topics/u.pin/partition=1/": object_key("u.pin", 1, 3),
+        "topics/u.pin/partition=2/": object_key("u.pin", 2, 9),
+    }
+    assert cursor_after(before, []) == before
+
+
+# --- on Spark -------------------------------------------------------------------------------------
+
+
+def test_reads_three_topics_and_quarantines_what_does_not_parse(spark_lake, bucket_land):
+    lake = spark_lake
+    bucket_land(lake.bucket, lake.topic("pin"), 0, records=3)
+    bucket_land(lake.bucket, lake.topic("pin"), 3, records=2)
+    pin_lines = [
+        json.dumps({"index": 5, "follower_count": "892k", "downloaded": 0, "category": "art"}),
+        '{"index": 6, "title": "cut short',
+        json.dumps({"index": "seven", "follower_count": "1M"}),
+        "   ",
+        json.dumps([{"index": 8}, {"index": 9}]),
+        json.dumps({"title": "no index"}),
+        json.dumps({"index": 10, "follower_count": 437}),
+    ]
+    odd_key = _put_lines(lake, "pin", 5, pin_lines)
+    bucket_land(lake.bucket, lake.topic("geo"), 0, records=2)
+    geo_key = _put_lines(lake, "geo", 2, [json.dumps({"ind": 2, "latitude": "north", "longitude": 1.5}), json.dumps({"ind": 3})])
+    bucket_land(lake.bucket, lake.topic("user"), 0, records=4)
+    bucket_land(lake.bucket, lake.topic("user"), 0, records=1, partition=1)
+
+    result = lake.refresh()
+    assert result.success
+
+    expected = {  # rows, quarantined, objects, records (non-blank lines)
+        "df_pin": (7, 4, 3, 11),
+        "df_geo": (3, 1, 2, 4),
+        "df_user": (5, 0, 2, 5),
+    }
+    for asset, (rows, quarantined, objects, records) in expected.items():
+        metadata = lake.metadata(result, asset)
+        assert (
+            metadata["rows_read"],
+            metadata["dagster/row_count"],
+            metadata["quarantined"],
+            metadata["quarantined_total"],
+            metadata["objects_read"],
+            metadata["records_in_objects"],
+        ) == (rows, rows, quarantined, quarantined, objects, records), asset
+        assert [c.name for c in metadata["dagster/column_schema"].columns] == SCHEMAS[asset[3:]].fieldNames()
+        assert f"| count | {rows} |" in metadata["describe"]
+        assert _parquet(lake.table(asset)).num_rows == rows
+
+    pins = _parquet(lake.table("df_pin"))
+    assert pins.schema.field("index").type == pa.int64()
+    assert pins.schema.field("follower_count").type == pa.string()
+    assert pins.schema.names == SCHEMAS["pin"].fieldNames()
+    assert sorted(pins.column("index").to_pylist()) == [0, 1, 2, 3, 4, 5, 10]
+    assert {"26k", "892k", "437"} <= set(pins.column("follower_count").to_pylist())
+
+    assert sorted(_quarantine(lake.table("df_pin")), key=lambda q: q["line"]) == sorted(
+        [
+            {"source_key": odd_key, "line": pin_lines[1], "reason": "not valid JSON"},
+            {"source_key": odd_key, "line": pin_lines[2], "reason": "does not match the schema"},
+            {"source_key": odd_key, "line": pin_lines[4], "reason": "does not match the schema"},
+            {"source_key": odd_key, "line": pin_lines[5], "reason": "no index"},
+        ],
+        key=lambda q: q["line"],
+    )
+    assert _quarantine(lake.table("df_geo")) == [
+        {"source_key": geo_key, "line": json.dumps({"ind": 2, "latitude": "north", "longitude": 1.5}), "reason": "does not match the schema"}
+    ]
+    assert _quarantine(lake.table("df_user")) == []
+
+
+def test_a_refresh_reads_only_new_objects_and_appends_them(spark_lake, bucket_land):
+    lake = spark_lake
+    landed = collections.Counter()
+    for offset in (0, 2, 4):
+        bucket_land(lake.bucket, lake.topic("pin"), offset, records=2)
+        landed.update([offset, offset + 1])
+
+    first = lake.metadata(lake.refresh("pin"), "df_pin")
+    assert (first["objects_read"], first["rows_read"], first["dagster/row_count"]) == (3, 6, 6)
+
+    # k = 4 new objects, in the known partition and in a new one.
+    for partition, offset, records in [(0, 6, 2), (0, 8, 3), (1, 0, 1), (1, 1, 1)]:
+        bucket_land(lake.bucket, lake.topic("pin"), offset, records=records, partition=partition)
+        landed.update(range(offset, offset + records))
+    second = lake.metadata(lake.refresh("pin"), "df_pin")
+    assert (second["objects_read"], second["rows_read"]) == (4, 7)
+    assert (second["dagster/row_count"], second["objects_total"]) == (6 + 7, 3 + 4)
+    assert second["cursor"] == {
+        "topics/u.pin/partition=0/": object_key("u.pin", 0, 8),
+        "topics/u.pin/partition=1/": object_key("u.pin", 1, 1),
+    }
+
+    # Nothing new: no Spark at all, and the counts stay.
+    class NoSpark(SparkResource):
+        @property
+        def spark_session(self):
+            raise AssertionError("a refresh without new objects started Spark")
+
+    third = lake.metadata(lake.refresh("pin", spark=NoSpark(spark_config={})), "df_pin")
+    assert (third["objects_read"], third["rows_read"], third["quarantined"]) == (0, 0, 0)
+    assert (third["dagster/row_count"], third["objects_total"]) == (13, 7)
+    assert third["describe"] == second["describe"].replace("7 of them", "0 of them")
+
+    # Downstream assets load the whole table, each landed record exactly once.
+    seen = {}
+
+    @dg.asset(ins={"df_pin": dg.AssetIn()})
+    def pin_indices(df_pin) -> None:
+        seen["indices"] = collections.Counter(r["index"] for r in df_pin.select("index").collect())
+        seen["describe"] = {r["summary"]: r["index"] for r in df_pin.describe("index").collect()}
+
+    result = dg.materialize(
+        [*dataframe_assets, pin_indices], selection=[pin_indices], resources=lake.resources(), instance=lake.instance
+    )
+    assert result.success
+    assert seen["indices"] == landed
+    # The running summary agrees with Spark's describe() of the whole table.
+    summary_rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1] for line in third["describe"].splitlines()[4:]}
+    assert summary_rows["count"] == seen["describe"]["count"] == "13"
+    assert float(summary_rows["mean"]) == pytest.approx(float(seen["describe"]["mean"]), rel=1e-5)
+    assert float(summary_rows["stddev"]) == pytest.approx(float(seen["describe"]["stddev"]), rel=1e-5)
+    assert (summary_rows["min"], summary_rows["max"]) == (seen["describe"]["min"], seen["describe"]["max"])
+
+
+def test_a_run_that_dies_before_its_commit_is_read_again_once(spark_lake, bucket_land, monkeypatch):
+    lake = spark_lake
+    bucket_land(lake.bucket, lake.topic("user"), 0, records=3)
+    _put_lines(lake, "user", 3, [json.dumps({"ind": 3, "age": "forty"}), json.dumps({"ind": 4, "age": 40})])
+
+    def crash(self, base, new):
+        raise RuntimeError("killed between the parquet and the commit")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(WarehouseTable, "commit", crash)
+        assert not lake.refresh("user", raise_on_error=False).success
+    table = lake.table("df_user")
+    assert table.state().version == 0
+    [orphan] = [p.name for p in table.path.iterdir() if p.is_dir()]  # written, never listed
+    assert orphan.startswith("batch-")
+
+    bucket_land(lake.bucket, lake.topic("user"), 5, records=2)
+    metadata = lake.metadata(lake.refresh("user"), "df_user")
+    assert (metadata["objects_read"], metadata["rows_read"], metadata["quarantined"]) == (3, 6, 1)
+    assert metadata["dagster/row_count"] == _parquet(table).num_rows == 6
+    assert len(_quarantine(table)) == 1
+    # The dead run's batch is gone; only the committed one is left.
+    assert sorted(p.name for p in table.path.iterdir() if p.is_dir()) == list(table.state().batches)

@@ -1,0 +1,166 @@
+import dagster as dg
+import pyarrow.parquet as pq
+import pytest
+from pyspark.sql import types as T
+
+from pintrest_assets.lake.io_manager import (
+    ConcurrentCommitError,
+    TableAppend,
+    TableState,
+    WarehouseIOManager,
+    WarehouseTable,
+)
+from pintrest_assets.resources.spark import SparkResource
+
+SCHEMA = T.StructType([T.StructField("ind", T.LongType()), T.StructField("country", T.StringType())])
+
+
+def _state(**fields) -> TableState:
+    return TableState(schema=SCHEMA, **fields)
+
+
+# --- the state file, without Spark ----------------------------------------------------------------
+
+
+def test_state_survives_its_file():
+    state = _state(
+        version=3,
+        batches=("batch-000001-aa", "batch-000003-bb"),
+        rows=12,
+        quarantined=2,
+        objects=5,
+        cursor={"topics/u.geo/partition=0/": "topics/u.geo/partition=0/u.geo+0+0000000004.json"},
+        summary={"ind": {"count": 12, "min": 0, "max": 11, "mean": 5.5, "m2": 143.0}},
+    )
+    assert TableState.from_json(state.to_json()) == state
+    assert TableState.from_json(TableState().to_json()) == TableState()
+    with pytest.raises(ValueError, match="format"):
+        TableState.from_json('{"format": 99}')
+
+
+def test_a_commit_lists_batches_and_drops_the_unlisted(tmp_path):
+    table = WarehouseTable(tmp_path, "df_geo")
+    assert table.state() == TableState()
+    kept, dead = table.new_batch(1), table.new_batch(1)
+    assert kept != dead and kept.startswith("batch-000001-")
+    for name in (kept, dead):
+        (table.path / name).mkdir(parents=True)
+        (table.quarantine_path / name).mkdir(parents=True)
+
+    table.commit(TableState(), _state(version=1, batches=(kept,), rows=4))
+    assert table.state() == _state(version=1, batches=(kept,), rows=4)
+    assert sorted(p.name for p in table.path.iterdir() if p.is_dir()) == [kept]
+    assert sorted(p.name for p in table.quarantine_path.iterdir()) == [kept]
+
+
+def test_a_commit_from_a_stale_state_changes_nothing(tmp_path):
+    table = WarehouseTable(tmp_path, "df_geo")
+    table.commit(TableState(), _state(version=1, rows=4))
+    (table.path / "batch-000001-late").mkdir()
+    with pytest.raises(ConcurrentCommitError, match="another run committed version 1"):
+        table.commit(TableState(), _state(version=1, rows=9))
+    assert table.state().rows == 4
+    assert (table.path / "batch-000001-late").is_dir()  # another run's batch in flight is not touched
+
+
+# --- through Dagster, on Spark --------------------------------------------------------------------
+
+
+def _materialize(assets, io_manager, spark_resource, selection=None):
+    return dg.materialize(
+        assets,
+        selection=selection,
+        resources={"warehouse_io_manager": io_manager, "spark": spark_resource},
+    )
+
+
+def test_a_dataframe_replaces_the_table_and_loads_downstream(tmp_path, spark_resource):
+    io_manager = WarehouseIOManager(base_dir=str(tmp_path / "warehouse"), spark=spark_resource)
+    size = {"rows": 5}
+    loaded = []
+
+    @dg.asset(io_manager_key="warehouse_io_manager")
+    def countries(spark: SparkResource):
+        return spark.spark_session.range(size["rows"]).selectExpr("id AS ind", "concat('country ', id) AS country")
+
+    @dg.asset
+    def country_count(countries) -> None:
+        loaded.append(sorted(r["ind"] for r in countries.collect()))
+
+    result = _materialize([countries, country_count], io_manager, spark_resource)
+    [materialization] = result.asset_materializations_for_node("countries")
+    assert materialization.metadata["dagster/row_count"].value == 5
+    assert materialization.metadata["path"].value == str(tmp_path / "warehouse" / "countries")
+
+    size["rows"] = 3
+    _materialize([countries, country_count], io_manager, spark_resource)
+    assert loaded == [[0, 1, 2, 3, 4], [0, 1, 2]]
+    table = io_manager.table("countries")
+    [batch] = table.state().batches
+    assert [p.name for p in table.path.iterdir() if p.is_dir()] == [batch]
+    assert pq.read_table(table.path / batch).column("country").to_pylist() == ["country 0", "country 1", "country 2"]
+
+
+def test_appended_batches_load_as_one_table(tmp_path, spark_resource):
+    io_manager = WarehouseIOManager(base_dir=str(tmp_path / "warehouse"), spark=spark_resource)
+    loaded = []
+
+    @dg.asset(io_manager_key="warehouse_io_manager")
+    def places(spark: SparkResource):
+        base = io_manager.table("places").state()
+        first = base.rows
+        rows = spark.spark_session.createDataFrame([(first + i, f"c{first + i}") for i in range(2)], SCHEMA)
+        cursor = {"p/": f"key{base.version}"}
+        return TableAppend(base, SCHEMA, rows, 2, None, 0, objects=1, cursor=cursor)
+
+    @dg.asset
+    def place_list(places) -> None:
+        loaded.append(sorted(r["ind"] for r in places.collect()))
+
+    for _ in range(3):
+        assert _materialize([places, place_list], io_manager, spark_resource).success
+    assert loaded == [[0, 1], [0, 1, 2, 3], [0, 1, 2, 3, 4, 5]]
+    state = io_manager.table("places").state()
+    assert (state.version, state.rows, state.objects, len(state.batches), state.cursor) == (3, 6, 3, 3, {"p/": "key2"})
+
+
+def test_an_empty_table_loads_with_its_schema(tmp_path, spark_resource):
+    io_manager = WarehouseIOManager(base_dir=str(tmp_path / "warehouse"), spark=spark_resource)
+    loaded = []
+
+    @dg.asset(io_manager_key="warehouse_io_manager")
+    def places():
+        return TableAppend(TableState(), SCHEMA, None, 0, None, 0, objects=0, cursor={})
+
+    @dg.asset
+    def place_list(places) -> None:
+        loaded.append((places.schema, places.count()))
+
+    assert _materialize([places, place_list], io_manager, spark_resource).success
+    assert loaded == [(SCHEMA, 0)]
+
+
+def test_bad_outputs_and_inputs_fail_clearly(tmp_path, spark_resource):
+    io_manager = WarehouseIOManager(base_dir=str(tmp_path / "warehouse"), spark=spark_resource)
+
+    @dg.asset(io_manager_key="warehouse_io_manager")
+    def places():
+        return {"not": "a DataFrame"}
+
+    @dg.asset
+    def place_list(places) -> None:
+        pass
+
+    with pytest.raises(TypeError, match="places: the warehouse stores Spark DataFrames or TableAppend"):
+        _materialize([places], io_manager, spark_resource)
+    with pytest.raises(FileNotFoundError, match="places has no table .*: materialize it first"):
+        _materialize([places, place_list], io_manager, spark_resource, selection=[place_list])
+
+    other = T.StructType([T.StructField("ind", T.StringType())])
+
+    @dg.asset(io_manager_key="warehouse_io_manager", name="places")
+    def drifted():
+        return TableAppend(_state(version=0), other, None, 0, None, 0, objects=0, cursor={})
+
+    with pytest.raises(ValueError, match="places: the batch's schema differs from the table's"):
+        _materialize([drifted], io_manager, spark_resource)
