@@ -26,6 +26,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args, settings: Settings) -> int:
+    # Ctrl-C and a plain kill both stop everything, even when started from a script, which
+    # leaves SIGINT ignored in background processes.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     use_project_instance(settings)
     with local_gateway(settings):
         ui = subprocess.Popen(

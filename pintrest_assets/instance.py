@@ -14,6 +14,18 @@ import dagster as dg
 from pintrest_assets.settings import Settings
 
 
+# Storage defaults to files under DAGSTER_HOME. Runs go one at a time: on one machine each run
+# brings its own Spark JVM, and a sensor refresh and a manual run must not append to the same
+# tables at once (the warehouse refuses the second commit rather than double-count).
+INSTANCE_CONFIG = """\
+telemetry:
+  enabled: false
+concurrency:
+  runs:
+    max_concurrent_runs: 1
+"""
+
+
 def use_project_instance(settings: Settings) -> str:
     """Points DAGSTER_HOME at the project's instance (unless set) and returns it."""
     os.environ.setdefault("DAGSTER_HOME", str(settings.home / "dagster"))
@@ -21,8 +33,7 @@ def use_project_instance(settings: Settings) -> str:
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
-        # Storage defaults to files under DAGSTER_HOME; only telemetry is turned off.
-        config.write_text("telemetry:\n  enabled: false\n")
+        config.write_text(INSTANCE_CONFIG)
     return str(home)
 
 

@@ -15,6 +15,7 @@ price of the new rows.
 import math
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import dagster as dg
 from pyspark.sql import Column, DataFrame
@@ -68,41 +69,51 @@ def good_rows(parsed: DataFrame) -> DataFrame:
     return parsed.where(F.col("problem").isNull()).select("record.*")
 
 
-def rejected_lines(spark, parsed: DataFrame, objects: Sequence[tuple[str, str]]) -> DataFrame:
-    """The rejected lines with the key of the object they came from: ``source_key``, ``line``, ``reason``."""
-    keys = spark.createDataFrame(
-        [(key, _comparable_path(path)) for key, path in objects], "source_key string, path string"
-    )
-    return (
-        parsed.where(F.col("problem").isNotNull())
-        .join(F.broadcast(keys), "path", "left")
-        .select("source_key", "line", F.col("problem").alias("reason"))
+def rejected_lines(parsed: DataFrame, key_of: Mapping[str, str]) -> DataFrame:
+    """The rejected lines with the key of their object: ``source_key``, ``line``, ``reason``.
+
+    ``key_of`` maps the path of each object holding rejected lines (``BatchProfile.rejected_paths``)
+    to its key. It goes into the plan as a literal map: no Python on the executors, and a plan
+    as small as the number of objects with rejected lines.
+    """
+    keys = F.create_map(*(F.lit(part) for path, key in key_of.items() for part in (path, key)))
+    return parsed.where(F.col("problem").isNotNull()).select(
+        keys[F.col("path")].alias("source_key"), "line", F.col("problem").alias("reason")
     )
 
 
-def profile(parsed: DataFrame, schema: T.StructType) -> tuple[int, int, dict[str, Stats]]:
-    """Good rows, rejected lines and per-column statistics of the good rows, in one pass."""
+@dataclass(frozen=True)
+class BatchProfile:
+    rows: int  # good records
+    rejected: int  # lines rejected
+    stats: dict[str, Stats]  # per column, of the good records
+    rejected_paths: tuple[str, ...]  # the files that hold the rejected lines
+
+
+def profile(parsed: DataFrame, schema: T.StructType) -> BatchProfile:
+    """Counts and per-column statistics of a parsed batch, in one pass over it."""
     ok = F.col("problem").isNull()
-    aggregates = [F.count_if(ok).alias("rows"), F.count_if(~ok).alias("rejected")]
+    aggregates = [
+        F.count_if(ok).alias("rows"),
+        F.count_if(~ok).alias("rejected"),
+        F.collect_set(F.when(~ok, F.col("path"))).alias("rejected_paths"),
+    ]
     for f in schema.fields:
         value = F.when(ok, F.col(f"record.{f.name}"))
-        aggregates += [F.count(value), F.min(value), F.max(value)]
+        measures = {"count": F.count, "min": F.min, "max": F.max}
         if isinstance(f.dataType, T.NumericType):
-            aggregates += [F.avg(value), F.var_samp(value)]
-    row = parsed.agg(*aggregates).first()
-    values = list(row)
-    rows, rejected, position = values[0], values[1], 2
+            measures |= {"mean": F.avg, "variance": F.var_samp}
+        aggregates += [measure(value).alias(f"{name} {f.name}") for name, measure in measures.items()]
+    row = parsed.agg(*aggregates).first().asDict()
+
     stats = {}
     for f in schema.fields:
-        count, low, high = values[position : position + 3]
-        position += 3
-        stats[f.name] = {"count": count, "min": low, "max": high}
+        column = stats[f.name] = {name: row[f"{name} {f.name}"] for name in ("count", "min", "max")}
         if isinstance(f.dataType, T.NumericType):
-            mean, variance = values[position : position + 2]
-            position += 2
-            m2 = (variance or 0.0) * (count - 1) if count else 0.0
-            stats[f.name].update(mean=mean, m2=m2)
-    return rows, rejected, stats
+            # Kept as the sum of squared deviations (m2), which merges exactly across batches.
+            variance = row[f"variance {f.name}"] or 0.0
+            column.update(mean=row[f"mean {f.name}"], m2=variance * max(column["count"] - 1, 0))
+    return BatchProfile(row["rows"], row["rejected"], stats, tuple(sorted(row["rejected_paths"])))
 
 
 def merge_stats(a: Mapping[str, Stats], b: Mapping[str, Stats]) -> dict[str, Stats]:
@@ -205,34 +216,27 @@ def build_dataframe_asset(spec: TopicSpec) -> dg.AssetsDefinition:
         if not objects:
             # Nothing to read: no Spark session is started.
             context.log.info(f"{spec.dataframe}: no new objects; the table keeps its {base.rows} rows")
-            yield _output(table, base, schema, objects, rows=None, row_count=0, quarantine=None, quarantined=0, stats={})
+            yield _output(table, base, schema, objects, _NOTHING_READ, rows=None, quarantine=None)
             return
 
-        session = spark.spark_session
-        pairs = [(o.key, o.path) for o in objects]
-        parsed = parse_objects(session, pairs, schema, spec.index_column).cache()
+        parsed = parse_objects(
+            spark.spark_session, [(o.key, o.path) for o in objects], schema, spec.index_column
+        ).cache()
         try:
-            row_count, quarantined, stats = profile(parsed, schema)
+            batch = profile(parsed, schema)
             records = sum(o.records for o in objects)
-            if row_count + quarantined != records:
+            if batch.rows + batch.rejected != records:
                 context.log.warning(
-                    f"{spec.dataframe}: Spark read {row_count + quarantined} lines from {len(objects)} objects "
+                    f"{spec.dataframe}: Spark read {batch.rows + batch.rejected} lines from {len(objects)} objects "
                     f"where the mount counted {records} records (objects rewritten since they were mounted?)"
                 )
             context.log.info(
-                f"{spec.dataframe}: {len(objects)} new objects, {row_count} rows, {quarantined} lines quarantined"
+                f"{spec.dataframe}: {len(objects)} new objects, {batch.rows} rows, {batch.rejected} lines quarantined"
             )
-            yield _output(
-                table,
-                base,
-                schema,
-                objects,
-                rows=good_rows(parsed),
-                row_count=row_count,
-                quarantine=rejected_lines(session, parsed, pairs) if quarantined else None,
-                quarantined=quarantined,
-                stats=stats,
-            )
+            quarantine = None
+            if batch.rejected:
+                quarantine = rejected_lines(parsed, _keys_of(objects, batch.rejected_paths))
+            yield _output(table, base, schema, objects, batch, rows=good_rows(parsed), quarantine=quarantine)
         finally:
             # Written by now: the IO manager handles an output when it is yielded.
             parsed.unpersist()
@@ -240,35 +244,45 @@ def build_dataframe_asset(spec: TopicSpec) -> dg.AssetsDefinition:
     return dataframe
 
 
+_NOTHING_READ = BatchProfile(rows=0, rejected=0, stats={}, rejected_paths=())
+
+
+def _keys_of(objects: Sequence[MountedObject], paths: Sequence[str]) -> dict[str, str]:
+    """The keys of the objects at ``paths``, as Spark reported the paths."""
+    key_of = {_comparable_path(o.path): o.key for o in objects}
+    unknown = [path for path in paths if path not in key_of]
+    if unknown:
+        raise ValueError(f"Spark reports lines from files it was not asked to read: {unknown[:3]}")
+    return {path: key_of[path] for path in paths}
+
+
 def _output(
     table: WarehouseTable,
     base: TableState,
     schema: T.StructType,
     objects: Sequence[MountedObject],
+    batch: BatchProfile,
     *,
     rows: DataFrame | None,
-    row_count: int,
     quarantine: DataFrame | None,
-    quarantined: int,
-    stats: Mapping[str, Stats],
 ) -> dg.Output:
     cursor = cursor_after(base.cursor, objects)
-    summary = merge_stats(base.summary, stats)
-    total = base.rows + row_count
+    summary = merge_stats(base.summary, batch.stats)
+    total = base.rows + batch.rows
     metadata = {
         "dagster/row_count": total,
-        "rows_read": row_count,
+        "rows_read": batch.rows,
         "objects_read": len(objects),
         "records_in_objects": sum(o.records for o in objects),
-        "quarantined": quarantined,
-        "quarantined_total": base.quarantined + quarantined,
+        "quarantined": batch.rejected,
+        "quarantined_total": base.quarantined + batch.rejected,
         "objects_total": base.objects + len(objects),
         "dagster/column_schema": column_schema(schema),
         "describe": dg.MetadataValue.md(
             summary_markdown(
                 summary,
                 schema.fieldNames(),
-                f"describe() of the whole table: {total:,} rows, {row_count:,} of them read in this refresh",
+                f"describe() of the whole table: {total:,} rows, {batch.rows:,} of them read in this refresh",
             )
         ),
         "cursor": dg.MetadataValue.json(dict(sorted(cursor.items()))),
@@ -280,9 +294,9 @@ def _output(
             base=base,
             schema=schema,
             rows=rows,
-            row_count=row_count,
+            row_count=batch.rows,
             quarantine=quarantine,
-            quarantined=quarantined,
+            quarantined=batch.rejected,
             objects=len(objects),
             cursor=cursor,
             summary=summary,

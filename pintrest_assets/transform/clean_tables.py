@@ -5,7 +5,6 @@ each refresh (the DataFrames grow by appends, and re-sent posts may arrive in an
 duplicates are only visible across the whole table).
 """
 
-from __future__ import annotations
 
 import dagster as dg
 from pyspark.sql import DataFrame
@@ -13,7 +12,13 @@ from pyspark.sql import DataFrame
 from pintrest_assets.lake.schemas import column_schema
 from pintrest_assets.topics import TOPICS, TopicSpec
 from pintrest_assets.transform.automation import ON_NEW_DATA, TRANSFORM_GROUP
-from pintrest_assets.transform.cleaning import CLEANERS, CONVERSIONS, conversion_failures, drop_resent_duplicates, rows_and_nulls
+from pintrest_assets.transform.cleaning import (
+    CLEANERS,
+    CONVERSIONS,
+    drop_resent_duplicates,
+    rows_and_conversion_failures,
+    rows_and_nulls,
+)
 from pintrest_assets.transform.markdown import markdown_table
 
 VALUES_CONVERTED = "values_converted"
@@ -48,7 +53,7 @@ def build_clean_table_asset(spec: TopicSpec) -> dg.AssetsDefinition:
         f"order as the original's cleaning), one row per `ind`: re-sent posts removed. {spec.description}",
     )
     def clean_table(context: dg.AssetExecutionContext, raw: DataFrame):
-        rows_in = raw.count()
+        rows_in, unconverted = rows_and_conversion_failures(raw, conversions)
         table = drop_resent_duplicates(clean(raw))
         rows, nulls = rows_and_nulls(table)
         context.log.info(f"{name}: {rows} rows from {rows_in} ({rows_in - rows} re-sent duplicates removed)")
@@ -67,16 +72,15 @@ def build_clean_table_asset(spec: TopicSpec) -> dg.AssetsDefinition:
                 ),
             },
         )
-        lost = conversion_failures(raw, conversions)
         yield dg.AssetCheckResult(
             check_name=VALUES_CONVERTED,
-            passed=not any(lost.values()),
+            passed=not any(unconverted.values()),
             severity=dg.AssetCheckSeverity.WARN,
-            description=None
-            if not any(lost.values())
-            else "Values that are not missing but could not be converted (now null): "
-            + ", ".join(f"{column}: {n}" for column, n in lost.items() if n),
-            metadata={f"unconverted_{column}": n for column, n in lost.items()},
+            description="Values present but not convertible, now null: "
+            + ", ".join(f"{column} {n}" for column, n in unconverted.items() if n)
+            if any(unconverted.values())
+            else None,
+            metadata={f"unconverted_{column}": n for column, n in unconverted.items()},
         )
 
     return clean_table

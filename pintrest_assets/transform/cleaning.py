@@ -186,20 +186,17 @@ CONVERSIONS: Mapping[str, Mapping[str, Conversion]] = {
 }
 
 
-def conversion_failures(raw: DataFrame, conversions: Mapping[str, Conversion]) -> dict[str, int]:
-    """Per converted raw column, how many present values (not null, blank or placeholder) the
-    conversion turned into null."""
-    if not conversions:
-        return {}
+def rows_and_conversion_failures(raw: DataFrame, conversions: Mapping[str, Conversion]) -> tuple[int, dict[str, int]]:
+    """The number of raw rows, and per converted raw column how many present values (not null,
+    blank or placeholder) the conversion turned into null, in one pass."""
     counts = raw.select(
+        F.count(F.lit(1)).alias("rows"),
         *(
-            F.count_if(
-                _text(column).isNotNull() & convert(F.col(column)).isNull()
-            ).alias(column)
-            for column, convert in conversions.items()
-        )
+            F.count_if(_text(column).isNotNull() & convert(F.col(column)).isNull()).alias(f"failed_{i}")
+            for i, (column, convert) in enumerate(conversions.items())
+        ),
     ).first()
-    return {column: int(counts[column]) for column in conversions}
+    return int(counts["rows"]), {column: int(counts[f"failed_{i}"]) for i, column in enumerate(conversions)}
 
 
 def rows_and_nulls(df: DataFrame) -> tuple[int, dict[str, int]]:

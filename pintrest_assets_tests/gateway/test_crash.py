@@ -46,7 +46,7 @@ def _run_under_load(gateway, round_: int, acknowledged: set, sent: set, kill_aft
     for thread in threads:
         thread.start()
     before = len(acknowledged)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 20
     while len(acknowledged) - before < kill_after and time.monotonic() < deadline:
         time.sleep(0.005)
     gateway.proc.kill()  # SIGKILL, with requests in flight

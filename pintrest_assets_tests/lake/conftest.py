@@ -123,6 +123,7 @@ def bucket_land():
 # --- Spark: a local session and a lake stack on local files -------------------------------------
 
 import dataclasses  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import dagster as dg  # noqa: E402
 
@@ -137,26 +138,11 @@ from pintrest_assets.topics import TOPICS_BY_NAME  # noqa: E402
 SPARK_USER_ID = "u"
 
 
-def spark_test_config(**overrides: str) -> dict:
-    """Local Spark on the 2 cores the tests get, with as little start-up and planning as possible."""
-    config = spark_config("local[2]")
-    config.update(
-        {
-            "spark.sql.shuffle.partitions": "2",
-            "spark.default.parallelism": "2",
-            # Whole-stage code generation costs more than it saves on a few rows.
-            "spark.sql.codegen.wholeStage": "false",
-        }
-    )
-    config.update(overrides)
-    return config
-
-
 @pytest.fixture
 def spark_resource() -> SparkResource:
     """A local ``spark`` resource. Its session is the test process's one session (getOrCreate):
     the first test that uses Spark starts the JVM, every later test reuses it."""
-    return SparkResource(spark_config=spark_test_config())
+    return SparkResource(spark_config={**spark_config("local[2]"), "spark.sql.shuffle.partitions": "2"})
 
 
 @dataclasses.dataclass
@@ -186,10 +172,9 @@ class SparkLake:
     def refresh(self, *names: str, spark: SparkResource | None = None, raise_on_error: bool = True):
         """Materialise the raw JSON and DataFrame assets of the named topics (all three by default),
         as a sensor-triggered run does; returns the run's result."""
-        wanted = {TOPICS_BY_NAME[n].raw_asset for n in names or TOPICS_BY_NAME} | {
-            TOPICS_BY_NAME[n].dataframe for n in names or TOPICS_BY_NAME
-        }
-        assets = [a for a in [*raw_json_assets, *dataframe_assets] if a.key.to_user_string() in wanted]
+        specs = [TOPICS_BY_NAME[name] for name in names or TOPICS_BY_NAME]
+        wanted = {dg.AssetKey(key) for spec in specs for key in (spec.raw_asset, spec.dataframe)}
+        assets = [a for a in [*raw_json_assets, *dataframe_assets] if a.key in wanted]
         return dg.materialize(
             assets, resources=self.resources(spark), instance=self.instance, raise_on_error=raise_on_error
         )
@@ -201,16 +186,27 @@ class SparkLake:
         return {k: v.value for k, v in materialization.metadata.items()}
 
 
-@pytest.fixture
-def spark_lake(tmp_path, spark_resource) -> SparkLake:
+def _make_spark_lake(root: Path, spark: SparkResource) -> SparkLake:
     # A bucket path with a space, a percent escape and a plus: Spark reports file paths
     # URI-encoded, and each rejected line must still find its object's key.
-    bucket_dir = tmp_path / "the bucket %41+1"
-    bucket_dir.mkdir()
+    bucket_dir = root / "the bucket %41+1"
+    bucket_dir.mkdir(parents=True)
     return SparkLake(
         bucket=LocalBucket(bucket_dir),
-        s3_mount=S3MountResource(bucket_url=str(bucket_dir), mount_dir=str(tmp_path / "mnt"), user_id=SPARK_USER_ID),
-        warehouse=WarehouseIOManager(base_dir=str(tmp_path / "warehouse"), spark=spark_resource),
-        spark=spark_resource,
+        s3_mount=S3MountResource(bucket_url=str(bucket_dir), mount_dir=str(root / "mnt"), user_id=SPARK_USER_ID),
+        warehouse=WarehouseIOManager(base_dir=str(root / "warehouse"), spark=spark),
+        spark=spark,
         instance=dg.DagsterInstance.ephemeral(),
     )
+
+
+@pytest.fixture(scope="session")
+def spark_lake_factory():
+    """``make(root, spark) -> SparkLake``: a lake stack in directory ``root`` on the given Spark."""
+    return _make_spark_lake
+
+
+@pytest.fixture
+def spark_lake(tmp_path, spark_resource) -> SparkLake:
+    """A lake stack in ``tmp_path`` on the local test Spark."""
+    return _make_spark_lake(tmp_path, spark_resource)

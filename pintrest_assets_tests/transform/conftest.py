@@ -1,12 +1,11 @@
-"""One local Spark session for every transform test, and small DataFrames of raw rows."""
+"""One local Spark session for every transform test, and DataFrames of hand-written rows."""
 
 import os
 
 import pytest
 from pyspark.sql import SparkSession
 
-from pintrest_assets.lake.schemas import SCHEMAS
-from pintrest_assets.transform.cleaning import CLEANERS
+from pintrest_assets_tests.transform.frames import clean_frame, raw_frame
 
 
 @pytest.fixture(scope="session")
@@ -38,23 +37,11 @@ def spark(spark_session_for_transform):
 
 @pytest.fixture
 def raw(spark):
-    """``raw(topic, rows)``: a DataFrame of ``rows`` (dicts, missing keys null) with the read
-    schema of ``topic`` ("pin", "geo" or "user"), as df_pin/df_geo/df_user hold them."""
-
-    def make(topic: str, rows: list[dict]):
-        schema = SCHEMAS[topic]
-        return spark.createDataFrame([tuple(row.get(f.name) for f in schema.fields) for row in rows], schema)
-
-    return make
+    """``raw(topic, rows)``: a DataFrame as df_pin/df_geo/df_user hold it (see ``frames.raw_frame``)."""
+    return lambda topic, rows: raw_frame(spark, topic, rows)
 
 
 @pytest.fixture
 def cleaned(spark):
-    """``cleaned(topic, rows)``: a DataFrame of ``rows`` (dicts, missing keys null) with the
-    schema of the topic's cleaned table, as pin_clean/geo_clean/user_clean hold them."""
-
-    def make(topic: str, rows: list[dict]):
-        schema = CLEANERS[topic](spark.createDataFrame([], SCHEMAS[topic])).schema
-        return spark.createDataFrame([tuple(row.get(f.name) for f in schema.fields) for row in rows], schema)
-
-    return make
+    """``cleaned(topic, rows)``: a DataFrame as the cleaned tables hold it (see ``frames.clean_frame``)."""
+    return lambda topic, rows: clean_frame(spark, topic, rows)

@@ -25,7 +25,7 @@ from pintrest_assets.transform.cleaning import (
     clean_geo,
     clean_pin,
     clean_user,
-    conversion_failures,
+    rows_and_conversion_failures,
     coordinates,
     drop_resent_duplicates,
     follower_count_as_integer,
@@ -312,9 +312,9 @@ def test_conversion_failures_count_values_lost_not_values_missing(raw):
             _pin(5, follower_count="1,5k"),
         ],
     )
-    assert conversion_failures(pins, CONVERSIONS["pin"]) == {"follower_count": 2}
+    assert rows_and_conversion_failures(pins, CONVERSIONS["pin"]) == (5, {"follower_count": 2})
     geos = raw("geo", [{"ind": 1, "timestamp": "yesterday"}, {"ind": 2, "timestamp": "2020-01-01 00:00:00"}, {"ind": 3}])
-    assert conversion_failures(geos, CONVERSIONS["geo"]) == {"timestamp": 1}
+    assert rows_and_conversion_failures(geos, CONVERSIONS["geo"]) == (3, {"timestamp": 1})
 
 
 def test_rows_and_nulls(raw):

@@ -1,0 +1,186 @@
+"""End-to-end reconciliation of each topic, from the REST proxy to the DataFrame.
+
+Three counts should agree for a topic:
+
+1. acknowledged: the records the REST proxy acknowledged, summed over every materialisation of
+   the topic stream asset (``pin_topic``: ``records_sent``) for this topic name;
+2. landed: the records in the topic's objects in the bucket (``pin_raw_json``: ``records``);
+3. read: the rows of the DataFrame plus the lines it quarantined (``df_pin``:
+   ``dagster/row_count`` + ``quarantined_total``).
+
+The counts come from the assets' materialisation metadata in the Dagster instance, so the check
+reads no data and costs one pass over the stream's materialisation records.
+"""
+
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from pintrest_assets.topics import TOPICS, TopicSpec
+
+CHECK_NAME = "records_reconciled"
+_PAGE = 1000
+
+_HOW_TO_READ = """\
+Every record the REST proxy acknowledged for the topic (summed over all topic stream \
+materialisations) must have landed in the bucket (records in the raw JSON objects), and every \
+landed record must be a row of the DataFrame or a quarantined line. A mismatch fails with ERROR \
+and says at which step and by how much.
+
+How to read a failure: records acknowledged but not landed are normal for a moment, while the \
+sink flushes and until the raw JSON asset and the DataFrame are refreshed (the check says when \
+one of them is older than the step before it): refresh them and run the check again. A gap that \
+stays means lost records. More landed than acknowledged means a request was sent again after \
+its answer was lost (delivery is at least once), or the bucket holds objects sent outside this \
+Dagster instance's history (for example after the instance was reset but the bucket was not)."""
+
+
+@dataclass(frozen=True)
+class TopicCounts:
+    """One topic's counts at each step, from the latest materialisations."""
+
+    name: str  # the topic spec's name: pin, geo or user
+    topic: str | None  # the Kafka topic the bucket holds, e.g. "u.pin" (None: nothing landed yet)
+    acknowledged: int = 0
+    failed: int = 0  # records the proxy refused (not expected anywhere downstream)
+    batches: int = 0  # topic stream materialisations counted
+    offset_ranges: dict[str, list[int]] = field(default_factory=dict)  # partition -> [first, last] acknowledged
+    landed: int | None = None  # None: the raw JSON asset was never materialised
+    newest_key: str | None = None
+    rows: int | None = None  # None: the DataFrame was never materialised
+    quarantined: int | None = None
+    stale: tuple[str, ...] = ()  # steps older than the step before them
+
+    @property
+    def read(self) -> int | None:
+        return None if self.rows is None else self.rows + (self.quarantined or 0)
+
+
+def mismatches(counts: TopicCounts, spec: TopicSpec) -> list[str]:
+    """Each step where the counts disagree, saying by how much and where."""
+    where = f"topic {counts.topic or spec.name}"
+    landed, read = counts.landed or 0, counts.read or 0
+    problems = []
+    if counts.acknowledged != landed:
+        problems.append(
+            f"REST proxy -> bucket ({where}): {counts.acknowledged} records acknowledged, {landed} landed in "
+            f"{spec.raw_asset}: {_gap(counts.acknowledged - landed, 'not landed', 'more than acknowledged')} "
+            f"({_positions(counts)})"
+        )
+    if landed != read:
+        problems.append(
+            f"bucket -> DataFrame ({where}): {landed} records landed, {spec.dataframe} holds {counts.rows or 0} rows "
+            f"+ {counts.quarantined or 0} quarantined = {read}: {_gap(landed - read, 'not read', 'more than landed')}"
+        )
+    return problems
+
+
+def _gap(gap: int, short: str, surplus: str) -> str:
+    return f"{gap} {short}" if gap > 0 else f"{-gap} {surplus}"
+
+
+def _positions(counts: TopicCounts) -> str:
+    """Where in the topic the acknowledged records are, and how far the bucket's objects go."""
+    ranges = ", ".join(f"partition {p}: {first}-{last}" for p, (first, last) in counts.offset_ranges.items())
+    text = f"acknowledged offsets {ranges}" if ranges else "no offsets acknowledged"
+    return text + (f"; newest object {counts.newest_key}" if counts.newest_key else "")
+
+
+def reconciliation_result(counts: TopicCounts, spec: TopicSpec) -> dg.AssetCheckResult:
+    problems = mismatches(counts, spec)
+    notes = [f"{step} (a mismatch may be transient: refresh and check again)" for step in counts.stale]
+    return dg.AssetCheckResult(
+        passed=not problems,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description="\n".join(problems + notes) or None,
+        metadata={
+            "topic": counts.topic or "",
+            "acknowledged": counts.acknowledged,
+            "landed": counts.landed if counts.landed is not None else 0,
+            "rows": counts.rows if counts.rows is not None else 0,
+            "quarantined": counts.quarantined or 0,
+            "not_landed": counts.acknowledged - (counts.landed or 0),
+            "not_read": (counts.landed or 0) - (counts.read or 0),
+            "failed_at_proxy": counts.failed,
+            "batches_counted": counts.batches,
+            "acknowledged_offsets": dg.MetadataValue.json(counts.offset_ranges),
+        },
+    )
+
+
+def count_topic(instance: dg.DagsterInstance, spec: TopicSpec) -> TopicCounts:
+    """The topic's counts from the latest raw JSON and DataFrame materialisations and all of its
+    stream's materialisations for the same Kafka topic."""
+    raw = _latest(instance, spec.raw_asset)
+    frame = _latest(instance, spec.dataframe)
+    raw_meta = _metadata(raw)
+    frame_meta = _metadata(frame)
+    # The raw JSON asset mounts ``.../topics/<topic>``: the topic the bucket holds now. Batches
+    # sent to another topic (another user id) are not expected there.
+    topic = str(raw_meta["mount_path"]).rstrip("/").rsplit("/", 1)[-1] if "mount_path" in raw_meta else None
+
+    acknowledged = failed = batches = 0
+    ranges: dict[str, list[int]] = {}
+    last_batch = None
+    for record in _all_materialisations(instance, spec.stream_asset):
+        meta = _metadata(record)
+        if topic is not None and meta.get("topic") != topic:
+            continue
+        acknowledged += int(meta.get("records_sent", 0))
+        failed += int(meta.get("records_failed", 0))
+        batches += 1
+        last_batch = record
+        for partition, (first, last) in (meta.get("offset_ranges") or {}).items():
+            low, high = ranges.get(partition, (first, last))
+            ranges[partition] = [min(low, first), max(high, last)]
+
+    stale = []
+    if last_batch is not None and (raw is None or raw.storage_id < last_batch.storage_id):
+        stale.append(f"{spec.raw_asset} was not refreshed since the last batch sent to the topic")
+    if raw is not None and (frame is None or frame.storage_id < raw.storage_id):
+        stale.append(f"{spec.dataframe} was not refreshed since {spec.raw_asset} was")
+    return TopicCounts(
+        name=spec.name,
+        topic=topic,
+        acknowledged=acknowledged,
+        failed=failed,
+        batches=batches,
+        offset_ranges=dict(sorted(ranges.items(), key=lambda item: int(item[0]))),
+        landed=int(raw_meta["records"]) if "records" in raw_meta else None,
+        newest_key=raw_meta.get("newest_key") or None,
+        rows=int(frame_meta["dagster/row_count"]) if "dagster/row_count" in frame_meta else None,
+        quarantined=int(frame_meta.get("quarantined_total", 0)) if frame is not None else None,
+        stale=tuple(stale),
+    )
+
+
+def _latest(instance: dg.DagsterInstance, asset: str) -> dg.EventLogRecord | None:
+    records = instance.fetch_materializations(dg.AssetKey(asset), limit=1).records
+    return records[0] if records else None
+
+
+def _all_materialisations(instance: dg.DagsterInstance, asset: str):
+    cursor = None
+    while True:
+        page = instance.fetch_materializations(dg.AssetKey(asset), limit=_PAGE, cursor=cursor, ascending=True)
+        yield from page.records
+        if not page.has_more:
+            return
+        cursor = page.cursor
+
+
+def _metadata(record: dg.EventLogRecord | None) -> dict:
+    if record is None or record.asset_materialization is None:
+        return {}
+    return {key: value.value for key, value in record.asset_materialization.metadata.items()}
+
+
+def build_reconciliation_check(spec: TopicSpec) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=spec.dataframe, name=CHECK_NAME, description=_HOW_TO_READ)
+    def records_reconciled(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        return reconciliation_result(count_topic(context.instance, spec), spec)
+
+    return records_reconciled
+
+
+reconciliation_checks: list[dg.AssetChecksDefinition] = [build_reconciliation_check(spec) for spec in TOPICS]

@@ -1,0 +1,136 @@
+"""The end-to-end reconciliation check, on materialisations recorded in a Dagster instance."""
+
+import dagster as dg
+import pytest
+
+from pintrest_assets.lake.reconciliation import (
+    CHECK_NAME,
+    build_reconciliation_check,
+    count_topic,
+    reconciliation_result,
+)
+from pintrest_assets.topics import TOPICS_BY_NAME
+
+PIN = TOPICS_BY_NAME["pin"]
+
+
+def batch(instance, sent, offsets, failed=0, topic="u.pin"):
+    """A topic stream materialisation, with the metadata the emulation batch records."""
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            PIN.stream_asset,
+            metadata={
+                "topic": topic,
+                "records_sent": sent,
+                "records_failed": failed,
+                "offset_ranges": dg.MetadataValue.json(offsets),
+            },
+        )
+    )
+
+
+def landed(instance, records, newest_key="topics/u.pin/partition=0/u.pin+0+0000000049.json"):
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            PIN.raw_asset,
+            metadata={"records": records, "mount_path": "/mnt/topics/u.pin", "newest_key": newest_key},
+        )
+    )
+
+
+def read(instance, rows, quarantined):
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(PIN.dataframe, metadata={"dagster/row_count": rows, "quarantined_total": quarantined})
+    )
+
+
+@pytest.fixture
+def instance():
+    return dg.DagsterInstance.ephemeral()
+
+
+def check(instance):
+    return reconciliation_result(count_topic(instance, PIN), PIN)
+
+
+def test_every_acknowledged_record_landed_and_was_read(instance):
+    batch(instance, 30, {"0": [0, 29]})
+    batch(instance, 20, {"0": [30, 49]}, failed=3)
+    batch(instance, 100, {"0": [0, 99]}, topic="other.pin")  # another user id's topic: not this bucket's
+    landed(instance, 50)
+    read(instance, rows=48, quarantined=2)
+    result = check(instance)
+    assert result.passed, result.description
+    metadata = {k: v.value for k, v in result.metadata.items()}
+    assert {k: metadata[k] for k in ("topic", "acknowledged", "landed", "rows", "quarantined", "failed_at_proxy")} == {
+        "topic": "u.pin",
+        "acknowledged": 50,
+        "landed": 50,
+        "rows": 48,
+        "quarantined": 2,
+        "failed_at_proxy": 3,
+    }
+    assert metadata["acknowledged_offsets"] == {"0": [0, 49]}
+
+
+def test_records_not_landed_fail_with_how_many_and_where(instance):
+    batch(instance, 30, {"0": [0, 29]})
+    landed(instance, 30, newest_key="topics/u.pin/partition=0/u.pin+0+0000000029.json")
+    read(instance, rows=30, quarantined=0)
+    batch(instance, 20, {"0": [30, 39], "1": [0, 9]})  # sent after the bucket was last mounted
+    result = check(instance)
+    assert not result.passed
+    assert result.severity == dg.AssetCheckSeverity.ERROR
+    assert result.description.splitlines() == [
+        "REST proxy -> bucket (topic u.pin): 50 records acknowledged, 30 landed in pin_raw_json: 20 not landed "
+        "(acknowledged offsets partition 0: 0-39, partition 1: 0-9; "
+        "newest object topics/u.pin/partition=0/u.pin+0+0000000029.json)",
+        "pin_raw_json was not refreshed since the last batch sent to the topic "
+        "(a mismatch may be transient: refresh and check again)",
+    ]
+    assert result.metadata["not_landed"].value == 20
+
+
+def test_more_landed_than_acknowledged_fails(instance):
+    batch(instance, 50, {"0": [0, 50]})  # a resent request: offset 17 and 18 hold the same record
+    landed(instance, 51)
+    read(instance, rows=51, quarantined=0)
+    result = check(instance)
+    assert not result.passed
+    assert "50 records acknowledged, 51 landed in pin_raw_json: 1 more than acknowledged" in result.description
+
+
+def test_landed_records_not_read_fail_and_a_stale_dataframe_is_pointed_out(instance):
+    batch(instance, 50, {"0": [0, 49]})
+    read(instance, rows=40, quarantined=2)
+    landed(instance, 50)
+    result = check(instance)
+    assert not result.passed
+    assert result.description.splitlines() == [
+        "bucket -> DataFrame (topic u.pin): 50 records landed, df_pin holds 40 rows + 2 quarantined = 42: 8 not read",
+        "df_pin was not refreshed since pin_raw_json was (a mismatch may be transient: refresh and check again)",
+    ]
+    assert result.metadata["not_read"].value == 8
+
+
+def test_nothing_sent_nothing_landed_passes(instance):
+    assert check(instance).passed
+
+
+def test_the_check_reads_the_run_instance(instance):
+    batch(instance, 10, {"0": [0, 9]})
+    landed(instance, 10)
+    read(instance, rows=9, quarantined=0)
+    result = dg.materialize(
+        [dg.AssetSpec(PIN.dataframe), build_reconciliation_check(PIN)],
+        instance=instance,
+        selection=dg.AssetSelection.checks_for_assets(PIN.dataframe),
+        raise_on_error=False,
+    )
+    [evaluation] = result.get_asset_check_evaluations()
+    assert (evaluation.asset_key, evaluation.check_name, evaluation.passed) == (
+        dg.AssetKey(PIN.dataframe),
+        CHECK_NAME,
+        False,
+    )
+    assert "1 not read" in evaluation.description

@@ -1,0 +1,84 @@
+"""The daily schedule (no catch-up) and the switchable refresh on new DataFrames."""
+
+import datetime as dt
+
+import dagster as dg
+import pytest
+
+from pintrest_assets.lake.io_manager import WarehouseIOManager
+from pintrest_assets.resources.spark import SparkResource
+from pintrest_assets.topics import TOPICS
+from pintrest_assets.transform.answers import answer_assets
+from pintrest_assets.transform.automation import transform_daily_schedule, transform_on_new_dataframes
+from pintrest_assets.transform.clean_tables import clean_table_assets
+from pintrest_assets.transform.definitions import defs
+
+
+def _tick(instance, late: dt.timedelta):
+    scheduled = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - late
+    context = dg.build_schedule_context(instance=instance, scheduled_execution_time=scheduled)
+    return transform_daily_schedule(context)
+
+
+def _materialise_dataframes(instance, topics=TOPICS):
+    for spec in topics:
+        instance.report_runless_asset_event(dg.AssetMaterialization(spec.dataframe))
+
+
+@pytest.fixture
+def instance():
+    # A schedule's context needs an instance it can refer to, not an in-memory one.
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+def test_daily_tick_refreshes_the_transform_group(instance):
+    _materialise_dataframes(instance)
+    request = _tick(instance, dt.timedelta(minutes=1))
+    assert isinstance(request, dg.RunRequest)
+    day = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=1)).date().isoformat()
+    assert request.run_key == f"transform-{day}"
+    assert transform_daily_schedule.cron_schedule == "0 0 * * *"
+    assert transform_daily_schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+
+
+def test_a_tick_a_day_late_is_not_caught_up(instance):
+    _materialise_dataframes(instance)
+    skipped = _tick(instance, dt.timedelta(days=1, minutes=5))
+    assert isinstance(skipped, dg.SkipReason)
+    assert "not catching up" in skipped.skip_message
+    # Less than a day late (the daemon was down for a few hours): still today's run.
+    assert isinstance(_tick(instance, dt.timedelta(hours=23)), dg.RunRequest)
+
+
+def test_nothing_runs_before_the_dataframes_exist(instance):
+    _materialise_dataframes(instance, TOPICS[:1])
+    skipped = _tick(instance, dt.timedelta(minutes=1))
+    assert isinstance(skipped, dg.SkipReason)
+    assert skipped.skip_message == "nothing to clean yet: df_geo, df_user never materialised"
+
+
+def test_refresh_on_new_dataframes_is_eager_and_off_until_turned_on():
+    assert transform_on_new_dataframes.default_status == dg.DefaultSensorStatus.STOPPED
+    for asset in [*clean_table_assets, *answer_assets]:
+        [spec] = asset.specs
+        assert spec.automation_condition == dg.AutomationCondition.eager(), spec.key
+
+
+def test_schedule_and_sensor_cover_exactly_the_transform_assets(tmp_path):
+    stage = dg.Definitions.merge(
+        defs,
+        dg.Definitions(
+            assets=[dg.AssetSpec(spec.dataframe) for spec in TOPICS],
+            resources={
+                "warehouse_io_manager": WarehouseIOManager(base_dir=str(tmp_path), spark=SparkResource(spark_config={}))
+            },
+        ),
+    )
+    dg.Definitions.validate_loadable(stage)
+    repository = stage.get_repository_def()
+    transform = {a.key for a in [*clean_table_assets, *answer_assets]}
+    graph = repository.asset_graph
+    assert transform_on_new_dataframes.asset_selection.resolve(graph) == transform
+    job = repository.get_job(transform_daily_schedule.job_name)
+    assert {key for key in job.asset_layer.selected_asset_keys} == transform
