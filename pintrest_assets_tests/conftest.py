@@ -1,17 +1,20 @@
 """Fixtures for every test folder.
 
 Keeps every test away from the user's ./.pintrest (settings default to a temporary home), and
-gives scratch databases: a SQLite file, and a MySQL/MariaDB database when one is configured. The
+gives an S3 HTTP API (moto's server) and scratch databases: a SQLite file, and a MySQL/MariaDB database when one is configured. The
 MySQL tests need ``PINTREST_TEST_MYSQL_URL`` (``eval "$(bash .ci/mariadb.sh)"`` sets it); without
 it they are skipped, unless ``PINTREST_REQUIRE_MYSQL=1`` (as in CI), which makes them fail instead.
 """
 
+import logging
 import os
 import tempfile
 import uuid
 
+import boto3
 import pytest
 import sqlalchemy as sa
+from moto.server import ThreadedMotoServer
 from sqlalchemy.engine import make_url
 
 _HOME = tempfile.mkdtemp(prefix="pintrest-tests-")
@@ -74,3 +77,33 @@ def db_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'posts.db'}"
     return request.getfixturevalue("mysql_url")
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint_url():
+    """A moto S3 server on a free loopback port, for the whole session (each test makes its own bucket)."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access-log line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(monkeypatch):
+    """Dummy credentials for moto, also inherited by subprocesses."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def s3_bucket_name(moto_endpoint_url, aws_env) -> str:
+    """A fresh, empty S3 bucket on the moto server."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=moto_endpoint_url).create_bucket(Bucket=name)
+    return name

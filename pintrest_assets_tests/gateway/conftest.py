@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import boto3
 import pytest
 import requests
-from moto.server import ThreadedMotoServer
 
 from pintrest_assets.bucket import Bucket, LocalBucket, S3Bucket
 from pintrest_assets.gateway import Gateway
@@ -79,36 +76,6 @@ def start_gateway(tmp_path, bucket):
 @pytest.fixture
 def gateway(start_gateway) -> Gateway:
     return start_gateway()
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint_url():
-    """A moto S3 server on a free loopback port for the whole session."""
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def aws_env(monkeypatch):
-    """Dummy credentials for moto, also inherited by gateway subprocesses."""
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-
-
-@pytest.fixture
-def s3_bucket_name(moto_endpoint_url, aws_env) -> str:
-    """A fresh, empty S3 bucket on the moto server."""
-    name = f"gateway-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=moto_endpoint_url).create_bucket(Bucket=name)
-    return name
 
 
 @pytest.fixture

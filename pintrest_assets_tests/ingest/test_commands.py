@@ -1,6 +1,5 @@
 """The commands as a user runs them: separate processes, configured by the environment."""
 
-import json
 import os
 import re
 import signal

@@ -2,13 +2,11 @@
 
 import collections
 import json
-import logging
 import uuid
 
 import boto3
 import pytest
 from dagster_aws.s3 import S3Resource
-from moto.server import ThreadedMotoServer
 
 from pintrest_assets.bucket import Bucket, S3Bucket
 from pintrest_assets.sink_layout import object_key
@@ -31,17 +29,6 @@ class CountingS3Resource(S3Resource):
         client = super().get_client()
         client.meta.events.register("after-call.s3.*", _count_request)
         return client
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint_url():
-    """A moto S3 server on a free loopback port, for the whole session (each test makes its own bucket)."""
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access-log line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture

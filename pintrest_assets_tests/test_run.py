@@ -1,0 +1,101 @@
+"""`pintrest run` end to end, as `make run` runs it: on the embedded default, and on MySQL + S3."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import boto3
+import pytest
+
+from pintrest_assets.sink_layout import parse_object_key
+from pintrest_assets.topics import TOPICS
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(env: dict, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+    done = subprocess.run(
+        [sys.executable, "-m", "pintrest_assets.cli", "run", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((open(os.path.join(env["PINTREST_HOME"], "run_summary.json"))).read())
+    return done, summary
+
+
+def _env(home, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    # A free port: `pintrest run` starts its own gateway there.
+    return {**env, "PINTREST_HOME": str(home), "PINTREST_REST_PROXY_URL": f"http://127.0.0.1:{_free_port()}", **extra}
+
+
+def test_run_on_the_embedded_default_lands_and_reads_everything_it_sends(tmp_path):
+    env = _env(tmp_path / "home")
+    done, summary = _run(env, "--posts", "150")
+    assert "seeding the sample database" in done.stdout
+    for spec in TOPICS:
+        topic = summary["topics"][spec.name]
+        assert topic["topic"] == f"pintrest.{spec.name}"
+        assert topic["sent"] == topic["landed"] == topic["records_read"] == 150
+        assert topic["rows_read"] + topic["quarantined"] == 150
+        assert topic["rows_total"] == topic["rows_read"]
+        assert (tmp_path / "home" / "warehouse" / spec.dataframe).is_dir()
+    assert "pintrest.pin" in done.stdout and "rows_read" in done.stdout
+
+    # A second run reads only what is new and appends it.
+    done, summary = _run(env, "--posts", "50")
+    assert "seeding" not in done.stdout
+    for spec in TOPICS:
+        topic = summary["topics"][spec.name]
+        assert topic["sent"] == topic["landed"] == topic["records_read"] == 50
+        assert topic["rows_total"] + topic["quarantined_total"] == topic["records_in_bucket"] == 200
+
+
+@pytest.mark.mysql
+def test_run_on_mysql_and_s3_by_configuration_alone(tmp_path, mysql_url, moto_endpoint_url, s3_bucket_name):
+    env = _env(
+        tmp_path / "home",
+        PINTREST_DB_URL=mysql_url,
+        PINTREST_BUCKET=f"s3://{s3_bucket_name}/landing",
+        PINTREST_S3_ENDPOINT_URL=moto_endpoint_url,
+        PINTREST_USER_ID="0e95b18877fd",
+    )
+    seeded = subprocess.run(
+        [sys.executable, "-m", "pintrest_assets.cli", "seed", "--rows", "800"], env=env, capture_output=True, text=True
+    )
+    assert seeded.returncode == 0, seeded.stderr
+    # A real database is never seeded behind the user's back: this one was seeded above.
+    done, summary = _run(env, "--posts", "120")
+    assert "seeding" not in done.stdout
+    assert "pintrest-test" not in done.stdout + done.stderr  # the password is never printed
+
+    client = boto3.client("s3", endpoint_url=moto_endpoint_url)
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket_name, Prefix="landing/topics/")["Contents"]]
+    for spec in TOPICS:
+        topic = summary["topics"][spec.name]
+        assert topic["sent"] == topic["landed"] == topic["rows_read"] + topic["quarantined"] == 120
+        landed = [parse_object_key(k.removeprefix("landing/")) for k in keys if f"/0e95b18877fd.{spec.name}/" in k]
+        assert landed and all(k is not None and k.topic == f"0e95b18877fd.{spec.name}" for k in landed)
+    # The S3 objects were synced into the local mount for Spark.
+    assert (tmp_path / "home" / "mnt").is_dir()
+
+
+def test_run_refuses_to_seed_a_database_the_user_pointed_at(tmp_path):
+    env = _env(tmp_path / "home", PINTREST_DB_URL=f"sqlite:///{tmp_path / 'theirs.db'}")
+    done = subprocess.run(
+        [sys.executable, "-m", "pintrest_assets.cli", "run", "--posts", "5"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("pintrest run: PINTREST_DB_URL: ")
+    assert not (tmp_path / "theirs.db").exists()
