@@ -6,7 +6,7 @@ topics in parallel. Both run here against the same seeded SQLite database and th
 gateway (a separate process, landing into a local-directory bucket), one after the other.
 
 Prints records acknowledged per second, records landed per second, and the ratio.
-Usage: python benchmarks/emulation_throughput.py [--posts 5000] [--original-posts 300]
+Usage: python benchmarks/emulation_throughput.py [--posts 5000] [--original-posts 300] [--no-fsync]
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ def main() -> None:
     parser.add_argument("--posts", type=int, default=5000)
     parser.add_argument("--original-posts", type=int, default=300)
     parser.add_argument("--flush-size", type=int, default=500)
+    parser.add_argument(
+        "--no-fsync", action="store_true", help="the gateway skips fsync (its cost falls mostly on one-record requests)"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="pintrest-bench-"))
@@ -48,7 +51,8 @@ def main() -> None:
         bucket = LocalBucket(work / f"bucket-{method}")
         port = _free_port()
         gateway = subprocess.Popen(
-            [sys.executable, "-m", "pintrest_assets.gateway", "--port", str(port), "--flush-size", str(args.flush_size), "--rotate-interval-ms", "1000"],
+            [sys.executable, "-m", "pintrest_assets.gateway", "--port", str(port), "--flush-size", str(args.flush_size), "--rotate-interval-ms", "1000"]
+            + (["--no-fsync"] if args.no_fsync else []),
             env={**_env(), "PINTREST_HOME": str(work / f"home-{method}"), "PINTREST_BUCKET": str(bucket.root)},
             stdout=subprocess.DEVNULL,
         )
