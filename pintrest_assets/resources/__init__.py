@@ -30,18 +30,23 @@ def _secret(name: str, resolve: bool):
     return os.environ[name] if resolve else dg.EnvVar(name)
 
 
+def _database(settings: Settings, resolve_secrets: bool) -> PostsDatabase:
+    if resolve_secrets or not settings.db_url_is_secret:
+        return PostsDatabase(url=settings.db_url)
+    if os.environ.get("PINTREST_DB_URL"):
+        return PostsDatabase(url=dg.EnvVar("PINTREST_DB_URL"))
+    return PostsDatabase(creds_file=os.environ["PINTREST_DB_CREDS"])
+
+
 def build_resources(settings: Settings, *, resolve_secrets: bool = False) -> dict:
     """The resources for ``settings``.
 
     Definitions get secrets as ``dg.EnvVar`` (hidden in the UI, read at launch); commands that
     call resources directly, outside a Dagster run, pass ``resolve_secrets=True``.
     """
-    db_url = settings.db_url
-    if settings.db_url_is_secret and os.environ.get("PINTREST_DB_URL") and not resolve_secrets:
-        db_url = dg.EnvVar("PINTREST_DB_URL")
     spark = build_spark_resource(settings)
     return {
-        "database": PostsDatabase(url=db_url),
+        "database": _database(settings, resolve_secrets),
         "rest_proxy": RestProxyResource(
             url=settings.rest_proxy_url,
             user_id=settings.user_id,

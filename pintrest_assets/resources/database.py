@@ -23,7 +23,7 @@ from pydantic import Field, PrivateAttr
 
 from pintrest_assets.sample_data.engine import database_error, open_engine, sqlite_path
 from pintrest_assets.sample_data.schema import index_of, table_of
-from pintrest_assets.settings import ConfigError, redact_url
+from pintrest_assets.settings import ConfigError, db_url_from_creds_file, redact_url
 from pintrest_assets.topics import TOPICS, TOPICS_BY_NAME
 
 SETTING = "PINTREST_DB_URL"
@@ -50,7 +50,12 @@ class Draw:
 class PostsDatabase(dg.ConfigurableResource):
     """The source database of posts (``pinterest_data``, ``geolocation_data``, ``user_data``)."""
 
-    url: str = Field(description="SQLAlchemy URL of the posts database (PINTREST_DB_URL).")
+    url: str = Field(default="", description="SQLAlchemy URL of the posts database (PINTREST_DB_URL).")
+    creds_file: str | None = Field(
+        default=None,
+        description="A db_creds.yaml in the original's format (PINTREST_DB_CREDS), read at run time "
+        "so the password never enters the run config; used instead of url when set.",
+    )
 
     # Read once per resource instance: the pin table's index range (for draw_posts) and row
     # count (for draw_post_one_by_one).
@@ -58,8 +63,16 @@ class PostsDatabase(dg.ConfigurableResource):
     _count: int | None = PrivateAttr(default=None)
 
     @property
+    def database_url(self) -> str:
+        if self.creds_file:
+            return db_url_from_creds_file(self.creds_file)
+        if not self.url:
+            raise ConfigError(SETTING, "no database URL is configured")
+        return self.url
+
+    @property
     def engine(self) -> sa.Engine:
-        return _engine(self.url, os.getpid())
+        return _engine(self.database_url, os.getpid())
 
     def draw_posts(self, count: int, rng: random.Random) -> Draw:
         """``count`` random posts, drawn with replacement from the pin table's index range.
@@ -116,8 +129,8 @@ class PostsDatabase(dg.ConfigurableResource):
 
     def check(self) -> None:
         """Raise ``ConfigError`` naming PINTREST_DB_URL unless the database answers and has the tables."""
-        redacted = redact_url(self.url)
-        path = sqlite_path(self.url)
+        redacted = redact_url(self.database_url)
+        path = sqlite_path(self.database_url)
         if path is not None and not path.is_file():
             raise ConfigError(
                 SETTING, f"cannot connect to {redacted}: {path} does not exist; run `pintrest seed` first"
@@ -127,7 +140,7 @@ class PostsDatabase(dg.ConfigurableResource):
                 inspector = sa.inspect(conn)
                 absent = [spec.table for spec in TOPICS if not inspector.has_table(spec.table)]
         except sa.exc.DBAPIError as exc:
-            raise database_error(SETTING, self.url, exc) from None
+            raise database_error(SETTING, self.database_url, exc) from None
         if absent:
             raise ConfigError(
                 SETTING, f"cannot connect to {redacted}: no table {', '.join(absent)}; run `pintrest seed` first"
@@ -135,7 +148,7 @@ class PostsDatabase(dg.ConfigurableResource):
 
     @contextmanager
     def _connection(self) -> Iterator[sa.Connection]:
-        path = sqlite_path(self.url)
+        path = sqlite_path(self.database_url)
         if path is not None and not path.is_file():
             self.check()  # connecting would create an empty database file
         try:
@@ -155,7 +168,7 @@ class PostsDatabase(dg.ConfigurableResource):
         return self._index_range
 
     def _unseeded(self) -> ConfigError:
-        return ConfigError(SETTING, f"{redact_url(self.url)} has no posts; run `pintrest seed` first")
+        return ConfigError(SETTING, f"{redact_url(self.database_url)} has no posts; run `pintrest seed` first")
 
 
 @cache

@@ -23,6 +23,14 @@ from pintrest_assets.settings import ConfigError, Settings
 LOCAL_SHUFFLE_PARTITIONS = 4
 LOCAL_DRIVER_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
+# The sink lands many small objects (one record each in the original). Spark would list more
+# than 32 paths in a job of one task per path, and give each file a task's worth of work; both
+# cost far more than reading the files. Session settings, so they apply on Spark Connect too.
+SMALL_FILES_CONFIG = {
+    "spark.sql.sources.parallelPartitionDiscovery.threshold": "1000000",
+    "spark.sql.files.openCostInBytes": str(64 * 1024),
+}
+
 _MASTER = re.compile(r"^(local(\[(\*|\d+)(,\d+)?\])?|spark://[^/]+|yarn|k8s://.+)$")
 _REMOTE = re.compile(r"^sc://[^/]+(/.*)?$")
 
@@ -58,8 +66,8 @@ def spark_config(master: str = "local[*]", remote: str | None = None) -> dict[st
     if remote is not None:
         if not _REMOTE.match(remote):
             raise ConfigError("PINTREST_SPARK_REMOTE", f"expected sc://host:port, got {remote!r}")
-        # The server owns its static settings (UI, logging, parallelism): a client sets none.
-        return {"spark.remote": remote}
+        # The server owns its static settings (UI, logging, parallelism).
+        return {"spark.remote": remote, **SMALL_FILES_CONFIG}
     if not _MASTER.match(master):
         raise ConfigError(
             "PINTREST_SPARK_MASTER", f"expected local[*], local[N], spark://host:port, yarn or k8s://..., got {master!r}"
@@ -71,6 +79,7 @@ def spark_config(master: str = "local[*]", remote: str | None = None) -> dict[st
         "spark.log.level": "WARN",
         # Plans with many columns would otherwise log a warning about their truncated text.
         "spark.sql.debug.maxToStringFields": "200",
+        **SMALL_FILES_CONFIG,
     }
     if master.startswith("local"):
         config["spark.sql.shuffle.partitions"] = str(LOCAL_SHUFFLE_PARTITIONS)

@@ -27,7 +27,7 @@ from pyspark.sql import types as T
 from pintrest_assets.domain import PLACEHOLDERS
 from pintrest_assets.topics import TOPICS, TopicSpec
 from pintrest_assets.transform.clean_tables import clean_table_name
-from pintrest_assets.transform.cleaning import CLEANED_COLUMNS
+from pintrest_assets.transform.cleaning import CLEANED_COLUMNS, null_if_placeholder
 from pintrest_assets.transform.markdown import markdown_table
 
 KEY = "ind"
@@ -48,7 +48,7 @@ class TableFindings:
 
 
 def inspect_table(df: DataFrame, placeholders: Mapping[str, Sequence[str]] = PLACEHOLDERS) -> TableFindings:
-    """One Spark pass over a cleaned table for every check of ``check_clean_table``."""
+    """One Spark pass over a cleaned table, finding what every check of ``check_results`` needs."""
     types = {f.name: f.dataType.simpleString() for f in df.schema.fields}
     strings = [f.name for f in df.schema.fields if isinstance(f.dataType, T.StringType)]
     follower_count_is_integer = "follower_count" in types and isinstance(
@@ -57,10 +57,9 @@ def inspect_table(df: DataFrame, placeholders: Mapping[str, Sequence[str]] = PLA
     aggregates = [F.count(F.lit(1)).alias("rows")]
     for i, column in enumerate(strings):
         value = F.col(column)
-        bad = value.rlike(r"^\s*$")
-        if placeholders.get(column):
-            bad = bad | value.isin(list(placeholders[column]))
-        aggregates.append(F.count_if(bad).alias(f"placeholders_{i}"))
+        # A value the cleaning rule would have nulled: a placeholder or a blank string.
+        left = value.isNotNull() & null_if_placeholder(value, placeholders.get(column, ())).isNull()
+        aggregates.append(F.count_if(left).alias(f"placeholders_{i}"))
     if follower_count_is_integer:
         aggregates.append(F.count_if(F.col("follower_count") < 0).alias("negative"))
     if KEY in types:
@@ -81,67 +80,69 @@ def inspect_table(df: DataFrame, placeholders: Mapping[str, Sequence[str]] = PLA
 
 def check_results(findings: TableFindings, expected_columns: Sequence[str]) -> list[dg.AssetCheckResult]:
     """The results of the checks of one cleaned table, from what ``inspect_table`` found."""
-    results = []
-    left = {column: n for column, n in findings.placeholders.items() if n}
-    results.append(
-        dg.AssetCheckResult(
-            check_name="no_placeholders",
-            passed=not left,
-            description=None if not left else "Placeholder or blank strings left: " + _counts(left),
-            metadata={"values_left": sum(left.values()), "columns_checked": len(findings.placeholders)},
-        )
-    )
+    results = [_no_placeholders(findings)]
     if "follower_count" in expected_columns:
-        kind = findings.types.get("follower_count")
-        if findings.negative_follower_counts is None:
-            problem = f"follower_count is {kind or 'missing'}, not an integer column"
-        elif findings.negative_follower_counts:
-            problem = f"{findings.negative_follower_counts} negative follower counts"
-        else:
-            problem = None
-        results.append(
-            dg.AssetCheckResult(
-                check_name="follower_count_valid",
-                passed=problem is None,
-                description=problem,
-                metadata={"type": kind or "missing", "negative": findings.negative_follower_counts or 0},
-            )
-        )
-    key_problems = []
-    if KEY not in findings.types:
-        key_problems.append(f"no {KEY} column")
+        results.append(_follower_count_valid(findings))
+    return [*results, _ind_unique(findings), _expected_columns(findings, tuple(expected_columns))]
+
+
+def _no_placeholders(findings: TableFindings) -> dg.AssetCheckResult:
+    left = {column: n for column, n in findings.placeholders.items() if n}
+    return dg.AssetCheckResult(
+        check_name="no_placeholders",
+        passed=not left,
+        description="Placeholder or blank strings left: " + ", ".join(f"{c} {n}" for c, n in left.items())
+        if left
+        else None,
+        metadata={"values_left": sum(left.values()), "columns_checked": len(findings.placeholders)},
+    )
+
+
+def _follower_count_valid(findings: TableFindings) -> dg.AssetCheckResult:
+    kind = findings.types.get("follower_count", "missing")
+    if findings.negative_follower_counts is None:
+        problem = f"follower_count is {kind}, not an integer column"
+    elif findings.negative_follower_counts:
+        problem = f"{findings.negative_follower_counts} negative follower counts"
     else:
-        if findings.null_keys:
-            key_problems.append(f"{findings.null_keys} rows without an {KEY}")
-        if findings.duplicate_keys:
-            key_problems.append(f"{findings.duplicate_keys} rows repeat an {KEY} of another row")
-    results.append(
-        dg.AssetCheckResult(
-            check_name="ind_unique",
-            passed=not key_problems,
-            description="; ".join(key_problems) or None,
-            metadata={"rows": findings.rows, "null_keys": findings.null_keys, "duplicate_keys": findings.duplicate_keys},
-        )
+        problem = None
+    return dg.AssetCheckResult(
+        check_name="follower_count_valid",
+        passed=problem is None,
+        description=problem,
+        metadata={"type": kind, "negative": findings.negative_follower_counts or 0},
     )
-    results.append(
-        dg.AssetCheckResult(
-            check_name="expected_columns",
-            passed=findings.columns == tuple(expected_columns),
-            description=None
-            if findings.columns == tuple(expected_columns)
-            else f"columns are {', '.join(findings.columns)}; expected {', '.join(expected_columns)}",
-            metadata={
-                "columns": dg.MetadataValue.md(
-                    markdown_table(["column", "type"], [(c, findings.types[c]) for c in findings.columns])
-                )
-            },
-        )
-    )
-    return results
 
 
-def _counts(counts: Mapping[str, int]) -> str:
-    return ", ".join(f"{column} {n}" for column, n in counts.items())
+def _ind_unique(findings: TableFindings) -> dg.AssetCheckResult:
+    problems = []
+    if KEY not in findings.types:
+        problems.append(f"no {KEY} column")
+    if findings.null_keys:
+        problems.append(f"{findings.null_keys} rows without an {KEY}")
+    if findings.duplicate_keys:
+        problems.append(f"{findings.duplicate_keys} rows repeat an {KEY} of another row")
+    return dg.AssetCheckResult(
+        check_name="ind_unique",
+        passed=not problems,
+        description="; ".join(problems) or None,
+        metadata={"rows": findings.rows, "null_keys": findings.null_keys, "duplicate_keys": findings.duplicate_keys},
+    )
+
+
+def _expected_columns(findings: TableFindings, expected: tuple[str, ...]) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name="expected_columns",
+        passed=findings.columns == expected,
+        description=None
+        if findings.columns == expected
+        else f"columns are {', '.join(findings.columns)}; expected {', '.join(expected)}",
+        metadata={
+            "columns": dg.MetadataValue.md(
+                markdown_table(["column", "type"], [(c, findings.types[c]) for c in findings.columns])
+            )
+        },
+    )
 
 
 def _check_specs(spec: TopicSpec) -> list[dg.AssetCheckSpec]:

@@ -89,7 +89,7 @@ def follower_count_as_integer(count: Column) -> Column:
     text = F.regexp_replace(count, r"^\s+|\s+$", "")
     number = F.regexp_extract(text, _FOLLOWER_COUNT, 1).try_cast("decimal(38,18)")
     suffix = F.lower(F.regexp_extract(text, _FOLLOWER_COUNT, 2))
-    multiplier = F.when(suffix == "k", 1_000).when(suffix == "m", 1_000_000).otherwise(1)
+    multiplier = F.when(suffix == "k", _MULTIPLIERS["k"]).when(suffix == "m", _MULTIPLIERS["m"]).otherwise(1)
     return F.when(text.rlike(_FOLLOWER_COUNT), (number * multiplier).try_cast("bigint"))
 
 

@@ -42,7 +42,8 @@ def test_a_cluster_master_or_a_connect_server_from_the_settings():
     assert not cluster.is_local
 
     remote = build_spark_resource(Settings.from_env({"PINTREST_SPARK_REMOTE": "sc://spark.example:15002"}))
-    assert remote.spark_config == {"spark.remote": "sc://spark.example:15002"}
+    assert remote.spark_config["spark.remote"] == "sc://spark.example:15002"
+    assert "spark.master" not in remote.spark_config
     assert not remote.is_local
 
 
