@@ -26,6 +26,8 @@ from pintrest_assets.ingest.landing import LandingWatcher
 from pintrest_assets.instance import project_instance
 from pintrest_assets.settings import ConfigError, Settings
 from pintrest_assets.topics import TOPICS
+from pintrest_assets.transform.answers import ANSWERS, answer_assets
+from pintrest_assets.transform.clean_tables import clean_table_assets
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -59,9 +61,14 @@ def run(args, settings: Settings) -> int:
             }
         _wait_until_landed(settings, summary, args.land_timeout)
 
-    # The lake: mount the landed objects, read the new ones into the DataFrames.
+    # The lake and the transform: mount the landed objects, read the new ones into the
+    # DataFrames, clean them and answer the nine questions, with every check.
     result = _materialize(
-        defs, instance, [name for spec in TOPICS for name in (spec.raw_asset, spec.dataframe)], run_config={}
+        defs,
+        instance,
+        [name for spec in TOPICS for name in (spec.raw_asset, spec.dataframe)]
+        + [asset.key.path[-1] for asset in (*clean_table_assets, *answer_assets)],
+        run_config={},
     )
     for spec in TOPICS:
         raw, df = _metadata(result, spec.raw_asset), _metadata(result, spec.dataframe)
@@ -76,10 +83,16 @@ def run(args, settings: Settings) -> int:
                 "quarantined_total": df["quarantined_total"],
             }
         )
+    summary["checks"] = {
+        f"{e.asset_key.to_user_string()}/{e.check_name}": "passed" if e.passed else f"failed ({e.severity.value})"
+        for e in result.get_asset_check_evaluations()
+    }
+    summary["answers"] = _answers(settings)
 
     path = settings.home / "run_summary.json"
     path.write_text(json.dumps(summary, indent=2) + "\n")
     print(_render(summary))
+    print(_render_answers(summary["answers"]))
     print(f"summary written to {path}")
     return _verdict(summary)
 
@@ -100,6 +113,7 @@ def _verdict(summary: dict) -> int:
                 f"{name}: {t['records_in_bucket']} records in the bucket, "
                 f"but {t['rows_total']} rows + {t['quarantined_total']} quarantined in {name}'s DataFrame"
             )
+    problems += [f"check {name} {state}" for name, state in summary["checks"].items() if state == "failed (ERROR)"]
     for problem in problems:
         print(f"pintrest run: {problem}", file=sys.stderr)
     return 1 if problems else 0
@@ -191,6 +205,37 @@ def _wait_until_landed(settings: Settings, summary: dict, timeout: float) -> Non
 
 
 _COLUMNS = ("sent", "failed", "landed", "rows_read", "quarantined", "rows_total")
+
+
+def _answers(settings: Settings, preview_rows: int = 5) -> dict:
+    """Each answer's question, row count and first rows, read back from the warehouse."""
+    from pintrest_assets.resources import build_resources
+
+    warehouse = build_resources(settings, resolve_secrets=True)["warehouse_io_manager"]
+    answers = {}
+    for answer in ANSWERS:
+        table = warehouse.table(answer.name).read(warehouse.spark.spark_session)
+        answers[answer.name] = {
+            "number": answer.number,
+            "question": answer.question,
+            "rows": table.count(),
+            "preview": [
+                {k: v if isinstance(v, (int, float, str, type(None))) else str(v) for k, v in row.asDict().items()}
+                for row in table.orderBy(*table.columns).limit(preview_rows).collect()
+            ],
+        }
+    return answers
+
+
+def _render_answers(answers: dict) -> str:
+    lines = []
+    for answer in answers.values():
+        lines.append(f"\n{answer['number']}. {answer['question']} ({answer['rows']} rows)")
+        if answer["preview"]:
+            columns = list(answer["preview"][0])
+            lines.append("   " + " | ".join(columns))
+            lines += ["   " + " | ".join(str(row[c]) for c in columns) for row in answer["preview"]]
+    return "\n".join(lines)
 
 
 def _render(summary: dict) -> str:

@@ -52,6 +52,15 @@ def test_run_on_the_embedded_default_lands_and_reads_everything_it_sends(tmp_pat
         assert topic["rows_total"] == topic["rows_read"]
         assert (tmp_path / "home" / "warehouse" / spec.dataframe).is_dir()
     assert "pintrest.pin" in done.stdout and "rows_read" in done.stdout
+    # All the way to the nine answers, every check passing.
+    assert len(summary["answers"]) == 9
+    assert all(a["rows"] > 0 and a["preview"] for a in summary["answers"].values())
+    assert set(summary["answers"]["most_popular_category_by_age_group"]["preview"][0]) == {
+        "age_group", "category", "category_count"
+    }
+    assert "4. What is the most popular category in each age group?" in done.stdout
+    assert summary["checks"] and set(summary["checks"].values()) == {"passed"}
+    assert {"df_pin/records_reconciled", "pin_clean/no_placeholders", "pin_clean/join_coverage"} <= set(summary["checks"])
 
     # A second run reads only what is new and appends it.
     done, summary = _run(env, "--posts", "50")

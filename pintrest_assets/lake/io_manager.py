@@ -45,6 +45,7 @@ class TableState:
     version: int = 0  # commits so far; a commit must start from the version it read
     schema: T.StructType | None = None
     batches: tuple[str, ...] = ()  # batch directories, oldest first
+    quarantine_batches: tuple[str, ...] = ()  # batch directories under the quarantine directory
     rows: int = 0
     quarantined: int = 0  # lines rejected on read, kept under the quarantine directory
     objects: int = 0  # source objects read
@@ -58,6 +59,7 @@ class TableState:
                 "version": self.version,
                 "schema": None if self.schema is None else self.schema.jsonValue(),
                 "batches": list(self.batches),
+                "quarantine_batches": list(self.quarantine_batches),
                 "rows": self.rows,
                 "quarantined": self.quarantined,
                 "objects": self.objects,
@@ -76,6 +78,7 @@ class TableState:
             version=data["version"],
             schema=None if data["schema"] is None else T.StructType.fromJson(data["schema"]),
             batches=tuple(data["batches"]),
+            quarantine_batches=tuple(data["quarantine_batches"]),
             rows=data["rows"],
             quarantined=data["quarantined"],
             objects=data["objects"],
@@ -142,8 +145,8 @@ class WarehouseTable:
                 )
             _write_atomically(self._state_path, new.to_json())
             # Left by runs that died before their commit, or replaced by this one.
-            for directory in (self.path, self.quarantine_path):
-                for stale in _batch_dirs(directory) - set(new.batches):
+            for directory, listed in ((self.path, new.batches), (self.quarantine_path, new.quarantine_batches)):
+                for stale in _batch_dirs(directory) - set(listed):
                     shutil.rmtree(directory / stale, ignore_errors=True)
 
     def read(self, spark) -> DataFrame:
@@ -198,18 +201,21 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
                 f"table {base.schema.simpleString()}, batch {batch.schema.simpleString()}"
             )
         name = table.new_batch(base.version + 1)
-        batches = base.batches
+        batches, quarantine_batches = base.batches, base.quarantine_batches
         # Parquet and quarantine first, state last: a crash in between leaves them unlisted.
         if batch.rows is not None and batch.row_count:
             batch.rows.write.parquet(str(table.path / name))
             batches = (*batches, name)
         if batch.quarantine is not None and batch.quarantined:
-            batch.quarantine.write.json(str(table.quarantine_path / name))
+            # Rejected lines are few: one file per batch is the easiest to read.
+            batch.quarantine.coalesce(1).write.json(str(table.quarantine_path / name))
+            quarantine_batches = (*quarantine_batches, name)
         new = replace(
             base,
             version=base.version + 1,
             schema=batch.schema,
             batches=batches,
+            quarantine_batches=quarantine_batches,
             rows=base.rows + batch.row_count,
             quarantined=base.quarantined + batch.quarantined,
             objects=base.objects + batch.objects,

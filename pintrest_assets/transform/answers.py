@@ -66,7 +66,9 @@ ANSWERS: tuple[Answer, ...] = (
         "7",
         "What is the median follower count of users by the year they joined, 2015 to 2020?",
         questions.median_followers_by_join_year,
-        chart=partial(bar_chart, title="Median follower count by year joined", xlabel="year joined", ylabel="followers"),
+        chart=partial(
+            bar_chart, title="Median follower count by year joined", xlabel="year joined", ylabel="followers"
+        ),
     ),
     Answer(
         "8",
@@ -85,7 +87,7 @@ def build_answer_asset(answer: Answer) -> dg.AssetsDefinition:
         io_manager_key="warehouse_io_manager",
         ins={name: dg.AssetIn(name) for name in answer.inputs},
         automation_condition=ON_NEW_DATA,
-        description=f"**Question {answer.number}.** {answer.question}\n\n{inspect.getdoc(answer.compute)}\n\n"
+        description=f"{answer.question}\n\n{inspect.getdoc(answer.compute)}\n\n"
         f"Ties, age groups, medians and what is left out: see `{questions.__name__}`.",
         metadata={"question": answer.number},
     )

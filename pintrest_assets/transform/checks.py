@@ -152,7 +152,8 @@ def _check_specs(spec: TopicSpec) -> list[dg.AssetCheckSpec]:
         dg.AssetCheckSpec(
             "no_placeholders",
             asset=table,
-            description="No placeholder string (as the scraper wrote them) and no blank string is left in a string column.",
+            description="No placeholder string (as the scraper wrote them) and no blank string is left in a "
+            "string column.",
         )
     ]
     if "follower_count" in columns:
@@ -164,7 +165,9 @@ def _check_specs(spec: TopicSpec) -> list[dg.AssetCheckSpec]:
             )
         )
     specs += [
-        dg.AssetCheckSpec("ind_unique", asset=table, blocking=True, description="Every row has an `ind`, and no two rows share one."),
+        dg.AssetCheckSpec(
+            "ind_unique", asset=table, blocking=True, description="Every row has an `ind`, and no two rows share one."
+        ),
         dg.AssetCheckSpec(
             "expected_columns", asset=table, blocking=True, description=f"The columns, in order: {', '.join(columns)}."
         ),

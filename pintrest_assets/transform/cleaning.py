@@ -202,7 +202,8 @@ def rows_and_conversion_failures(raw: DataFrame, conversions: Mapping[str, Conve
 def rows_and_nulls(df: DataFrame) -> tuple[int, dict[str, int]]:
     """The number of rows, and the nulls per column in column order, in one pass."""
     counts = df.select(
-        F.count(F.lit(1)).alias("rows"), *(F.count_if(F.col(c).isNull()).alias(f"nulls_{i}") for i, c in enumerate(df.columns))
+        F.count(F.lit(1)).alias("rows"),
+        *(F.count_if(F.col(c).isNull()).alias(f"nulls_{i}") for i, c in enumerate(df.columns)),
     ).first()
     return int(counts["rows"]), {c: int(counts[f"nulls_{i}"]) for i, c in enumerate(df.columns)}
 

@@ -283,3 +283,17 @@ def test_a_run_that_dies_before_its_commit_is_read_again_once(spark_lake, bucket
     assert len(_quarantine(table)) == 1
     # The dead run's batch is gone; only the committed one is left.
     assert sorted(p.name for p in table.path.iterdir() if p.is_dir()) == list(table.state().batches)
+
+
+def test_a_refresh_of_nothing_but_rejected_lines_keeps_them(spark_lake, bucket_land):
+    lake = spark_lake
+    bad_key = _put_lines(lake, "geo", 0, ['{"ind": 0, "country": "Chad"'])
+    metadata = lake.metadata(lake.refresh("geo"), "df_geo")
+    assert (metadata["objects_read"], metadata["rows_read"], metadata["quarantined"]) == (1, 0, 1)
+
+    bucket_land(lake.bucket, lake.topic("geo"), 1, records=2)
+    metadata = lake.metadata(lake.refresh("geo"), "df_geo")
+    assert (metadata["rows_read"], metadata["dagster/row_count"], metadata["quarantined_total"]) == (2, 2, 1)
+    assert _quarantine(lake.table("df_geo")) == [
+        {"source_key": bad_key, "line": '{"ind": 0, "country": "Chad"', "reason": "not valid JSON"}
+    ]

@@ -26,6 +26,7 @@ def test_state_survives_its_file():
     state = _state(
         version=3,
         batches=("batch-000001-aa", "batch-000003-bb"),
+        quarantine_batches=("batch-000002-cc",),
         rows=12,
         quarantined=2,
         objects=5,
@@ -41,16 +42,18 @@ def test_state_survives_its_file():
 def test_a_commit_lists_batches_and_drops_the_unlisted(tmp_path):
     table = WarehouseTable(tmp_path, "df_geo")
     assert table.state() == TableState()
-    kept, dead = table.new_batch(1), table.new_batch(1)
-    assert kept != dead and kept.startswith("batch-000001-")
+    kept, rejects_only, dead = table.new_batch(1), table.new_batch(2), table.new_batch(2)
+    assert len({kept, rejects_only, dead}) == 3 and kept.startswith("batch-000001-")
     for name in (kept, dead):
         (table.path / name).mkdir(parents=True)
+    for name in (kept, rejects_only, dead):
         (table.quarantine_path / name).mkdir(parents=True)
 
-    table.commit(TableState(), _state(version=1, batches=(kept,), rows=4))
-    assert table.state() == _state(version=1, batches=(kept,), rows=4)
+    new = _state(version=1, batches=(kept,), quarantine_batches=(kept, rejects_only), rows=4)
+    table.commit(TableState(), new)
+    assert table.state() == new
     assert sorted(p.name for p in table.path.iterdir() if p.is_dir()) == [kept]
-    assert sorted(p.name for p in table.quarantine_path.iterdir()) == [kept]
+    assert sorted(p.name for p in table.quarantine_path.iterdir()) == sorted([kept, rejects_only])
 
 
 def test_a_commit_from_a_stale_state_changes_nothing(tmp_path):

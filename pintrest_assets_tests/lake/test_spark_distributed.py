@@ -14,13 +14,20 @@ import pyspark
 import pytest
 from pyspark.sql import SparkSession
 
-from pintrest_assets.resources.spark import SparkResource, build_spark_resource, spark_config
+from pintrest_assets.resources.spark import (
+    LOCAL_DRIVER_JAVA_OPTIONS,
+    SparkResource,
+    build_spark_resource,
+    spark_config,
+)
 from pintrest_assets.settings import ConfigError, Settings
 from pintrest_assets.sink_layout import object_key
 
 SPARK_HOME = Path(pyspark.__file__).parent
 # A JVM starts in seconds on an idle machine; the test machines are shared.
 READY_TIMEOUT = 180
+# Short-lived JVMs: the same quick-start options local mode uses, for the daemons and executors.
+QUICK_JVM = LOCAL_DRIVER_JAVA_OPTIONS
 
 
 # --- the resource's settings, without Spark -------------------------------------------------------
@@ -116,6 +123,7 @@ class _Jvm:
             "SPARK_HOME": str(SPARK_HOME),
             "SPARK_LOCAL_IP": "127.0.0.1",
             "PYSPARK_PYTHON": sys.executable,
+            "SPARK_DAEMON_JAVA_OPTS": QUICK_JVM,  # read by spark-class for a master and a worker
         }
         for variable in ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE", "SPARK_LOCAL_REMOTE"):
             env.pop(variable, None)
@@ -193,7 +201,8 @@ def test_on_a_standalone_cluster(tmp_path, spark_lake_factory, local_counts, no_
         )
         worker.wait_for(r"Successfully registered with master")
 
-        spark = build_spark_resource(Settings.from_env({"PINTREST_SPARK_MASTER": url}))
+        config = build_spark_resource(Settings.from_env({"PINTREST_SPARK_MASTER": url})).spark_config
+        spark = SparkResource(spark_config={**config, "spark.executor.extraJavaOptions": QUICK_JVM})
         counts = _counts(spark_lake_factory(tmp_path / "lake", spark), spark)
         # The work ran in the worker's executor, not in this process.
         assert SparkSession.getActiveSession().sparkContext.master == url
@@ -213,7 +222,7 @@ def test_on_a_spark_connect_server(tmp_path, spark_lake_factory, local_counts, n
         [
             str(SPARK_HOME / "bin" / "spark-submit"),
             *("--class", "org.apache.spark.sql.connect.service.SparkConnectServer"),
-            *("--name", "pintrest-test-connect", "--master", "local[2]"),
+            *("--name", "pintrest-test-connect", "--master", "local[2]", "--driver-java-options", QUICK_JVM),
             *("--conf", "spark.connect.grpc.binding.address=127.0.0.1"),
             *("--conf", "spark.connect.grpc.binding.port=0"),
             *("--conf", "spark.ui.enabled=false", "--conf", "spark.sql.shuffle.partitions=2"),

@@ -130,7 +130,9 @@ def clean_rows() -> dict[str, list[dict]]:
     return {
         "pin": [{"ind": i, "poster_name": p, "follower_count": f, "category": c} for i, p, f, c, _, _ in POSTS],
         "geo": [
-            {"ind": i, "country": g[0], "coordinates": [0.0, 0.0], "timestamp": _time(g[1])} for i, *_, g, _ in POSTS if g
+            {"ind": i, "country": g[0], "coordinates": [0.0, 0.0], "timestamp": _time(g[1])}
+            for i, *_, g, _ in POSTS
+            if g
         ],
         "user": [
             {"ind": i, "user_name": u[0], "age": u[1], "date_joined": _time(u[2])} for i, *_, u in POSTS if u
@@ -167,7 +169,13 @@ def raw_rows() -> dict[str, list[dict]]:
         if geo:
             country, timestamp = geo
             geos.append(
-                {"ind": i, "timestamp": timestamp.replace(" ", "T"), "latitude": 1.5, "longitude": -2.5, "country": country}
+                {
+                    "ind": i,
+                    "timestamp": timestamp.replace(" ", "T"),
+                    "latitude": 1.5,
+                    "longitude": -2.5,
+                    "country": country,
+                }
             )
         if user:
             name, age, joined = user

@@ -50,7 +50,9 @@ def test_a_bad_table_fails_every_check_and_says_why(cleaned):
     swapped = bad.select("unique_id", "ind", *PIN_COLUMNS[2:])
     results = _results(swapped, PIN_COLUMNS)
     assert not any(r.passed for r in results.values())
-    assert results["no_placeholders"].description == "Placeholder or blank strings left: title 1, poster_name 1, image_src 1"
+    assert results["no_placeholders"].description == (
+        "Placeholder or blank strings left: title 1, poster_name 1, image_src 1"
+    )
     assert results["follower_count_valid"].description == "1 negative follower counts"
     assert results["ind_unique"].description == "1 rows without an ind; 1 rows repeat an ind of another row"
     assert results["expected_columns"].description.startswith("columns are unique_id, ind, title,")
@@ -95,9 +97,8 @@ def test_join_coverage_of_no_pins_passes():
 
 def test_checks_run_on_the_stored_table_and_block_on_a_broken_key(tmp_path, cleaned):
     io_manager = WarehouseIOManager(base_dir=str(tmp_path), spark=SparkResource(spark_config=spark_config("local[2]")))
-    io_manager.handle_output(
-        dg.build_output_context(asset_key=dg.AssetKey("pin_clean")), cleaned("pin", [_pin(1), _pin(1, follower_count=-1)])
-    )
+    broken = cleaned("pin", [_pin(1), _pin(1, follower_count=-1)])
+    io_manager.handle_output(dg.build_output_context(asset_key=dg.AssetKey("pin_clean")), broken)
     checks = build_clean_table_checks(TOPICS_BY_NAME["pin"])
     result = dg.materialize(
         [dg.AssetSpec("pin_clean").with_io_manager_key("warehouse_io_manager"), checks],

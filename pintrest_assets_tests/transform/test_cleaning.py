@@ -99,7 +99,12 @@ TIMESTAMPS = [
     ("2019-02-30 00:00:00", None),
     (None, None),
 ]
-USER_NAMES = [("Ada", "Lovelace", "Ada Lovelace"), ("Ada", None, "Ada"), (None, "Lovelace", "Lovelace"), (None, None, None)]
+USER_NAMES = [
+    ("Ada", "Lovelace", "Ada Lovelace"),
+    ("Ada", None, "Ada"),
+    (None, "Lovelace", "Lovelace"),
+    (None, None, None),
+]
 
 
 def _placeholders_of(column):
@@ -264,7 +269,13 @@ def test_clean_geo(raw):
         raw(
             "geo",
             [
-                {"ind": 5, "timestamp": "2020-01-02T03:04:05", "latitude": -12.5, "longitude": 130.25, "country": "Aruba"},
+                {
+                    "ind": 5,
+                    "timestamp": "2020-01-02T03:04:05",
+                    "latitude": -12.5,
+                    "longitude": 130.25,
+                    "country": "Aruba",
+                },
                 {"ind": 6, "timestamp": "", "latitude": None, "longitude": 1.0, "country": " "},
             ],
         )
@@ -279,7 +290,10 @@ def test_clean_geo(raw):
 
 def test_clean_user(raw):
     df = clean_user(
-        raw("user", [{"ind": 9, "first_name": "Ada", "last_name": "Lovelace", "age": 36, "date_joined": "2016-01-02 03:04:05"}])
+        raw(
+            "user",
+            [{"ind": 9, "first_name": "Ada", "last_name": "Lovelace", "age": 36, "date_joined": "2016-01-02 03:04:05"}],
+        )
     )
     assert tuple(df.columns) == USER_COLUMNS
     assert {f.name: f.dataType.simpleString() for f in df.schema.fields} == {
@@ -313,7 +327,9 @@ def test_conversion_failures_count_values_lost_not_values_missing(raw):
         ],
     )
     assert rows_and_conversion_failures(pins, CONVERSIONS["pin"]) == (5, {"follower_count": 2})
-    geos = raw("geo", [{"ind": 1, "timestamp": "yesterday"}, {"ind": 2, "timestamp": "2020-01-01 00:00:00"}, {"ind": 3}])
+    geos = raw(
+        "geo", [{"ind": 1, "timestamp": "yesterday"}, {"ind": 2, "timestamp": "2020-01-01 00:00:00"}, {"ind": 3}]
+    )
     assert rows_and_conversion_failures(geos, CONVERSIONS["geo"]) == (3, {"timestamp": 1})
 
 
