@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import itertools
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
+
+from pintrest_assets.files import write_atomically
 
 
 @dataclass(frozen=True)
@@ -60,18 +61,7 @@ class LocalBucket:
     def put(self, key: str, data: bytes) -> None:
         # Write then rename: a reader never sees half an object, and a re-upload of the same key
         # replaces it whole, as an S3 PUT does.
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".put-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(self._path(key), data)
 
     def get(self, key: str) -> bytes:
         return self._path(key).read_bytes()

@@ -13,7 +13,6 @@ import dagster as dg
 
 from pintrest_assets.settings import Settings
 
-
 # Storage defaults to files under DAGSTER_HOME. Runs go one at a time: on one machine each run
 # brings its own Spark JVM, and a sensor refresh and a manual run must not append to the same
 # tables at once (the warehouse refuses the second commit rather than double-count).

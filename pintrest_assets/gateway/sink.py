@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pintrest_assets.bucket import Bucket
+from pintrest_assets.files import write_atomically
 from pintrest_assets.gateway.log import PartitionLog, fsync_dir
 from pintrest_assets.sink_layout import object_key
 
@@ -50,14 +50,8 @@ class SinkMark:
         return cls(path, int(state["landed"]), state.get("landing_end"))
 
     def save(self, fsync: bool) -> None:
-        # Write then rename: a crash leaves the old mark or the new one, never half of one.
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            json.dump({"landed": self.landed, "landing_end": self.landing_end}, f)
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        mark = json.dumps({"landed": self.landed, "landing_end": self.landing_end})
+        write_atomically(self.path, mark.encode(), fsync=fsync)
         if fsync:
             fsync_dir(self.path.parent)
 

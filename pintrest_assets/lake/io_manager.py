@@ -20,7 +20,6 @@ import fcntl
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -31,6 +30,8 @@ from dagster_pyspark import LazyPySparkResource
 from pydantic import Field
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
+
+from pintrest_assets.files import write_atomically
 
 STATE_FILE = "_table.json"
 QUARANTINE_DIR = "_quarantine"
@@ -143,7 +144,7 @@ class WarehouseTable:
                     f"{self.name}: another run committed version {current.version} after this run read "
                     f"version {base.version}; nothing was committed, run it again"
                 )
-            _write_atomically(self._state_path, new.to_json())
+            write_atomically(self._state_path, new.to_json().encode())
             # Left by runs that died before their commit, or replaced by this one.
             for directory, listed in ((self.path, new.batches), (self.quarantine_path, new.quarantine_batches)):
                 for stale in _batch_dirs(directory) - set(listed):
@@ -248,14 +249,3 @@ def _batch_dirs(directory: Path) -> set[str]:
     return {p.name for p in directory.iterdir() if p.is_dir() and p.name.startswith(_BATCH_PREFIX)}
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state-")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 
 import dagster as dg
-
 from dagster_aws.s3 import S3Resource
 
 from pintrest_assets.lake.io_manager import WarehouseIOManager

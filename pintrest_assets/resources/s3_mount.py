@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr
 
 from pintrest_assets.bucket import Bucket, LocalBucket, ObjectInfo, S3Bucket, open_bucket
+from pintrest_assets.files import write_atomically
 from pintrest_assets.settings import ConfigError, redact_url
 from pintrest_assets.topics import TopicSpec, is_valid_topic_name
 
@@ -224,7 +224,8 @@ class S3MountResource(dg.ConfigurableResource):
         def fetch(info: ObjectInfo) -> MountedObject:
             data = bucket.get(info.key)
             if copies:
-                _write_atomically(Path(self.mount_dir, info.key), data)
+                # Spark may be reading the mount: it must never see half an object.
+                write_atomically(Path(self.mount_dir, info.key), data, fsync=False)
             return MountedObject(
                 key=info.key,
                 path=_path_in(root, topic, info.key),
@@ -330,17 +331,6 @@ def _path_in(root: str, topic: str, key: str) -> str:
     return f"{root}/{key[len(f'topics/{topic}/'):]}"
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    # Spark may be reading the mount: it must never see half an object.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass(frozen=True)
@@ -396,7 +386,7 @@ class _TopicState:
         return manifest
 
     def save_manifest(self, manifest: dict) -> None:
-        _write_atomically(self.manifest_path, json.dumps(manifest, indent=1).encode())
+        write_atomically(self.manifest_path, json.dumps(manifest, indent=1).encode())
 
     def load_ledger(self) -> dict[str, _LedgerEntry]:
         """Key -> entry; a key written twice (a sync interrupted before its manifest) keeps its last entry."""
@@ -434,7 +424,7 @@ class _TopicState:
                 f.writelines(_ledger_line(o) for o in objects)
 
     def rewrite_ledger(self, objects) -> None:
-        _write_atomically(self.ledger_path, "".join(_ledger_line(o) for o in objects).encode())
+        write_atomically(self.ledger_path, "".join(_ledger_line(o) for o in objects).encode())
 
     def reset(self, remove_copies: bool) -> None:
         if remove_copies:

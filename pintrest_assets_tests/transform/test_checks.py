@@ -7,6 +7,7 @@ from pyspark.sql import functions as F
 from pintrest_assets.domain import IMAGE_SRC_ERROR, USER_INFO_ERROR
 from pintrest_assets.lake.io_manager import WarehouseIOManager
 from pintrest_assets.resources.spark import SparkResource, spark_config
+from pintrest_assets.topics import TOPICS_BY_NAME
 from pintrest_assets.transform.checks import (
     JoinCoverage,
     build_clean_table_checks,
@@ -15,7 +16,6 @@ from pintrest_assets.transform.checks import (
     inspect_table,
     join_coverage,
 )
-from pintrest_assets.topics import TOPICS_BY_NAME
 from pintrest_assets.transform.cleaning import GEO_COLUMNS, PIN_COLUMNS
 
 
