@@ -58,18 +58,26 @@ _QUIET_RUN = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", type=_counts, default=[10_000, 50_000], help="objects already read (default 10000,50000)")
-    parser.add_argument("--topics", type=_topics, default=[TOPICS_BY_NAME["pin"]], help="topics of part 1 (default pin)")
+    parser.add_argument(
+        "--sizes", type=_counts, default=[10_000, 50_000], help="objects already read (default 10000,50000)"
+    )
+    parser.add_argument(
+        "--topics", type=_topics, default=[TOPICS_BY_NAME["pin"]], help="topics of part 1: pin,geo,user (default pin)"
+    )
     parser.add_argument("--new", type=int, default=100, help="new objects per topic before a refresh (default 100)")
     parser.add_argument("--repeats", type=int, default=3, help="refreshes per size; the median is printed (default 3)")
     parser.add_argument("--flush-size", type=int, default=1, help="records per object in part 1 (default 1)")
     parser.add_argument(
         "--throughput-records", type=int, default=5000, help="records per topic in part 2; 0 skips it (default 5000)"
     )
-    parser.add_argument("--flush-sizes", type=_counts, default=[1, 500], help="records per object in part 2 (default 1,500)")
+    parser.add_argument(
+        "--flush-sizes", type=_counts, default=[1, 500], help="records per object in part 2 (default 1,500)"
+    )
     args = parser.parse_args()
     if args.new < 1 or args.repeats < 1 or args.flush_size < 1:
         parser.error("--new, --repeats and --flush-size must be at least 1")
+    if args.throughput_records < 0:
+        parser.error("--throughput-records must be at least 0")
 
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     work = Path(tempfile.mkdtemp(prefix="pintrest-lake-bench-"))
@@ -149,9 +157,12 @@ def _refresh_cost(work: Path, spark: SparkResource, posts: RecordSource, args) -
     print()
 
 
-def _throughput(work: Path, spark: SparkResource, posts: RecordSource, records: int, flush_sizes: Sequence[int]) -> None:
+def _throughput(
+    work: Path, spark: SparkResource, posts: RecordSource, records: int, flush_sizes: Sequence[int]
+) -> None:
     print(f"== Spark read throughput, {records:,} records per topic (records/s; seconds in brackets)")
-    print(f"{'DataFrame':<10}{'objects':>9}  {'JSON -> DataFrame (df step)':>28}  {'mount step':>22}  {'warehouse load':>22}")
+    columns = ("JSON -> DataFrame (df step)", "mount step", "warehouse load")
+    print(f"{'DataFrame':<10}{'objects':>9}  {columns[0]:>28}  {columns[1]:>22}  {columns[2]:>22}")
     for flush in flush_sizes:
         lake = Lake(work / f"throughput-{flush}", TOPICS, spark)
         lake.land(posts, 0, records, flush_size=flush)

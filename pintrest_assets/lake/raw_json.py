@@ -23,6 +23,7 @@ def build_raw_json_asset(spec: TopicSpec) -> dg.AssetsDefinition:
         )
         return dg.MaterializeResult(
             metadata={
+                "topic": mount.topic,
                 "dagster/row_count": mount.records,
                 "objects": mount.objects,
                 "records": mount.records,

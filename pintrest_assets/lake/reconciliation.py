@@ -115,9 +115,9 @@ def count_topic(instance: dg.DagsterInstance, spec: TopicSpec) -> TopicCounts:
     frame = _latest(instance, spec.dataframe)
     raw_meta = _metadata(raw)
     frame_meta = _metadata(frame)
-    # The raw JSON asset mounts ``.../topics/<topic>``: the topic the bucket holds now. Batches
-    # sent to another topic (another user id) are not expected there.
-    topic = str(raw_meta["mount_path"]).rstrip("/").rsplit("/", 1)[-1] if "mount_path" in raw_meta else None
+    # The topic the bucket holds now: batches sent to another topic (another user id) are not
+    # expected there.
+    topic = raw_meta.get("topic")
 
     acknowledged = failed = batches = 0
     ranges: dict[str, list[int]] = {}

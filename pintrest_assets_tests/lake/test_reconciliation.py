@@ -33,7 +33,7 @@ def landed(instance, records, newest_key="topics/u.pin/partition=0/u.pin+0+00000
     instance.report_runless_asset_event(
         dg.AssetMaterialization(
             PIN.raw_asset,
-            metadata={"records": records, "mount_path": "/mnt/topics/u.pin", "newest_key": newest_key},
+            metadata={"topic": "u.pin", "records": records, "newest_key": newest_key},
         )
     )
 
