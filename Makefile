@@ -25,6 +25,7 @@ test: install
 
 bench: install
 	$(BIN)/python benchmarks/emulation_throughput.py
+	$(BIN)/python benchmarks/lake_refresh.py
 
 clean:
 	rm -rf .pintrest
