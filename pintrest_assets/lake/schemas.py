@@ -1,53 +1,40 @@
 """The explicit Spark schemas of the three topics' records, keyed by topic name.
 
-They follow the source tables' columns. Inference would get most of it right, but an explicit
-schema never drifts with the sample it happens to see, and it keeps ``follower_count`` a string:
-"26k" and "1M" are parsed by the cleaning stage, not nulled on read.
+A record is a row of its source table as JSON, so each schema is derived from the table's
+columns: integers are longs, doubles stay doubles, and datetimes and text are strings (the
+emulator sends datetimes as ISO-8601 strings). Inference would get most of it right, but an
+explicit schema never drifts with the sample it happens to see, and it keeps ``follower_count``
+a string: "26k" and "1M" are parsed by the cleaning stage, not nulled on read.
 """
 
 from __future__ import annotations
 
 import dagster as dg
+import sqlalchemy as sa
 from pyspark.sql import types as T
 
+from pintrest_assets.sample_data.schema import table_of
+from pintrest_assets.topics import TOPICS
 
-def _schema(**columns: T.DataType) -> T.StructType:
-    return T.StructType([T.StructField(name, data_type, nullable=True) for name, data_type in columns.items()])
+# Most specific first: Text is a String, Double a Float.
+_SPARK_TYPES: tuple[tuple[type, T.DataType], ...] = (
+    (sa.Integer, T.LongType()),
+    (sa.Float, T.DoubleType()),
+    (sa.DateTime, T.StringType()),
+    (sa.String, T.StringType()),
+)
 
 
-_string = T.StringType()
-_long = T.LongType()
-_double = T.DoubleType()
+def _spark_type(column: sa.Column) -> T.DataType:
+    for sql_type, spark_type in _SPARK_TYPES:
+        if isinstance(column.type, sql_type):
+            return spark_type
+    raise TypeError(f"no Spark type for {column.table.name}.{column.name} ({column.type})")
+
 
 SCHEMAS: dict[str, T.StructType] = {
-    "pin": _schema(
-        index=_long,
-        unique_id=_string,
-        title=_string,
-        description=_string,
-        poster_name=_string,
-        follower_count=_string,
-        tag_list=_string,
-        is_image_or_video=_string,
-        image_src=_string,
-        downloaded=_long,
-        save_location=_string,
-        category=_string,
-    ),
-    "geo": _schema(
-        ind=_long,
-        timestamp=_string,
-        latitude=_double,
-        longitude=_double,
-        country=_string,
-    ),
-    "user": _schema(
-        ind=_long,
-        first_name=_string,
-        last_name=_string,
-        age=_long,
-        date_joined=_string,
-    ),
+    spec.name: T.StructType([T.StructField(c.name, _spark_type(c), nullable=True) for c in table_of(spec).columns])
+    for spec in TOPICS
 }
 
 
