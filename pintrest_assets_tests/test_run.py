@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -11,14 +10,9 @@ import pytest
 
 from pintrest_assets.sink_layout import parse_object_key
 from pintrest_assets.topics import TOPICS
+from pintrest_assets_tests.net import free_port
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _run(env: dict, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
@@ -37,7 +31,7 @@ def _run(env: dict, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
 def _env(home, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
     # A free port: `pintrest run` starts its own gateway there.
-    return {**env, "PINTREST_HOME": str(home), "PINTREST_REST_PROXY_URL": f"http://127.0.0.1:{_free_port()}", **extra}
+    return {**env, "PINTREST_HOME": str(home), "PINTREST_REST_PROXY_URL": f"http://127.0.0.1:{free_port()}", **extra}
 
 
 def test_run_on_the_embedded_default_lands_and_reads_everything_it_sends(tmp_path):

@@ -10,6 +10,7 @@ from dagster_aws.s3 import S3Resource
 
 from pintrest_assets.bucket import Bucket, S3Bucket
 from pintrest_assets.sink_layout import object_key
+from pintrest_assets_tests.net import free_port
 
 # S3 requests sent by CountingS3Resource clients, by operation ("ListObjectsV2", "GetObject", ...),
 # plus "keys listed": the keys ListObjectsV2 answers returned.
@@ -42,6 +43,18 @@ def s3_requests():
 def s3_resource(moto_endpoint_url, s3_requests):
     return CountingS3Resource(
         endpoint_url=moto_endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        max_attempts=1,
+    )
+
+
+@pytest.fixture
+def unreachable_s3_resource() -> S3Resource:
+    """An S3Resource whose endpoint is a loopback port nothing listens on."""
+    return S3Resource(
+        endpoint_url=f"http://127.0.0.1:{free_port()}",
         region_name="us-east-1",
         aws_access_key_id="testing",
         aws_secret_access_key="testing",

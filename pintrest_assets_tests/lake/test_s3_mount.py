@@ -1,10 +1,8 @@
 import json
-import socket
 import threading
 from pathlib import Path
 
 import pytest
-from dagster_aws.s3 import S3Resource
 
 from pintrest_assets.bucket import LocalBucket, S3Bucket
 from pintrest_assets.resources.s3_mount import S3MountResource, _lines_backwards, count_records
@@ -204,21 +202,10 @@ def test_a_prefixed_bucket_keeps_keys_relative_to_its_prefix(tmp_path, s3_bucket
     assert Path(mount.local_path(key)).read_bytes() == b'{"index": 0}\n'
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_an_unreachable_endpoint_names_its_setting(tmp_path):
-    s3 = S3Resource(
-        endpoint_url=f"http://127.0.0.1:{_closed_port()}",
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        max_attempts=1,
+def test_an_unreachable_endpoint_names_its_setting(tmp_path, unreachable_s3_resource):
+    resource = S3MountResource(
+        bucket_url="s3://lake-bucket", mount_dir=str(tmp_path), user_id="u", s3=unreachable_s3_resource
     )
-    resource = S3MountResource(bucket_url="s3://lake-bucket", mount_dir=str(tmp_path), user_id="u", s3=s3)
     with pytest.raises(ConfigError, match="cannot reach") as err:
         resource.mount_topic(TOPIC)
     assert err.value.setting == "PINTREST_S3_ENDPOINT_URL"

@@ -1,9 +1,7 @@
 import json
-import socket
 
 import dagster as dg
 import pytest
-from dagster_aws.s3 import S3Resource
 
 from pintrest_assets.bucket import LocalBucket
 from pintrest_assets.lake.sensors import build_new_objects_sensor, new_objects_sensor
@@ -132,18 +130,10 @@ def test_a_tick_lists_only_what_is_new(s3_mount, s3_bucket, s3_requests, bucket_
     assert s3_requests["GetObject"] == 0
 
 
-def test_an_unreachable_bucket_skips_with_the_reason(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    s3 = S3Resource(
-        endpoint_url=f"http://127.0.0.1:{port}",
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        max_attempts=1,
+def test_an_unreachable_bucket_skips_with_the_reason(tmp_path, unreachable_s3_resource):
+    s3_mount = S3MountResource(
+        bucket_url="s3://lake-bucket", mount_dir=str(tmp_path), user_id="u", s3=unreachable_s3_resource
     )
-    s3_mount = S3MountResource(bucket_url="s3://lake-bucket", mount_dir=str(tmp_path), user_id="u", s3=s3)
     requests, cursor = tick(s3_mount)
     assert (requests, cursor) == ([], None)
     with dg.build_sensor_context(instance=_INSTANCE, resources={"s3_mount": s3_mount}) as context:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import threading
 import time
 from collections import deque
@@ -28,6 +27,7 @@ from pintrest_assets.resources.rest_proxy import (
     RestProxyUnreachableError,
 )
 from pintrest_assets.settings import ConfigError
+from pintrest_assets_tests.net import free_port
 
 TOPIC = "0e95b18877fd.pin"
 STAGE = "/dev"
@@ -464,12 +464,6 @@ def test_an_answer_that_is_not_json_is_an_error(proxy, client):
 
 
 # -- reaching the proxy at all ------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_connection_refused_names_the_setting():

@@ -5,16 +5,17 @@ The same seeding against MariaDB is tested with the database resource (resources
 
 from __future__ import annotations
 
-import argparse
+import os
+from unittest import mock
 
 import pytest
 import sqlalchemy as sa
 
-from pintrest_assets.sample_data import cli
+from pintrest_assets.cli import main
 from pintrest_assets.sample_data.generate import generate_posts
 from pintrest_assets.sample_data.schema import TABLES, index_of, table_of
 from pintrest_assets.sample_data.seed import seed
-from pintrest_assets.settings import ConfigError, Settings
+from pintrest_assets.settings import ConfigError
 from pintrest_assets.topics import TOPICS
 
 
@@ -29,9 +30,9 @@ def counts(url: str) -> dict[str, int]:
 
 
 def seed_command(argv: list[str], environ: dict[str, str]) -> int:
-    parser = argparse.ArgumentParser(prog="pintrest seed")
-    cli.configure_parser(parser)
-    return cli.run(parser.parse_args(argv), Settings.from_env(environ))
+    """``pintrest seed ARGV`` in an environment of ``environ``."""
+    with mock.patch.dict(os.environ, environ):
+        return main(["seed", *argv])
 
 
 def test_seed_creates_the_tables_and_fills_them(tmp_path):

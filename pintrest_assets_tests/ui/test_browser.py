@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,17 +18,12 @@ import pytest
 
 from pintrest_assets.sample_data.seed import seed
 from pintrest_assets.topics import TOPICS
+from pintrest_assets_tests.net import free_port, is_listening
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_for(url: str, process: subprocess.Popen, timeout: float) -> None:
@@ -51,7 +45,7 @@ def dev_server(tmp_path_factory):
         pytest.fail("chromium is not installed (apt-get install chromium); .ci/run installs it")
     home = tmp_path_factory.mktemp("home")
     seed(f"sqlite:///{home / 'pintrest.db'}", rows=500)
-    ui_port, gateway_port = _free_port(), _free_port()
+    ui_port, gateway_port = free_port(), free_port()
     env = {
         **{k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"},
         "PINTREST_HOME": str(home),
@@ -157,5 +151,4 @@ def test_ctrl_c_stops_the_ui_and_the_gateway(dev_server):
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=90) == 0
     for port in (int(dev_server["url"].rsplit(":", 1)[1]), dev_server["gateway_port"]):
-        with socket.socket() as s:
-            assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still answers"
+        assert not is_listening(port), f"port {port} still answers"
