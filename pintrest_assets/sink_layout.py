@@ -20,8 +20,22 @@ class SinkKey:
     start_offset: int
 
 
+def topic_prefix(topic: str) -> str:
+    return f"topics/{topic}/"
+
+
 def partition_prefix(topic: str, partition: int) -> str:
-    return f"topics/{topic}/partition={partition}/"
+    return f"{topic_prefix(topic)}partition={partition}/"
+
+
+def partition_of(key: str) -> str:
+    """The partition prefix of an object key: the unit a per-partition cursor moves in."""
+    return key.rsplit("/", 1)[0] + "/"
+
+
+def count_records(data: bytes) -> int:
+    """Records in a sink object: one JSON document per non-blank line."""
+    return sum(1 for line in data.splitlines() if line.strip())
 
 
 def object_key(topic: str, partition: int, start_offset: int) -> str:

@@ -35,10 +35,6 @@ class TopicSpec:
         """The Kafka topic name, ``<user_id>.<name>``."""
         return f"{user_id}.{self.name}"
 
-    def bucket_prefix(self, user_id: str) -> str:
-        """Where the S3 sink lands the topic: ``topics/<topic>/``."""
-        return f"topics/{self.topic(user_id)}/"
-
 
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(

@@ -21,7 +21,7 @@ from pintrest_assets.bucket import Bucket
 from pintrest_assets.gateway.log import PartitionLog
 from pintrest_assets.gateway.protocol import BROKER_NOT_AVAILABLE, RestError, topic_not_found
 from pintrest_assets.gateway.sink import PartitionSink, SinkMark
-from pintrest_assets.sink_layout import parse_object_key, partition_prefix
+from pintrest_assets.sink_layout import count_records, parse_object_key, partition_prefix
 from pintrest_assets.topics import is_valid_topic_name
 
 PARTITION = 0  # every topic has one partition, as in the original set-up
@@ -165,4 +165,4 @@ class Broker:
                 last = (info.key, key.start_offset)
         if last is None:
             return 0
-        return last[1] + self.bucket.get(last[0]).count(b"\n")
+        return last[1] + count_records(self.bucket.get(last[0]))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pintrest_assets.bucket import Bucket
-from pintrest_assets.sink_layout import parse_object_key, partition_prefix
+from pintrest_assets.sink_layout import count_records, parse_object_key, partition_prefix
 
 
 class LandingWatcher:
@@ -24,7 +24,7 @@ class LandingWatcher:
         for obj in self.bucket.list(self.prefix, start_after=self._last_key):
             key = parse_object_key(obj.key)
             if key is not None:
-                self._lines[key.start_offset] = self.bucket.get(obj.key).count(b"\n")
+                self._lines[key.start_offset] = count_records(self.bucket.get(obj.key))
             self._last_key = obj.key
 
     def landed(self, first: int, last: int) -> int:

@@ -26,6 +26,7 @@ from pintrest_assets.lake.io_manager import TableAppend, TableState, WarehouseIO
 from pintrest_assets.lake.schemas import SCHEMAS, column_schema
 from pintrest_assets.resources.s3_mount import MountedObject, S3MountResource
 from pintrest_assets.resources.spark import SparkResource
+from pintrest_assets.sink_layout import partition_of
 from pintrest_assets.topics import TOPICS, TopicSpec
 
 CORRUPT_RECORD = "_corrupt_record"
@@ -161,7 +162,7 @@ def cursor_after(cursor: Mapping[str, str], objects: Sequence[MountedObject]) ->
     """The cursor moved past ``objects``: per partition prefix, the last key read."""
     moved = dict(cursor)
     for obj in objects:
-        prefix = obj.key.rsplit("/", 1)[0] + "/"
+        prefix = partition_of(obj.key)
         moved[prefix] = max(obj.key, moved.get(prefix, ""))
     return moved
 

@@ -34,6 +34,7 @@ from pydantic import Field, PrivateAttr
 from pintrest_assets.bucket import Bucket, LocalBucket, ObjectInfo, S3Bucket, open_bucket
 from pintrest_assets.files import write_atomically
 from pintrest_assets.settings import ConfigError, redact_url
+from pintrest_assets.sink_layout import count_records, partition_of, topic_prefix
 from pintrest_assets.topics import TopicSpec, is_valid_topic_name
 
 # The partition "directories" the sink writes under ``topics/<topic>/``.
@@ -93,7 +94,7 @@ class TopicMount:
 
     def local_path(self, key: str) -> str:
         """Where Spark reads the object with this key."""
-        if not key.startswith(f"topics/{self.topic}/"):
+        if not key.startswith(topic_prefix(self.topic)):
             raise ValueError(f"{key!r} is not an object of topic {self.topic!r}")
         return _path_in(self.root, self.topic, key)
 
@@ -241,13 +242,13 @@ class S3MountResource(dg.ConfigurableResource):
 
     def _topic_root(self, bucket: Bucket, topic: str) -> str:
         if isinstance(bucket, LocalBucket):
-            return str(bucket.root.resolve() / "topics" / topic)
+            return str(bucket.root.resolve() / topic_prefix(topic)).rstrip("/")
         if self.mode == "direct":
-            return f"s3a://{bucket.bucket}/{bucket.prefix}topics/{topic}"
+            return f"s3a://{bucket.bucket}/{bucket.prefix}{topic_prefix(topic)}".rstrip("/")
         return self._copies_root(topic)
 
     def _copies_root(self, topic: str) -> str:
-        return str(Path(self.mount_dir).resolve() / "topics" / topic)
+        return str(Path(self.mount_dir).resolve() / topic_prefix(topic))
 
     @contextlib.contextmanager
     def _s3_errors(self) -> Iterator[None]:
@@ -293,7 +294,7 @@ def list_new_objects(bucket: Bucket, topic: str, since: Mapping[str, str], limit
     """
     objects: list[ObjectInfo] = []
     last_keys: dict[str, str] = {}
-    for prefix in bucket.list_prefixes(f"topics/{topic}/"):
+    for prefix in bucket.list_prefixes(topic_prefix(topic)):
         if not _PARTITION_DIR.search(prefix):
             continue
         start_after = since.get(prefix)
@@ -318,17 +319,8 @@ def _checked(topic: str) -> str:
     return topic
 
 
-def count_records(data: bytes) -> int:
-    """Records in a sink object: one JSON document per non-blank line."""
-    return sum(1 for line in data.splitlines() if line.strip())
-
-
-def _partition_of(key: str) -> str:
-    return key.rsplit("/", 1)[0] + "/"
-
-
 def _path_in(root: str, topic: str, key: str) -> str:
-    return f"{root}/{key[len(f'topics/{topic}/'):]}"
+    return f"{root}/{key[len(topic_prefix(topic)):]}"
 
 
 
@@ -411,7 +403,7 @@ class _TopicState:
             if not pending:
                 break
             entry = _LedgerEntry(**json.loads(line))
-            partition = _partition_of(entry.key)
+            partition = partition_of(entry.key)
             if entry.key > after.get(partition, ""):
                 found.setdefault(entry.key, entry)  # backwards, the first entry seen is the latest
             else:

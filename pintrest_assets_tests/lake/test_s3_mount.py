@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from pintrest_assets.bucket import LocalBucket, S3Bucket
-from pintrest_assets.resources.s3_mount import S3MountResource, _lines_backwards, count_records
+from pintrest_assets.resources.s3_mount import S3MountResource, _lines_backwards
 from pintrest_assets.settings import ConfigError
-from pintrest_assets.sink_layout import object_key
+from pintrest_assets.sink_layout import count_records, object_key
 
 TOPIC = "u.pin"
 
