@@ -31,6 +31,11 @@ class TopicSpec:
         """The asset of the topic's raw JSON objects in the bucket, e.g. ``pin_raw_json``."""
         return f"{self.name}_raw_json"
 
+    @property
+    def clean_asset(self) -> str:
+        """The asset of the topic's cleaned table, e.g. ``pin_clean``."""
+        return f"{self.name}_clean"
+
     def topic(self, user_id: str) -> str:
         """The Kafka topic name, ``<user_id>.<name>``."""
         return f"{user_id}.{self.name}"

@@ -26,7 +26,6 @@ from pyspark.sql import types as T
 
 from pintrest_assets.domain import PLACEHOLDERS
 from pintrest_assets.topics import TOPICS, TopicSpec
-from pintrest_assets.transform.clean_tables import clean_table_name
 from pintrest_assets.transform.cleaning import CLEANED_COLUMNS, null_if_placeholder
 from pintrest_assets.transform.markdown import markdown_table
 
@@ -146,7 +145,7 @@ def _expected_columns(findings: TableFindings, expected: tuple[str, ...]) -> dg.
 
 
 def _check_specs(spec: TopicSpec) -> list[dg.AssetCheckSpec]:
-    table = clean_table_name(spec)
+    table = spec.clean_asset
     columns = CLEANED_COLUMNS[spec.name]
     specs = [
         dg.AssetCheckSpec(
@@ -176,7 +175,7 @@ def _check_specs(spec: TopicSpec) -> list[dg.AssetCheckSpec]:
 
 
 def build_clean_table_checks(spec: TopicSpec) -> dg.AssetChecksDefinition:
-    table = clean_table_name(spec)
+    table = spec.clean_asset
 
     @dg.multi_asset_check(
         name=f"{table}_checks",

@@ -24,13 +24,8 @@ from pintrest_assets.transform.markdown import markdown_table
 VALUES_CONVERTED = "values_converted"
 
 
-def clean_table_name(spec: TopicSpec) -> str:
-    """The cleaned table of a topic, e.g. ``pin_clean``."""
-    return f"{spec.name}_clean"
-
-
 def build_clean_table_asset(spec: TopicSpec) -> dg.AssetsDefinition:
-    name = clean_table_name(spec)
+    name = spec.clean_asset
     clean = CLEANERS[spec.name]
     conversions = CONVERSIONS[spec.name]
 
