@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from dotenv import load_dotenv
@@ -19,18 +20,20 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    import importlib
-
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="pintrest", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    modules = {}
-    for name, (module_name, help_text) in COMMANDS.items():
-        modules[name] = importlib.import_module(module_name)
-        modules[name].configure_parser(sub.add_parser(name, help=help_text, description=help_text))
+    # Only the command given is imported: `pintrest seed` need not load Dagster and Spark.
+    chosen = next((arg for arg in argv if not arg.startswith("-")), None)
+    module = importlib.import_module(COMMANDS[chosen][0]) if chosen in COMMANDS else None
+    for name, (_, help_text) in COMMANDS.items():
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            module.configure_parser(command_parser)
     args = parser.parse_args(argv)
     load_dotenv(".env")  # the same untracked file `dagster dev` reads; the environment wins
     try:
-        return modules[args.command].run(args, Settings.from_env())
+        return module.run(args, Settings.from_env())
     except ConfigError as exc:
         print(f"pintrest {args.command}: {exc}", file=sys.stderr)
         return 2
