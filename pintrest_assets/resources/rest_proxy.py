@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import email.utils
 import json
-import random
 import threading
 import time
 from dataclasses import dataclass, field, replace
+from random import uniform
+from time import sleep
 from urllib.parse import urlsplit, urlunsplit
 
 import dagster as dg
@@ -280,11 +281,11 @@ class RestProxyResource(dg.ConfigurableResource):
 
     def _pause(self, attempt: int, retry: _Retry, what: str) -> None:
         """Exponential backoff with full jitter; a Retry-After is a floor (both capped)."""
-        delay = random.uniform(0, min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (attempt - 1)))
+        delay = uniform(0, min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (attempt - 1)))
         if retry.retry_after is not None:
             delay = max(delay, min(retry.retry_after, self.max_backoff_seconds))
         log.warning(f"REST proxy: retry {attempt}/{self.max_retries} of {what} in {delay:.2f}s: {retry.reason}")
-        time.sleep(delay)
+        sleep(delay)
 
     def _http(self) -> requests.Session:
         with _SESSION_LOCK:
