@@ -9,12 +9,15 @@ Three counts should agree for a topic:
    ``dagster/row_count`` + ``quarantined_total``).
 
 The counts come from the assets' materialisation metadata in the Dagster instance, so the check
-reads no data and costs one pass over the stream's materialisation records.
+reads no data. Its cost grows with the batches sent since it last ran, not with all of them: each
+evaluation records the running tally (and the storage id it counted through), and the next one adds
+only the stream materialisations after it. A change of topic (another user id) counts afresh.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import dagster as dg
+from dagster._core.storage.asset_check_execution_record import COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES
 
 from pintrest_assets.topics import TOPICS, TopicSpec
 
@@ -36,20 +39,55 @@ Dagster instance's history (for example after the instance was reset but the buc
 
 
 @dataclass(frozen=True)
+class Tally:
+    """What the REST proxy acknowledged for one Kafka topic, summed over the topic stream's
+    materialisations up to storage id ``through``."""
+
+    topic: str | None  # None: every topic (nothing has landed yet, so no topic to pick)
+    through: int = 0  # storage id of the last stream materialisation counted
+    last_batch: int | None = None  # storage id of the last batch sent to the topic
+    acknowledged: int = 0
+    failed: int = 0  # records the proxy refused (not expected anywhere downstream)
+    batches: int = 0  # topic stream materialisations counted
+    offset_ranges: dict[str, list[int]] = field(default_factory=dict)  # partition -> [first, last] acknowledged
+    read: int = 0  # materialisations read to bring the tally up to date
+
+    def add(self, record: dg.EventLogRecord) -> "Tally":
+        meta = _metadata(record)
+        if self.topic is not None and meta.get("topic") != self.topic:
+            return replace(self, through=record.storage_id, read=self.read + 1)
+        ranges = dict(self.offset_ranges)
+        for partition, (first, last) in (meta.get("offset_ranges") or {}).items():
+            low, high = ranges.get(partition, (first, last))
+            ranges[partition] = [min(low, first), max(high, last)]
+        return replace(
+            self,
+            through=record.storage_id,
+            last_batch=record.storage_id,
+            acknowledged=self.acknowledged + int(meta.get("records_sent", 0)),
+            failed=self.failed + int(meta.get("records_failed", 0)),
+            batches=self.batches + 1,
+            offset_ranges=dict(sorted(ranges.items(), key=lambda item: int(item[0]))),
+            read=self.read + 1,
+        )
+
+
+@dataclass(frozen=True)
 class TopicCounts:
     """One topic's counts at each step, from the latest materialisations."""
 
     name: str  # the topic spec's name: pin, geo or user
     topic: str | None  # the Kafka topic the bucket holds, e.g. "u.pin" (None: nothing landed yet)
-    acknowledged: int = 0
-    failed: int = 0  # records the proxy refused (not expected anywhere downstream)
-    batches: int = 0  # topic stream materialisations counted
-    offset_ranges: dict[str, list[int]] = field(default_factory=dict)  # partition -> [first, last] acknowledged
+    tally: Tally
     landed: int | None = None  # None: the raw JSON asset was never materialised
     newest_key: str | None = None
     rows: int | None = None  # None: the DataFrame was never materialised
     quarantined: int | None = None
     stale: tuple[str, ...] = ()  # steps older than the step before them
+
+    @property
+    def acknowledged(self) -> int:
+        return self.tally.acknowledged
 
     @property
     def read(self) -> int | None:
@@ -81,7 +119,7 @@ def _gap(gap: int, short: str, surplus: str) -> str:
 
 def _positions(counts: TopicCounts) -> str:
     """Where in the topic the acknowledged records are, and how far the bucket's objects go."""
-    ranges = ", ".join(f"partition {p}: {first}-{last}" for p, (first, last) in counts.offset_ranges.items())
+    ranges = ", ".join(f"partition {p}: {first}-{last}" for p, (first, last) in counts.tally.offset_ranges.items())
     text = f"acknowledged offsets {ranges}" if ranges else "no offsets acknowledged"
     return text + (f"; newest object {counts.newest_key}" if counts.newest_key else "")
 
@@ -101,16 +139,20 @@ def reconciliation_result(counts: TopicCounts, spec: TopicSpec) -> dg.AssetCheck
             "quarantined": counts.quarantined or 0,
             "not_landed": counts.acknowledged - (counts.landed or 0),
             "not_read": (counts.landed or 0) - (counts.read or 0),
-            "failed_at_proxy": counts.failed,
-            "batches_counted": counts.batches,
-            "acknowledged_offsets": dg.MetadataValue.json(counts.offset_ranges),
+            "failed_at_proxy": counts.tally.failed,
+            "batches_counted": counts.tally.batches,
+            "batches_read": counts.tally.read,
+            "acknowledged_offsets": dg.MetadataValue.json(counts.tally.offset_ranges),
+            # the running tally: the next evaluation starts from here
+            "counted_through_storage_id": counts.tally.through,
+            "last_batch_storage_id": counts.tally.last_batch or 0,
         },
     )
 
 
 def count_topic(instance: dg.DagsterInstance, spec: TopicSpec) -> TopicCounts:
-    """The topic's counts from the latest raw JSON and DataFrame materialisations and all of its
-    stream's materialisations for the same Kafka topic."""
+    """The topic's counts from the latest raw JSON and DataFrame materialisations, and the stream's
+    materialisations for the same Kafka topic (those after the last evaluation's tally)."""
     raw = _latest(instance, spec.raw_asset)
     frame = _latest(instance, spec.dataframe)
     raw_meta = _metadata(raw)
@@ -119,33 +161,22 @@ def count_topic(instance: dg.DagsterInstance, spec: TopicSpec) -> TopicCounts:
     # expected there.
     topic = raw_meta.get("topic")
 
-    acknowledged = failed = batches = 0
-    ranges: dict[str, list[int]] = {}
-    last_batch = None
-    for record in _all_materialisations(instance, spec.stream_asset):
-        meta = _metadata(record)
-        if topic is not None and meta.get("topic") != topic:
-            continue
-        acknowledged += int(meta.get("records_sent", 0))
-        failed += int(meta.get("records_failed", 0))
-        batches += 1
-        last_batch = record
-        for partition, (first, last) in (meta.get("offset_ranges") or {}).items():
-            low, high = ranges.get(partition, (first, last))
-            ranges[partition] = [min(low, first), max(high, last)]
+    tally = _previous_tally(instance, spec)
+    if tally is None or tally.topic != topic:
+        tally = Tally(topic)
+    tally = replace(tally, read=0)
+    for record in _materialisations_after(instance, spec.stream_asset, tally.through):
+        tally = tally.add(record)
 
     stale = []
-    if last_batch is not None and (raw is None or raw.storage_id < last_batch.storage_id):
+    if tally.last_batch is not None and (raw is None or raw.storage_id < tally.last_batch):
         stale.append(f"{spec.raw_asset} was not refreshed since the last batch sent to the topic")
     if raw is not None and (frame is None or frame.storage_id < raw.storage_id):
         stale.append(f"{spec.dataframe} was not refreshed since {spec.raw_asset} was")
     return TopicCounts(
         name=spec.name,
         topic=topic,
-        acknowledged=acknowledged,
-        failed=failed,
-        batches=batches,
-        offset_ranges=dict(sorted(ranges.items(), key=lambda item: int(item[0]))),
+        tally=tally,
         landed=int(raw_meta["records"]) if "records" in raw_meta else None,
         newest_key=raw_meta.get("newest_key") or None,
         rows=int(frame_meta["dagster/row_count"]) if "dagster/row_count" in frame_meta else None,
@@ -154,15 +185,39 @@ def count_topic(instance: dg.DagsterInstance, spec: TopicSpec) -> TopicCounts:
     )
 
 
+def _previous_tally(instance: dg.DagsterInstance, spec: TopicSpec) -> Tally | None:
+    """The tally the check's last completed evaluation recorded, if any."""
+    key = dg.AssetCheckKey(dg.AssetKey(spec.dataframe), CHECK_NAME)
+    history = instance.event_log_storage.get_asset_check_execution_history(
+        key, limit=1, status=COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES
+    )
+    if not history or history[0].event is None or history[0].event.dagster_event is None:
+        return None
+    evaluation = history[0].event.dagster_event.event_specific_data
+    meta = {key: value.value for key, value in (getattr(evaluation, "metadata", None) or {}).items()}
+    if "counted_through_storage_id" not in meta:
+        return None
+    return Tally(
+        topic=meta["topic"] or None,
+        through=int(meta["counted_through_storage_id"]),
+        last_batch=int(meta["last_batch_storage_id"]) or None,
+        acknowledged=int(meta["acknowledged"]),
+        failed=int(meta["failed_at_proxy"]),
+        batches=int(meta["batches_counted"]),
+        offset_ranges=dict(meta["acknowledged_offsets"]),
+    )
+
+
 def _latest(instance: dg.DagsterInstance, asset: str) -> dg.EventLogRecord | None:
     records = instance.fetch_materializations(dg.AssetKey(asset), limit=1).records
     return records[0] if records else None
 
 
-def _all_materialisations(instance: dg.DagsterInstance, asset: str):
+def _materialisations_after(instance: dg.DagsterInstance, asset: str, storage_id: int):
+    records_filter = dg.AssetRecordsFilter(dg.AssetKey(asset), after_storage_id=storage_id or None)
     cursor = None
     while True:
-        page = instance.fetch_materializations(dg.AssetKey(asset), limit=_PAGE, cursor=cursor, ascending=True)
+        page = instance.fetch_materializations(records_filter, limit=_PAGE, cursor=cursor, ascending=True)
         yield from page.records
         if not page.has_more:
             return

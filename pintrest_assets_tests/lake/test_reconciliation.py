@@ -134,3 +134,64 @@ def test_the_check_reads_the_run_instance(instance):
         False,
     )
     assert "1 not read" in evaluation.description
+
+
+def evaluate(instance):
+    """One evaluation of the check in a run, as the UI or a schedule runs it."""
+    result = dg.materialize(
+        [dg.AssetSpec(PIN.dataframe), build_reconciliation_check(PIN)],
+        instance=instance,
+        selection=dg.AssetSelection.checks_for_assets(PIN.dataframe),
+        raise_on_error=False,
+    )
+    [evaluation] = result.get_asset_check_evaluations()
+    return evaluation, {key: value.value for key, value in evaluation.metadata.items()}
+
+
+def test_each_evaluation_reads_only_the_batches_since_the_last(instance):
+    for first in range(0, 50, 10):
+        batch(instance, 10, {"0": [first, first + 9]})
+    landed(instance, 50)
+    read(instance, rows=50, quarantined=0)
+    evaluation, metadata = evaluate(instance)
+    assert evaluation.passed
+    assert (metadata["acknowledged"], metadata["batches_counted"], metadata["batches_read"]) == (50, 5, 5)
+
+    batch(instance, 10, {"0": [50, 59]}, failed=1)
+    batch(instance, 7, {"0": [0, 6]}, topic="other.pin")  # read, not counted
+    landed(instance, 60)
+    read(instance, rows=59, quarantined=1)
+    evaluation, metadata = evaluate(instance)
+    assert evaluation.passed, evaluation.description
+    assert (metadata["acknowledged"], metadata["batches_counted"], metadata["batches_read"]) == (60, 6, 2)
+    assert (metadata["failed_at_proxy"], metadata["acknowledged_offsets"]) == (1, {"0": [0, 59]})
+
+    evaluation, metadata = evaluate(instance)  # nothing new: nothing read, the same answer
+    assert (evaluation.passed, metadata["acknowledged"], metadata["batches_read"]) == (True, 60, 0)
+
+    batch(instance, 5, {"0": [60, 64]})  # sent, not yet landed: the tally still says so
+    evaluation, metadata = evaluate(instance)
+    assert not evaluation.passed
+    assert "65 records acknowledged, 60 landed" in evaluation.description
+    assert "pin_raw_json was not refreshed since the last batch" in evaluation.description
+
+
+def test_a_new_topic_is_counted_afresh(instance):
+    batch(instance, 10, {"0": [0, 9]})
+    landed(instance, 10)
+    read(instance, rows=10, quarantined=0)
+    assert evaluate(instance)[0].passed
+
+    batch(instance, 4, {"0": [0, 3]}, topic="v.pin")  # the user id changed; the bucket now holds v.pin
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(PIN.raw_asset, metadata={"topic": "v.pin", "records": 4, "newest_key": "k"})
+    )
+    read(instance, rows=4, quarantined=0)
+    evaluation, metadata = evaluate(instance)
+    assert evaluation.passed, evaluation.description
+    assert (metadata["topic"], metadata["acknowledged"], metadata["batches_counted"], metadata["batches_read"]) == (
+        "v.pin",
+        4,
+        1,
+        2,
+    )
