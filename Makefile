@@ -26,6 +26,7 @@ test: install
 bench: install
 	$(BIN)/python benchmarks/emulation_throughput.py
 	$(BIN)/python benchmarks/lake_refresh.py
+	$(BIN)/python benchmarks/reconciliation.py
 
 clean:
 	rm -rf .pintrest
