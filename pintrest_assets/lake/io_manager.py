@@ -9,6 +9,8 @@ starts with ``_`` are invisible to Spark.
 
 An asset returns either a DataFrame, which replaces the table, or a ``TableAppend``, which adds
 a batch and moves the table's source cursor (for tables read incrementally from the bucket).
+Appended batches are merged as they pile up, so a table that is refreshed every few seconds for
+months stays a handful of directories (see ``merge_start``).
 Lines rejected on read go beside the table, as JSON lines, under
 ``<base_dir>/_quarantine/<asset name>/<batch>/``.
 """
@@ -37,6 +39,7 @@ STATE_FILE = "_table.json"
 QUARANTINE_DIR = "_quarantine"
 _BATCH_PREFIX = "batch-"
 _STATE_FORMAT = 1
+MERGE_RUN = 8  # newest batches of comparable size merged at once
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class TableState:
     version: int = 0  # commits so far; a commit must start from the version it read
     schema: T.StructType | None = None
     batches: tuple[str, ...] = ()  # batch directories, oldest first
+    batch_rows: tuple[int, ...] = ()  # rows in each batch directory
     quarantine_batches: tuple[str, ...] = ()  # batch directories under the quarantine directory
     rows: int = 0
     quarantined: int = 0  # lines rejected on read, kept under the quarantine directory
@@ -60,6 +64,7 @@ class TableState:
                 "version": self.version,
                 "schema": None if self.schema is None else self.schema.jsonValue(),
                 "batches": list(self.batches),
+                "batch_rows": list(self.batch_rows),
                 "quarantine_batches": list(self.quarantine_batches),
                 "rows": self.rows,
                 "quarantined": self.quarantined,
@@ -79,6 +84,8 @@ class TableState:
             version=data["version"],
             schema=None if data["schema"] is None else T.StructType.fromJson(data["schema"]),
             batches=tuple(data["batches"]),
+            # Unknown for tables written before batches were merged: 0, so they merge first.
+            batch_rows=tuple(data["batch_rows"] if "batch_rows" in data else [0] * len(data["batches"])),
             quarantine_batches=tuple(data["quarantine_batches"]),
             rows=data["rows"],
             quarantined=data["quarantined"],
@@ -202,11 +209,12 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
                 f"table {base.schema.simpleString()}, batch {batch.schema.simpleString()}"
             )
         name = table.new_batch(base.version + 1)
-        batches, quarantine_batches = base.batches, base.quarantine_batches
+        batches, batch_rows, quarantine_batches = base.batches, base.batch_rows, base.quarantine_batches
         # Parquet and quarantine first, state last: a crash in between leaves them unlisted.
         if batch.rows is not None and batch.row_count:
             batch.rows.write.parquet(str(table.path / name))
-            batches = (*batches, name)
+            batches, batch_rows = (*batches, name), (*batch_rows, batch.row_count)
+            batches, batch_rows = self._merge(table, base.version + 1, batch.schema, batches, batch_rows)
         if batch.quarantine is not None and batch.quarantined:
             # Rejected lines are few: one file per batch is the easiest to read.
             batch.quarantine.coalesce(1).write.json(str(table.quarantine_path / name))
@@ -216,6 +224,7 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             version=base.version + 1,
             schema=batch.schema,
             batches=batches,
+            batch_rows=batch_rows,
             quarantine_batches=quarantine_batches,
             rows=base.rows + batch.row_count,
             quarantined=base.quarantined + batch.quarantined,
@@ -224,7 +233,24 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             summary=dict(batch.summary),
         )
         table.commit(base, new)
-        context.add_output_metadata({"path": dg.MetadataValue.path(str(table.path))})
+        context.add_output_metadata(
+            {"path": dg.MetadataValue.path(str(table.path)), "warehouse_batches": len(batches)}
+        )
+
+    def _merge(
+        self, table: WarehouseTable, version: int, schema: T.StructType, batches: tuple[str, ...], rows: tuple[int, ...]
+    ) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        """Rewrite the newest batches as one when ``merge_start`` says so; the merged-away
+        directories stay until the commit, which drops what it does not list."""
+        start = merge_start(rows)
+        if start is None:
+            return batches, rows
+        merged = table.new_batch(version)
+        spark = self.spark.spark_session
+        spark.read.schema(schema).parquet(*(str(table.path / b) for b in batches[start:])).write.parquet(
+            str(table.path / merged)
+        )
+        return (*batches[:start], merged), (*rows[:start], sum(rows[start:]))
 
     def _replace(self, context: dg.OutputContext, table: WarehouseTable, df: DataFrame) -> None:
         base = table.state()
@@ -232,11 +258,32 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         df.write.parquet(str(table.path / name))
         # Counting parquet reads only the footers.
         rows = df.sparkSession.read.parquet(str(table.path / name)).count()
-        table.commit(base, TableState(version=base.version + 1, schema=df.schema, batches=(name,), rows=rows))
+        table.commit(
+            base,
+            TableState(version=base.version + 1, schema=df.schema, batches=(name,), batch_rows=(rows,), rows=rows),
+        )
         metadata = {"path": dg.MetadataValue.path(str(table.path))}
         if "dagster/row_count" not in context.output_metadata:
             metadata["dagster/row_count"] = rows
         context.add_output_metadata(metadata)
+
+
+def merge_start(batch_rows: tuple[int, ...], run: int = MERGE_RUN) -> int | None:
+    """Where the newest batches to merge begin, or None: size-tiered merging, as log-structured
+    stores do.
+
+    The newest batches that are each no bigger than all the batches after them together form a
+    run of comparable sizes; once the run is ``run`` batches long, it is merged into one. Refreshes
+    of any size then leave O(log n) batches and rewrite each row O(log n) times over the table's
+    life, and about one refresh in ``run`` pays for a merge.
+    """
+    if not batch_rows:
+        return None
+    start, after = len(batch_rows) - 1, batch_rows[-1]
+    while start > 0 and batch_rows[start - 1] <= after:
+        start -= 1
+        after += batch_rows[start]
+    return start if len(batch_rows) - start >= run else None
 
 
 def _table_name(context: dg.OutputContext) -> str:

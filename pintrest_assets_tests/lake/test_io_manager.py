@@ -1,3 +1,5 @@
+import json
+
 import dagster as dg
 import pyarrow.parquet as pq
 import pytest
@@ -9,6 +11,7 @@ from pintrest_assets.lake.io_manager import (
     TableState,
     WarehouseIOManager,
     WarehouseTable,
+    merge_start,
 )
 from pintrest_assets.resources.spark import SparkResource
 
@@ -26,6 +29,7 @@ def test_state_survives_its_file():
     state = _state(
         version=3,
         batches=("batch-000001-aa", "batch-000003-bb"),
+        batch_rows=(7, 5),
         quarantine_batches=("batch-000002-cc",),
         rows=12,
         quarantined=2,
@@ -37,6 +41,43 @@ def test_state_survives_its_file():
     assert TableState.from_json(TableState().to_json()) == TableState()
     with pytest.raises(ValueError, match="format"):
         TableState.from_json('{"format": 99}')
+
+
+def test_a_state_written_before_batch_rows_has_batches_of_unknown_size():
+    data = json.loads(_state(batches=("batch-000001-aa", "batch-000002-bb"), rows=9).to_json())
+    del data["batch_rows"]
+    assert TableState.from_json(json.dumps(data)).batch_rows == (0, 0)  # merged on the next append
+
+
+@pytest.mark.parametrize(
+    "rows, start",
+    [
+        ((), None),
+        ((100,) * 7, None),  # seven refreshes: not yet
+        ((100,) * 8, 0),
+        ((800,) + (100,) * 7, None),  # the merged batch is bigger than the seven after it
+        ((800,) + (100,) * 8, 0),  # ...and no bigger than eight: the next merge takes it along
+        ((5000, 64, 32, 16, 8, 4, 2, 1, 1), 1),  # each no bigger than those after it; not the big one
+        ((5000, 40, 30, 20, 10, 10, 5, 1, 1, 1), None),  # 5 is bigger than the three after it: a run of 3
+        ((5000, 1, 1, 1, 1, 1, 1, 1), None),  # a run of seven
+        ((1, 1000) + (1,) * 8, 2),  # an early small batch stays behind a bigger one
+    ],
+)
+def test_the_newest_batches_of_comparable_size_merge_eight_at_a_time(rows, start):
+    assert merge_start(rows) == start
+
+
+def test_merging_keeps_the_batch_count_logarithmic():
+    rows, rewritten = [], 0
+    for refresh in range(20_000):
+        rows.append(100 if refresh % 3 else 1)
+        start = merge_start(tuple(rows))
+        if start is not None:
+            rewritten += sum(rows[start:])
+            rows[start:] = [sum(rows[start:])]
+        assert len(rows) <= 40
+    assert sum(rows) == 20_000 // 3 * 1 + 1 + (20_000 - 20_000 // 3 - 1) * 100
+    assert rewritten / sum(rows) < 8  # each row rewritten a few times, not once per refresh
 
 
 def test_a_commit_lists_batches_and_drops_the_unlisted(tmp_path):
@@ -125,6 +166,29 @@ def test_appended_batches_load_as_one_table(tmp_path, spark_resource):
     assert loaded == [[0, 1], [0, 1, 2, 3], [0, 1, 2, 3, 4, 5]]
     state = io_manager.table("places").state()
     assert (state.version, state.rows, state.objects, len(state.batches), state.cursor) == (3, 6, 3, 3, {"p/": "key2"})
+
+
+def test_appended_batches_merge_as_they_pile_up(tmp_path, spark_resource):
+    io_manager = WarehouseIOManager(base_dir=str(tmp_path / "warehouse"), spark=spark_resource)
+    batches_after = []
+
+    @dg.asset(io_manager_key="warehouse_io_manager")
+    def places(spark: SparkResource):
+        base = io_manager.table("places").state()
+        rows = spark.spark_session.createDataFrame([(base.rows, f"c{base.rows}")], SCHEMA)
+        return TableAppend(base, SCHEMA, rows, 1, None, 0, objects=1, cursor={"p/": f"key{base.version}"})
+
+    for _ in range(9):
+        result = _materialize([places], io_manager, spark_resource)
+        [materialization] = result.asset_materializations_for_node("places")
+        batches_after.append(materialization.metadata["warehouse_batches"].value)
+    assert batches_after == [1, 2, 3, 4, 5, 6, 7, 1, 2]  # the eighth refresh merged the eight batches
+
+    table = io_manager.table("places")
+    state = table.state()
+    assert (state.rows, state.batch_rows, state.cursor) == (9, (8, 1), {"p/": "key8"})
+    assert sorted(p.name for p in table.path.iterdir() if p.is_dir()) == sorted(state.batches)  # merged-away gone
+    assert sorted(r["ind"] for r in table.read(spark_resource.spark_session).collect()) == list(range(9))
 
 
 def test_an_empty_table_loads_with_its_schema(tmp_path, spark_resource):
