@@ -145,17 +145,26 @@ def test_a_dataframe_replaces_the_table_and_loads_downstream(tmp_path, spark_res
     assert pq.read_table(table.path / batch).column("country").to_pylist() == ["country 0", "country 1", "country 2"]
 
 
-def test_appended_batches_load_as_one_table(tmp_path, spark_resource):
-    io_manager = WarehouseIOManager(base_dir=str(tmp_path / "warehouse"), spark=spark_resource)
-    loaded = []
+def appending_places(io_manager, rows_per_refresh):
+    """An incremental asset: each materialisation appends the next rows_per_refresh places."""
 
     @dg.asset(io_manager_key="warehouse_io_manager")
     def places(spark: SparkResource):
         base = io_manager.table("places").state()
         first = base.rows
-        rows = spark.spark_session.createDataFrame([(first + i, f"c{first + i}") for i in range(2)], SCHEMA)
+        new = [(first + i, f"c{first + i}") for i in range(rows_per_refresh)]
+        rows = spark.spark_session.createDataFrame(new, SCHEMA)
         cursor = {"p/": f"key{base.version}"}
-        return TableAppend(base, SCHEMA, rows, 2, None, 0, objects=1, cursor=cursor)
+        return TableAppend(base, SCHEMA, rows, rows_per_refresh, None, 0, objects=1, cursor=cursor)
+
+    return places
+
+
+def test_appended_batches_load_as_one_table(tmp_path, spark_resource):
+    io_manager = WarehouseIOManager(base_dir=str(tmp_path / "warehouse"), spark=spark_resource)
+    loaded = []
+
+    places = appending_places(io_manager, rows_per_refresh=2)
 
     @dg.asset
     def place_list(places) -> None:
@@ -172,11 +181,7 @@ def test_appended_batches_merge_as_they_pile_up(tmp_path, spark_resource):
     io_manager = WarehouseIOManager(base_dir=str(tmp_path / "warehouse"), spark=spark_resource)
     batches_after = []
 
-    @dg.asset(io_manager_key="warehouse_io_manager")
-    def places(spark: SparkResource):
-        base = io_manager.table("places").state()
-        rows = spark.spark_session.createDataFrame([(base.rows, f"c{base.rows}")], SCHEMA)
-        return TableAppend(base, SCHEMA, rows, 1, None, 0, objects=1, cursor={"p/": f"key{base.version}"})
+    places = appending_places(io_manager, rows_per_refresh=1)
 
     for _ in range(9):
         result = _materialize([places], io_manager, spark_resource)
