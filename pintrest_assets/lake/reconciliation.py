@@ -50,12 +50,12 @@ class Tally:
     failed: int = 0  # records the proxy refused (not expected anywhere downstream)
     batches: int = 0  # topic stream materialisations counted
     offset_ranges: dict[str, list[int]] = field(default_factory=dict)  # partition -> [first, last] acknowledged
-    read: int = 0  # materialisations read to bring the tally up to date
+    batches_read: int = 0  # stream materialisations read by this evaluation to bring the tally up to date
 
     def add(self, record: dg.EventLogRecord) -> "Tally":
         meta = _metadata(record)
         if self.topic is not None and meta.get("topic") != self.topic:
-            return replace(self, through=record.storage_id, read=self.read + 1)
+            return replace(self, through=record.storage_id, batches_read=self.batches_read + 1)
         ranges = dict(self.offset_ranges)
         for partition, (first, last) in (meta.get("offset_ranges") or {}).items():
             low, high = ranges.get(partition, (first, last))
@@ -68,7 +68,7 @@ class Tally:
             failed=self.failed + int(meta.get("records_failed", 0)),
             batches=self.batches + 1,
             offset_ranges=dict(sorted(ranges.items(), key=lambda item: int(item[0]))),
-            read=self.read + 1,
+            batches_read=self.batches_read + 1,
         )
 
 
@@ -141,7 +141,7 @@ def reconciliation_result(counts: TopicCounts, spec: TopicSpec) -> dg.AssetCheck
             "not_read": (counts.landed or 0) - (counts.read or 0),
             "failed_at_proxy": counts.tally.failed,
             "batches_counted": counts.tally.batches,
-            "batches_read": counts.tally.read,
+            "batches_read": counts.tally.batches_read,
             "acknowledged_offsets": dg.MetadataValue.json(counts.tally.offset_ranges),
             # the running tally: the next evaluation starts from here
             "counted_through_storage_id": counts.tally.through,
@@ -164,7 +164,6 @@ def count_topic(instance: dg.DagsterInstance, spec: TopicSpec) -> TopicCounts:
     tally = _previous_tally(instance, spec)
     if tally is None or tally.topic != topic:
         tally = Tally(topic)
-    tally = replace(tally, read=0)
     for record in _materialisations_after(instance, spec.stream_asset, tally.through):
         tally = tally.add(record)
 
