@@ -71,19 +71,50 @@ class Tally:
             batches_read=self.batches_read + 1,
         )
 
+    def metadata(self) -> dict:
+        """The tally as check metadata: shown in the UI, and where the next evaluation starts."""
+        return {
+            "topic": self.topic or "",
+            "acknowledged": self.acknowledged,
+            "failed_at_proxy": self.failed,
+            "batches_counted": self.batches,
+            "batches_read": self.batches_read,
+            "acknowledged_offsets": dg.MetadataValue.json(self.offset_ranges),
+            "counted_through_storage_id": self.through,
+            "last_batch_storage_id": self.last_batch or 0,
+        }
+
+    @classmethod
+    def from_metadata(cls, meta: dict) -> "Tally | None":
+        """The tally ``metadata`` recorded (plain values); None for an evaluation without one."""
+        if "counted_through_storage_id" not in meta:
+            return None
+        return cls(
+            topic=meta["topic"] or None,
+            through=int(meta["counted_through_storage_id"]),
+            last_batch=int(meta["last_batch_storage_id"]) or None,
+            acknowledged=int(meta["acknowledged"]),
+            failed=int(meta["failed_at_proxy"]),
+            batches=int(meta["batches_counted"]),
+            offset_ranges=dict(meta["acknowledged_offsets"]),
+        )
+
 
 @dataclass(frozen=True)
 class TopicCounts:
     """One topic's counts at each step, from the latest materialisations."""
 
-    name: str  # the topic spec's name: pin, geo or user
-    topic: str | None  # the Kafka topic the bucket holds, e.g. "u.pin" (None: nothing landed yet)
-    tally: Tally
+    tally: Tally  # for the Kafka topic the bucket holds
     landed: int | None = None  # None: the raw JSON asset was never materialised
     newest_key: str | None = None
     rows: int | None = None  # None: the DataFrame was never materialised
     quarantined: int | None = None
     stale: tuple[str, ...] = ()  # steps older than the step before them
+
+    @property
+    def topic(self) -> str | None:
+        """The Kafka topic the bucket holds, e.g. "u.pin" (None: nothing landed yet)."""
+        return self.tally.topic
 
     @property
     def acknowledged(self) -> int:
@@ -132,20 +163,12 @@ def reconciliation_result(counts: TopicCounts, spec: TopicSpec) -> dg.AssetCheck
         severity=dg.AssetCheckSeverity.ERROR,
         description="\n".join(problems + notes) or None,
         metadata={
-            "topic": counts.topic or "",
-            "acknowledged": counts.acknowledged,
+            **counts.tally.metadata(),
             "landed": counts.landed if counts.landed is not None else 0,
             "rows": counts.rows if counts.rows is not None else 0,
             "quarantined": counts.quarantined or 0,
             "not_landed": counts.acknowledged - (counts.landed or 0),
             "not_read": (counts.landed or 0) - (counts.read or 0),
-            "failed_at_proxy": counts.tally.failed,
-            "batches_counted": counts.tally.batches,
-            "batches_read": counts.tally.batches_read,
-            "acknowledged_offsets": dg.MetadataValue.json(counts.tally.offset_ranges),
-            # the running tally: the next evaluation starts from here
-            "counted_through_storage_id": counts.tally.through,
-            "last_batch_storage_id": counts.tally.last_batch or 0,
         },
     )
 
@@ -173,8 +196,6 @@ def count_topic(instance: dg.DagsterInstance, spec: TopicSpec) -> TopicCounts:
     if raw is not None and (frame is None or frame.storage_id < raw.storage_id):
         stale.append(f"{spec.dataframe} was not refreshed since {spec.raw_asset} was")
     return TopicCounts(
-        name=spec.name,
-        topic=topic,
         tally=tally,
         landed=int(raw_meta["records"]) if "records" in raw_meta else None,
         newest_key=raw_meta.get("newest_key") or None,
@@ -193,18 +214,8 @@ def _previous_tally(instance: dg.DagsterInstance, spec: TopicSpec) -> Tally | No
     if not history or history[0].event is None or history[0].event.dagster_event is None:
         return None
     evaluation = history[0].event.dagster_event.event_specific_data
-    meta = {key: value.value for key, value in (getattr(evaluation, "metadata", None) or {}).items()}
-    if "counted_through_storage_id" not in meta:
-        return None
-    return Tally(
-        topic=meta["topic"] or None,
-        through=int(meta["counted_through_storage_id"]),
-        last_batch=int(meta["last_batch_storage_id"]) or None,
-        acknowledged=int(meta["acknowledged"]),
-        failed=int(meta["failed_at_proxy"]),
-        batches=int(meta["batches_counted"]),
-        offset_ranges=dict(meta["acknowledged_offsets"]),
-    )
+    metadata = getattr(evaluation, "metadata", None) or {}
+    return Tally.from_metadata({key: value.value for key, value in metadata.items()})
 
 
 def _latest(instance: dg.DagsterInstance, asset: str) -> dg.EventLogRecord | None:
