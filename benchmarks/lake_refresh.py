@@ -39,12 +39,12 @@ from pathlib import Path
 
 import dagster as dg
 
-from pintrest_assets.lake.dataframes import dataframe_assets
-from pintrest_assets.lake.io_manager import WarehouseIOManager
-from pintrest_assets.lake.raw_json import raw_json_assets
+from pintrest_assets.defs.lake.dataframes import dataframe_assets
+from pintrest_assets.defs.lake.raw_json import raw_json_assets
 from pintrest_assets.resources.database import json_ready
 from pintrest_assets.resources.s3_mount import S3MountResource
 from pintrest_assets.resources.spark import SparkResource, build_spark_resource
+from pintrest_assets.resources.warehouse import WarehouseIOManager
 from pintrest_assets.sample_data.generate import generate_posts
 from pintrest_assets.settings import Settings
 from pintrest_assets.sink_layout import object_key

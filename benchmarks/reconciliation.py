@@ -22,7 +22,7 @@ import time
 
 import dagster as dg
 
-from pintrest_assets.lake.reconciliation import build_reconciliation_check
+from pintrest_assets.defs.lake.reconciliation import build_reconciliation_check
 from pintrest_assets.topics import TOPICS_BY_NAME
 
 PIN = TOPICS_BY_NAME["pin"]

@@ -11,11 +11,11 @@ from dotenv import load_dotenv
 from pintrest_assets.settings import ConfigError, Settings
 
 COMMANDS = {
-    "seed": ("pintrest_assets.sample_data.cli", "create and fill the sample posts database"),
-    "gateway": ("pintrest_assets.gateway.cli", "serve the local Kafka REST proxy and S3 sink"),
-    "emulate": ("pintrest_assets.ingest.cli", "send random posts to the three topics"),
-    "run": ("pintrest_assets.run", "run the whole pipeline end to end"),
-    "dev": ("pintrest_assets.dev", "start the local gateway and the Dagster UI"),
+    "seed": ("pintrest_assets.commands.seed", "create and fill the sample posts database"),
+    "gateway": ("pintrest_assets.commands.gateway", "serve the local Kafka REST proxy and S3 sink"),
+    "emulate": ("pintrest_assets.commands.emulate", "send random posts to the three topics"),
+    "run": ("pintrest_assets.commands.run", "run the whole pipeline end to end"),
+    "dev": ("pintrest_assets.commands.dev", "start the local gateway and the Dagster UI"),
 }
 
 

@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from pintrest_assets.gateway.cli import configure_parser, run
+from pintrest_assets.commands.gateway import configure_parser, run
 from pintrest_assets.settings import ConfigError, Settings
 
 

@@ -1,1 +1,1 @@
-"""Ingest: the source tables and the emulated topic streams sent through the REST proxy."""
+"""Ingest machinery: the emulation of the original user_posting_emulation.py and the watch on landed records."""

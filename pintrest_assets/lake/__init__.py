@@ -1,1 +1,1 @@
-"""Lake: the topics' objects mounted from the bucket, the raw JSON assets, the Spark DataFrames and the sensor on new objects."""
+"""Lake machinery: the DataFrames' schemas, the parsing of landed objects and their running statistics."""

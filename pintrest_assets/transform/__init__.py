@@ -1,1 +1,1 @@
-"""Transform: the cleaned tables, the nine answers about the posts, their checks and their daily refresh."""
+"""Transform machinery: the cleaning rules, the nine questions and their charts, as pure Spark functions."""

@@ -1,6 +1,8 @@
 import dagster as dg
 
-from pintrest_assets.ingest.assets import emulation_schedule, source_tables, topic_streams
+from pintrest_assets.defs.ingest.assets import topic_streams
+from pintrest_assets.defs.ingest.schedules import emulation_schedule
+from pintrest_assets.defs.sources.assets import source_tables
 
 
 def test_materialising_the_topic_streams_runs_one_emulation_batch(database, rest_proxy):

@@ -128,11 +128,11 @@ from pathlib import Path  # noqa: E402
 import dagster as dg  # noqa: E402
 
 from pintrest_assets.bucket import LocalBucket  # noqa: E402
-from pintrest_assets.lake.dataframes import dataframe_assets  # noqa: E402
-from pintrest_assets.lake.io_manager import WarehouseIOManager, WarehouseTable  # noqa: E402
-from pintrest_assets.lake.raw_json import raw_json_assets  # noqa: E402
+from pintrest_assets.defs.lake.dataframes import dataframe_assets  # noqa: E402
+from pintrest_assets.defs.lake.raw_json import raw_json_assets  # noqa: E402
 from pintrest_assets.resources.s3_mount import S3MountResource  # noqa: E402
 from pintrest_assets.resources.spark import SparkResource, spark_config  # noqa: E402
+from pintrest_assets.resources.warehouse import WarehouseIOManager, WarehouseTable  # noqa: E402
 from pintrest_assets.topics import TOPICS_BY_NAME  # noqa: E402
 
 SPARK_USER_ID = "u"

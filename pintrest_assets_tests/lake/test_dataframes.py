@@ -9,11 +9,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pintrest_assets.lake.dataframes import cursor_after, dataframe_assets, merge_stats, summary_markdown
-from pintrest_assets.lake.io_manager import WarehouseTable
+from pintrest_assets.defs.lake.dataframes import cursor_after, dataframe_assets
 from pintrest_assets.lake.schemas import SCHEMAS
+from pintrest_assets.lake.statistics import merge_stats, summary_markdown
 from pintrest_assets.resources.s3_mount import MountedObject
 from pintrest_assets.resources.spark import SparkResource
+from pintrest_assets.resources.warehouse import WarehouseTable
 from pintrest_assets.sink_layout import object_key
 from pintrest_assets.topics import TOPICS
 

@@ -5,7 +5,8 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import types as T
 
-from pintrest_assets.lake.io_manager import (
+from pintrest_assets.resources.spark import SparkResource
+from pintrest_assets.resources.warehouse import (
     ConcurrentCommitError,
     TableAppend,
     TableState,
@@ -13,7 +14,6 @@ from pintrest_assets.lake.io_manager import (
     WarehouseTable,
     merge_start,
 )
-from pintrest_assets.resources.spark import SparkResource
 
 SCHEMA = T.StructType([T.StructField("ind", T.LongType()), T.StructField("country", T.StringType())])
 

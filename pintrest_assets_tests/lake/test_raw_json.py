@@ -2,7 +2,7 @@ import dagster as dg
 import pytest
 
 from pintrest_assets.bucket import LocalBucket
-from pintrest_assets.lake.raw_json import raw_json_assets
+from pintrest_assets.defs.lake.raw_json import raw_json_assets
 from pintrest_assets.resources.s3_mount import S3MountResource
 from pintrest_assets.topics import TOPICS, TOPICS_BY_NAME
 

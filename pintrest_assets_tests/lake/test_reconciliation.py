@@ -3,7 +3,7 @@
 import dagster as dg
 import pytest
 
-from pintrest_assets.lake.reconciliation import (
+from pintrest_assets.defs.lake.reconciliation import (
     CHECK_NAME,
     build_reconciliation_check,
     count_topic,

@@ -4,7 +4,7 @@ import dagster as dg
 import pytest
 
 from pintrest_assets.bucket import LocalBucket
-from pintrest_assets.lake.sensors import build_new_objects_sensor, new_objects_sensor
+from pintrest_assets.defs.lake.sensors import build_new_objects_sensor, new_objects_sensor
 from pintrest_assets.resources.s3_mount import S3MountResource
 from pintrest_assets.topics import TOPICS_BY_NAME
 

@@ -5,13 +5,12 @@ import datetime as dt
 import dagster as dg
 import pytest
 
-from pintrest_assets.lake.io_manager import WarehouseIOManager
+from pintrest_assets.defs.transform.answers import answer_assets
+from pintrest_assets.defs.transform.automation import transform_daily_schedule, transform_on_new_dataframes
+from pintrest_assets.defs.transform.clean_tables import clean_table_assets
 from pintrest_assets.resources.spark import SparkResource
+from pintrest_assets.resources.warehouse import WarehouseIOManager
 from pintrest_assets.topics import TOPICS
-from pintrest_assets.transform.answers import answer_assets
-from pintrest_assets.transform.automation import transform_daily_schedule, transform_on_new_dataframes
-from pintrest_assets.transform.clean_tables import clean_table_assets
-from pintrest_assets.transform.definitions import defs
 
 
 def _tick(instance, late: dt.timedelta):
@@ -66,14 +65,13 @@ def test_refresh_on_new_dataframes_is_eager_and_off_until_turned_on():
 
 
 def test_schedule_and_sensor_cover_exactly_the_transform_assets(tmp_path):
-    stage = dg.Definitions.merge(
-        defs,
-        dg.Definitions(
-            assets=[dg.AssetSpec(spec.dataframe) for spec in TOPICS],
-            resources={
-                "warehouse_io_manager": WarehouseIOManager(base_dir=str(tmp_path), spark=SparkResource(spark_config={}))
-            },
-        ),
+    stage = dg.Definitions(
+        assets=[*clean_table_assets, *answer_assets, *(dg.AssetSpec(spec.dataframe) for spec in TOPICS)],
+        schedules=[transform_daily_schedule],
+        sensors=[transform_on_new_dataframes],
+        resources={
+            "warehouse_io_manager": WarehouseIOManager(base_dir=str(tmp_path), spark=SparkResource(spark_config={}))
+        },
     )
     dg.Definitions.validate_loadable(stage)
     repository = stage.get_repository_def()

@@ -4,11 +4,7 @@ import dagster as dg
 import pytest
 from pyspark.sql import functions as F
 
-from pintrest_assets.domain import IMAGE_SRC_ERROR, USER_INFO_ERROR
-from pintrest_assets.lake.io_manager import WarehouseIOManager
-from pintrest_assets.resources.spark import SparkResource, spark_config
-from pintrest_assets.topics import TOPICS_BY_NAME
-from pintrest_assets.transform.checks import (
+from pintrest_assets.defs.transform.checks import (
     JoinCoverage,
     build_clean_table_checks,
     check_results,
@@ -16,6 +12,10 @@ from pintrest_assets.transform.checks import (
     inspect_table,
     join_coverage,
 )
+from pintrest_assets.domain import IMAGE_SRC_ERROR, USER_INFO_ERROR
+from pintrest_assets.resources.spark import SparkResource, spark_config
+from pintrest_assets.resources.warehouse import WarehouseIOManager
+from pintrest_assets.topics import TOPICS_BY_NAME
 from pintrest_assets.transform.cleaning import GEO_COLUMNS, PIN_COLUMNS
 
 

@@ -6,13 +6,13 @@ import base64
 import dagster as dg
 import pytest
 
-from pintrest_assets.lake.io_manager import TableAppend, TableState, WarehouseIOManager
+from pintrest_assets.defs.transform.answers import ANSWERS, answer_assets
+from pintrest_assets.defs.transform.checks import clean_table_checks
+from pintrest_assets.defs.transform.clean_tables import clean_table_assets
 from pintrest_assets.lake.schemas import SCHEMAS
 from pintrest_assets.resources.spark import SparkResource, spark_config
+from pintrest_assets.resources.warehouse import TableAppend, TableState, WarehouseIOManager
 from pintrest_assets.topics import TOPICS
-from pintrest_assets.transform.answers import ANSWERS, answer_assets
-from pintrest_assets.transform.checks import clean_table_checks
-from pintrest_assets.transform.clean_tables import clean_table_assets
 from pintrest_assets.transform.cleaning import CLEANED_COLUMNS
 from pintrest_assets_tests.transform.frames import raw_frame
 from pintrest_assets_tests.transform.hand_made import EXPECTED, raw_rows

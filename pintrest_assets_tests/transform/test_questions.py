@@ -3,8 +3,8 @@
 import pytest
 from pyspark.sql import functions as F
 
+from pintrest_assets.defs.transform.answers import ANSWERS, ANSWERS_BY_NAME
 from pintrest_assets.transform import questions
-from pintrest_assets.transform.answers import ANSWERS, ANSWERS_BY_NAME
 from pintrest_assets.transform.questions import age_group
 from pintrest_assets_tests.transform.frames import clean_frame
 from pintrest_assets_tests.transform.hand_made import EXPECTED, clean_rows

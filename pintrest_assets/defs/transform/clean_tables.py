@@ -9,9 +9,9 @@ duplicates are only visible across the whole table).
 import dagster as dg
 from pyspark.sql import DataFrame
 
+from pintrest_assets.defs.transform.automation import ON_NEW_DATA, TRANSFORM_GROUP
 from pintrest_assets.lake.schemas import column_schema
 from pintrest_assets.topics import TOPICS, TopicSpec
-from pintrest_assets.transform.automation import ON_NEW_DATA, TRANSFORM_GROUP
 from pintrest_assets.transform.cleaning import (
     CLEANERS,
     CONVERSIONS,

@@ -1,25 +1,15 @@
-"""The source tables and the three topic streams, all from the one spec table ``TOPICS``."""
+"""The three topic streams, from the one spec table ``TOPICS``: one emulation batch materialises all three."""
 
 import random
 from typing import Optional
 
 import dagster as dg
 
-from pintrest_assets.ingest.emulation import EmulationReport, emulate
+from pintrest_assets.ingest.emulation import emulate
+from pintrest_assets.ingest.stream_metadata import stream_metadata
 from pintrest_assets.resources.database import PostsDatabase
 from pintrest_assets.resources.rest_proxy import RestProxyResource
 from pintrest_assets.topics import TOPICS
-
-source_tables = [
-    dg.AssetSpec(
-        spec.table,
-        group_name="sources",
-        kinds={"mysql"},
-        description=f"Source table of the {spec.name} topic. {spec.description}",
-        metadata={"index_column": spec.index_column},
-    )
-    for spec in TOPICS
-]
 
 
 class EmulationConfig(dg.Config):
@@ -66,36 +56,3 @@ def topic_streams(
             f"emulation stopped early: {report.error}",
             metadata={"records_sent": report.records_sent},
         )
-
-
-def stream_metadata(report: EmulationReport, topic_name: str) -> dict:
-    tally = report.topics[topic_name]
-    metadata = {
-        "topic": tally.topic,
-        "records_sent": tally.sent,
-        "records_failed": tally.failed,
-        "first_offset": tally.first_offset,
-        "last_offset": tally.last_offset,
-        # partition -> [first, last] acknowledged offset: what a reconciliation checks in the bucket
-        "offset_ranges": dg.MetadataValue.json(
-            {str(p): [min(o), max(o)] for p, o in sorted(tally.offsets.items()) if o}
-        ),
-        "retries": tally.retries,
-        "requests": tally.requests,
-        "posts_drawn": report.posts,
-        "indexes_missing": report.missing,
-        "records_per_second": round(tally.sent / report.seconds, 1) if report.seconds else 0.0,
-    }
-    if tally.failures:
-        metadata["failure_examples"] = dg.MetadataValue.md("\n".join(f"- {m}" for m in tally.failures))
-    return metadata
-
-
-emulation_schedule = dg.ScheduleDefinition(
-    name="emulation_schedule",
-    target=topic_streams,
-    cron_schedule="*/10 * * * *",
-    run_config=dg.RunConfig(ops={"topic_streams": EmulationConfig(posts=200)}),
-    default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="Sends a batch of 200 posts every ten minutes (off until turned on).",
-)

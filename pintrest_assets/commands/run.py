@@ -22,12 +22,12 @@ from urllib.parse import urlparse
 import dagster as dg
 
 from pintrest_assets.bucket import open_bucket
+from pintrest_assets.defs.transform.answers import ANSWERS, answer_assets
+from pintrest_assets.defs.transform.clean_tables import clean_table_assets
 from pintrest_assets.ingest.landing import LandingWatcher
 from pintrest_assets.instance import project_instance
 from pintrest_assets.settings import ConfigError, Settings
 from pintrest_assets.topics import TOPICS
-from pintrest_assets.transform.answers import ANSWERS, answer_assets
-from pintrest_assets.transform.clean_tables import clean_table_assets
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -120,10 +120,10 @@ def _verdict(summary: dict) -> int:
 
 
 def _seed_if_empty(settings: Settings) -> None:
-    from pintrest_assets.resources import build_resources
+    from pintrest_assets.resources.by_settings import resources_for
     from pintrest_assets.sample_data.seed import seed
 
-    database = build_resources(settings, resolve_secrets=True)["database"]
+    database = resources_for(settings, resolve_secrets=True)["database"]
     try:
         database.check()
         return
@@ -209,9 +209,9 @@ _COLUMNS = ("sent", "failed", "landed", "rows_read", "quarantined", "rows_total"
 
 def _answers(settings: Settings, preview_rows: int = 5) -> dict:
     """Each answer's question, row count and first rows, read back from the warehouse."""
-    from pintrest_assets.resources import build_resources
+    from pintrest_assets.resources.by_settings import resources_for
 
-    warehouse = build_resources(settings, resolve_secrets=True)["warehouse_io_manager"]
+    warehouse = resources_for(settings, resolve_secrets=True)["warehouse_io_manager"]
     answers = {}
     for answer in ANSWERS:
         table = warehouse.table(answer.name).read(warehouse.spark.spark_session)

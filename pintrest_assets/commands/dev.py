@@ -13,8 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pintrest_assets.commands.run import local_gateway
 from pintrest_assets.instance import use_project_instance
-from pintrest_assets.run import local_gateway
 from pintrest_assets.settings import Settings
 
 WORKSPACE = Path(__file__).resolve().parent.parent / "workspace.yaml"

@@ -11,7 +11,7 @@ import threading
 from tqdm import tqdm
 
 from pintrest_assets.ingest.emulation import EmulationReport, emulate
-from pintrest_assets.resources import build_resources
+from pintrest_assets.resources.by_settings import resources_for
 from pintrest_assets.topics import TOPICS
 
 
@@ -24,7 +24,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args, settings) -> int:
-    resources = build_resources(settings, resolve_secrets=True)
+    resources = resources_for(settings, resolve_secrets=True)
     database, rest_proxy = resources["database"], resources["rest_proxy"]
     database.check()
     total = None if args.forever else args.posts
@@ -54,7 +54,7 @@ def _record_in_instance(report: EmulationReport, settings) -> None:
     """Records the batch as materialisations of the topic streams, as a run of the asset would."""
     import dagster as dg
 
-    from pintrest_assets.ingest.assets import stream_metadata
+    from pintrest_assets.ingest.stream_metadata import stream_metadata
     from pintrest_assets.instance import project_instance
 
     instance = project_instance(settings)

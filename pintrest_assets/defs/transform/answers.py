@@ -14,10 +14,14 @@ from functools import partial
 import dagster as dg
 from pyspark.sql import DataFrame
 
+from pintrest_assets.defs.transform.automation import ON_NEW_DATA, TRANSFORM_GROUP
 from pintrest_assets.lake.schemas import column_schema
 from pintrest_assets.transform import questions
-from pintrest_assets.transform.automation import ON_NEW_DATA, TRANSFORM_GROUP
-from pintrest_assets.transform.charts import bar_chart, markdown_image, posts_per_category_chart
+from pintrest_assets.transform.charts import (
+    bar_chart,
+    markdown_image,
+    posts_per_category_chart,
+)
 from pintrest_assets.transform.markdown import markdown_table
 
 

@@ -17,7 +17,9 @@ only the stream materialisations after it. A change of topic (another user id) c
 from dataclasses import dataclass, field, replace
 
 import dagster as dg
-from dagster._core.storage.asset_check_execution_record import COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES
+from dagster._core.storage.asset_check_execution_record import (
+    COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES,
+)
 
 from pintrest_assets.topics import TOPICS, TopicSpec
 

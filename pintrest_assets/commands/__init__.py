@@ -1,0 +1,1 @@
+"""The `pintrest` commands, one module each; `pintrest_assets.cli` picks the one to load."""

@@ -1,0 +1,1 @@
+"""Lake: the topics' raw JSON objects mounted from the bucket, the Spark DataFrames, the sensor on new objects and the reconciliation."""

@@ -1,0 +1,171 @@
+"""df_pin, df_geo and df_user: each topic's mounted JSON objects read by Spark into the warehouse.
+
+The original read the whole mount into a DataFrame every time. Here a refresh reads only the
+objects mounted after the table's cursor (per partition, the last key read: sink keys grow with
+the offset) and appends them, so its cost follows what is new. Every line of an object is
+accounted for: a row of the table, or a quarantined line kept with its source key and the
+reason it was rejected. The original's ``display(df.describe())`` is kept as running per-column
+statistics that each refresh merges its new rows into: a summary of the whole table for the
+price of the new rows.
+"""
+
+# No ``from __future__ import annotations``: Dagster reads the context annotation of a
+# generator asset as written, and a string would not match.
+
+import os
+from collections.abc import Mapping, Sequence
+
+import dagster as dg
+from pyspark.sql import DataFrame
+from pyspark.sql import types as T
+
+from pintrest_assets.lake.parsing import good_rows, parse_objects, rejected_lines
+from pintrest_assets.lake.schemas import SCHEMAS, column_schema
+from pintrest_assets.lake.statistics import (
+    BatchProfile,
+    merge_stats,
+    profile,
+    summary_markdown,
+)
+from pintrest_assets.resources.s3_mount import MountedObject, S3MountResource
+from pintrest_assets.resources.spark import SparkResource
+from pintrest_assets.resources.warehouse import (
+    TableAppend,
+    TableState,
+    WarehouseIOManager,
+    WarehouseTable,
+)
+from pintrest_assets.sink_layout import partition_of
+from pintrest_assets.topics import TOPICS, TopicSpec
+
+
+def cursor_after(cursor: Mapping[str, str], objects: Sequence[MountedObject]) -> dict[str, str]:
+    """The cursor moved past ``objects``: per partition prefix, the last key read."""
+    moved = dict(cursor)
+    for obj in objects:
+        prefix = partition_of(obj.key)
+        moved[prefix] = max(obj.key, moved.get(prefix, ""))
+    return moved
+
+
+def _comparable_path(path: str) -> str:
+    # Local paths as Spark reports them: absolute, without the file: scheme; URLs as given.
+    return path if "://" in path else os.path.abspath(path)
+
+
+def build_dataframe_asset(spec: TopicSpec) -> dg.AssetsDefinition:
+    """The Spark DataFrame asset of one topic (``spec.dataframe``), fed by its raw JSON asset."""
+    schema = SCHEMAS[spec.name]
+
+    @dg.asset(
+        name=spec.dataframe,
+        group_name="lake",
+        deps=[spec.raw_asset],
+        kinds={"spark", "parquet"},
+        io_manager_key="warehouse_io_manager",
+        description=f"The `<user_id>.{spec.name}` topic as a Spark DataFrame (the original's `{spec.dataframe}`), "
+        f"read with an explicit schema and appended to as new objects land. {spec.description}",
+        metadata={"dagster/column_schema": column_schema(schema)},
+    )
+    def dataframe(
+        context: dg.AssetExecutionContext,
+        s3_mount: S3MountResource,
+        spark: SparkResource,
+        warehouse_io_manager: dg.ResourceParam[WarehouseIOManager],
+    ):
+        table = warehouse_io_manager.table(spec.dataframe)
+        base = table.state()
+        objects = s3_mount.mounted_objects(s3_mount.topic_for(spec), after=base.cursor)
+        if not objects:
+            # Nothing to read: no Spark session is started.
+            context.log.info(f"{spec.dataframe}: no new objects; the table keeps its {base.rows} rows")
+            yield _output(table, base, schema, objects, _NOTHING_READ, rows=None, quarantine=None)
+            return
+
+        parsed = parse_objects(
+            spark.spark_session, [(o.key, o.path) for o in objects], schema, spec.index_column
+        ).cache()
+        try:
+            batch = profile(parsed, schema)
+            records = sum(o.records for o in objects)
+            if batch.rows + batch.rejected != records:
+                context.log.warning(
+                    f"{spec.dataframe}: Spark read {batch.rows + batch.rejected} lines from {len(objects)} objects "
+                    f"where the mount counted {records} records (objects rewritten since they were mounted?)"
+                )
+            context.log.info(
+                f"{spec.dataframe}: {len(objects)} new objects, {batch.rows} rows, {batch.rejected} lines quarantined"
+            )
+            quarantine = None
+            if batch.rejected:
+                quarantine = rejected_lines(parsed, _keys_of(objects, batch.rejected_paths))
+            yield _output(table, base, schema, objects, batch, rows=good_rows(parsed), quarantine=quarantine)
+        finally:
+            # Written by now: the IO manager handles an output when it is yielded.
+            parsed.unpersist()
+
+    return dataframe
+
+
+_NOTHING_READ = BatchProfile(rows=0, rejected=0, stats={}, rejected_paths=())
+
+
+def _keys_of(objects: Sequence[MountedObject], paths: Sequence[str]) -> dict[str, str]:
+    """The keys of the objects at ``paths``, as Spark reported the paths."""
+    key_of = {_comparable_path(o.path): o.key for o in objects}
+    unknown = [path for path in paths if path not in key_of]
+    if unknown:
+        raise ValueError(f"Spark reports lines from files it was not asked to read: {unknown[:3]}")
+    return {path: key_of[path] for path in paths}
+
+
+def _output(
+    table: WarehouseTable,
+    base: TableState,
+    schema: T.StructType,
+    objects: Sequence[MountedObject],
+    batch: BatchProfile,
+    *,
+    rows: DataFrame | None,
+    quarantine: DataFrame | None,
+) -> dg.Output:
+    cursor = cursor_after(base.cursor, objects)
+    summary = merge_stats(base.summary, batch.stats)
+    total = base.rows + batch.rows
+    metadata = {
+        "dagster/row_count": total,
+        "rows_read": batch.rows,
+        "objects_read": len(objects),
+        "records_in_objects": sum(o.records for o in objects),
+        "quarantined": batch.rejected,
+        "quarantined_total": base.quarantined + batch.rejected,
+        "objects_total": base.objects + len(objects),
+        "dagster/column_schema": column_schema(schema),
+        "describe": dg.MetadataValue.md(
+            summary_markdown(
+                summary,
+                schema.fieldNames(),
+                f"describe() of the whole table: {total:,} rows, {batch.rows:,} of them read in this refresh",
+            )
+        ),
+        "cursor": dg.MetadataValue.json(dict(sorted(cursor.items()))),
+    }
+    if metadata["quarantined_total"]:
+        metadata["quarantine_path"] = dg.MetadataValue.path(str(table.quarantine_path))
+    return dg.Output(
+        TableAppend(
+            base=base,
+            schema=schema,
+            rows=rows,
+            row_count=batch.rows,
+            quarantine=quarantine,
+            quarantined=batch.rejected,
+            objects=len(objects),
+            cursor=cursor,
+            summary=summary,
+        ),
+        metadata=metadata,
+    )
+
+
+dataframe_assets: list[dg.AssetsDefinition] = [build_dataframe_asset(spec) for spec in TOPICS]
