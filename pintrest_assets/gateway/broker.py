@@ -11,11 +11,11 @@ record, so no existing object is ever overwritten.
 
 from __future__ import annotations
 
-import fcntl
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from pintrest_assets.bucket import Bucket
 from pintrest_assets.gateway.log import PartitionLog
@@ -59,18 +59,15 @@ class Broker:
         self.fsync = fsync
         self._topics: dict[str, _TopicPartition] = {}
         self._lock = threading.Lock()
-        self._lock_fd: int | None = None
+        self._state_lock = FileLock(self.state_dir / ".lock", thread_local=False)
 
     def open(self) -> None:
         """Lock the state directory, recover every topic's log and start its sink."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.state_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+            self._state_lock.acquire(timeout=0)
+        except Timeout:
             raise StateDirInUse(f"another gateway is using the state directory {self.state_dir}") from None
-        self._lock_fd = fd
         for path in sorted(self.state_dir.glob(f"*-{PARTITION}")):
             topic = path.name.rsplit("-", 1)[0]
             if path.is_dir() and is_valid_topic_name(topic):
@@ -88,9 +85,8 @@ class Broker:
         for tp in partitions:
             tp.sink.join()
             tp.log.close()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        if self._state_lock.is_locked:
+            self._state_lock.release()
         return sum(tp.sink.pending for tp in partitions)
 
     def topics(self) -> list[str]:
