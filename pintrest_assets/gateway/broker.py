@@ -19,8 +19,9 @@ from filelock import FileLock, Timeout
 
 from pintrest_assets.bucket import Bucket
 from pintrest_assets.gateway.log import PartitionLog
-from pintrest_assets.gateway.protocol import BROKER_NOT_AVAILABLE, RestError, topic_not_found
+from pintrest_assets.gateway.protocol import RestError, topic_not_found
 from pintrest_assets.gateway.sink import PartitionSink, SinkMark
+from pintrest_assets.rest_proxy_v2 import BROKER_NOT_AVAILABLE
 from pintrest_assets.sink_layout import count_records, parse_object_key, partition_prefix
 from pintrest_assets.topics import is_valid_topic_name
 

@@ -1,12 +1,7 @@
-"""The Kafka REST Proxy v2 produce protocol: request parsing, error codes and response shapes.
+"""The gateway's side of the Kafka REST Proxy v2 produce contract (``rest_proxy_v2``): parsing
+requests, refusing what the proxy refuses, and building its answers.
 
-Pure functions over bytes and dicts, so every rule here is testable without a server. The codes
-are Confluent's: 40002 bad request (invalid topic name), 40401 topic not found, 40402 partition
-not found, 42203 body is not JSON, 42206 payload of the wrong shape, 422 empty ``records``,
-50002 non-retriable per-record Kafka error (record too large), 50003 retriable Kafka error,
-50302 broker not available.
-Plain HTTP errors (404 unknown path, 405, 411, 413, 415) carry the status as their error code,
-as the proxy's own framework does.
+Pure functions over bytes and dicts, so every rule here is testable without a server.
 """
 
 from __future__ import annotations
@@ -16,20 +11,20 @@ import binascii
 import json
 from dataclasses import dataclass
 
-RESPONSE_CONTENT_TYPE = "application/vnd.kafka.v2+json"
-JSON_CONTENT_TYPES = frozenset(
-    {"application/vnd.kafka.json.v2+json", "application/vnd.kafka.v2+json", "application/json"}
+from pintrest_assets import rest_proxy_v2
+from pintrest_assets.rest_proxy_v2 import (
+    BINARY_RECORDS,
+    INVALID_PAYLOAD,
+    JSON_CONTENT_TYPES,
+    JSON_CONVERSION_FAILED,
+    KAFKA_BAD_REQUEST,
+    KAFKA_ERROR,
+    PARTITION_NOT_FOUND,
+    TOPIC_NOT_FOUND,
+    error_body,
+    error_entry,
+    offset_entry,
 )
-BINARY_CONTENT_TYPE = "application/vnd.kafka.binary.v2+json"
-
-TOPIC_NOT_FOUND = 40401
-PARTITION_NOT_FOUND = 40402
-KAFKA_BAD_REQUEST = 40002
-JSON_CONVERSION_FAILED = 42203
-INVALID_PAYLOAD = 42206
-KAFKA_ERROR = 50002
-KAFKA_RETRIABLE_ERROR = 50003
-BROKER_NOT_AVAILABLE = 50302
 
 # Compact, one line per document, UTF-8 as the connector's JsonFormat writes it.
 _COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
@@ -47,7 +42,7 @@ class RestError(Exception):
         self.headers = headers or {}
 
     def body(self) -> dict:
-        return {"error_code": self.error_code, "message": self.message}
+        return error_body(self.error_code, self.message)
 
 
 def topic_not_found() -> RestError:
@@ -98,16 +93,9 @@ def parse_produce_request(body: bytes, content_type: str | None, max_record_byte
 
 def produce_response(results: list[int | RejectedRecord]) -> dict:
     """The v2 produce response: one offsets entry per input record, in order."""
-    return {
-        "key_schema_id": None,
-        "value_schema_id": None,
-        "offsets": [
-            {"partition": None, "offset": None, "error_code": r.error_code, "error": r.error}
-            if isinstance(r, RejectedRecord)
-            else {"partition": 0, "offset": r, "error_code": None, "error": None}
-            for r in results
-        ],
-    }
+    return rest_proxy_v2.produce_response(
+        [error_entry(r.error_code, r.error) if isinstance(r, RejectedRecord) else offset_entry(r) for r in results]
+    )
 
 
 def topic_metadata(name: str) -> dict:
@@ -126,13 +114,13 @@ def _embedded_format(content_type: str | None) -> str:
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
     if media_type in JSON_CONTENT_TYPES:
         return "json"
-    if media_type == BINARY_CONTENT_TYPE:
+    if media_type == BINARY_RECORDS:
         return "binary"
     raise RestError(
         415,
         415,
         f"HTTP 415 Unsupported Media Type: {media_type or 'no Content-Type'}; "
-        f"send application/vnd.kafka.json.v2+json or {BINARY_CONTENT_TYPE}",
+        f"send application/vnd.kafka.json.v2+json or {BINARY_RECORDS}",
     )
 
 

@@ -31,8 +31,6 @@ from urllib.parse import unquote, urlsplit
 from pintrest_assets.bucket import Bucket
 from pintrest_assets.gateway.broker import PARTITION, Broker
 from pintrest_assets.gateway.protocol import (
-    KAFKA_RETRIABLE_ERROR,
-    RESPONSE_CONTENT_TYPE,
     RejectedRecord,
     RestError,
     invalid_topic_name,
@@ -43,6 +41,7 @@ from pintrest_assets.gateway.protocol import (
     topic_metadata,
     topic_not_found,
 )
+from pintrest_assets.rest_proxy_v2 import KAFKA_RETRIABLE_ERROR, V2_RESPONSE
 from pintrest_assets.topics import is_valid_topic_name
 
 log = logging.getLogger(__name__)
@@ -333,7 +332,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.server.closing:
             self.close_connection = True
         self.send_response(status)
-        self.send_header("Content-Type", RESPONSE_CONTENT_TYPE)
+        self.send_header("Content-Type", V2_RESPONSE)
         self.send_header("Content-Length", str(len(data)))
         for name, value in headers.items():
             self.send_header(name, value)

@@ -34,14 +34,21 @@ import requests
 from pydantic import Field, PrivateAttr
 from requests.adapters import HTTPAdapter
 
+from pintrest_assets.rest_proxy_v2 import (
+    INVALID_PAYLOAD,
+    JSON_RECORDS,
+    RETRIABLE_RECORD_ERROR,
+    RETRIABLE_REQUEST_ERRORS,
+    TOPIC_NOT_FOUND,
+    V2_RESPONSE,
+    offset_entries,
+    produce_body,
+    read_error_body,
+    topic_path,
+)
 from pintrest_assets.settings import DEFAULT_USER_ID, ConfigError
 from pintrest_assets.topics import TopicSpec, is_valid_topic_name
 
-JSON_RECORDS = "application/vnd.kafka.json.v2+json"
-V2_RESPONSE = "application/vnd.kafka.v2+json"
-
-RETRIABLE_RECORD_ERROR = 50003
-RETRIABLE_REQUEST_ERRORS = frozenset({50003, 50302})
 # API Gateway and load balancers answer these themselves, without a proxy error code.
 GATEWAY_STATUSES = frozenset({502, 503, 504})
 # Enough pooled connections for one thread per topic and then some.
@@ -51,10 +58,10 @@ _SESSION_LOCK = threading.Lock()
 
 _CHECK_AUTH = "check PINTREST_REST_PROXY_API_KEY, or PINTREST_REST_PROXY_USERNAME and _PASSWORD"
 _HINTS = {
-    40401: "the topic does not exist (create it, or let the proxy auto-create topics)",
-    40101: _CHECK_AUTH,
+    TOPIC_NOT_FOUND: "the topic does not exist (create it, or let the proxy auto-create topics)",
+    40101: _CHECK_AUTH,  # the proxy's own authentication, when it has one
     40301: _CHECK_AUTH,
-    42206: "the records are not what the proxy accepts as JSON values",
+    INVALID_PAYLOAD: "the records are not what the proxy accepts as JSON values",
 }
 _STATUS_HINTS = {
     401: _CHECK_AUTH,
@@ -207,7 +214,7 @@ class RestProxyResource(dg.ConfigurableResource):
     def topic_exists(self, topic: str) -> bool:
         """Whether ``GET /topics/<topic>`` finds the topic (False on the proxy's 404/40401)."""
         _check_topic_name(topic)
-        return self._get(f"/topics/{topic}", not_found_ok=True).status_code != 404
+        return self._get(topic_path(topic), not_found_ok=True).status_code != 404
 
     def close(self) -> None:
         with _SESSION_LOCK:
@@ -222,7 +229,7 @@ class RestProxyResource(dg.ConfigurableResource):
 
     def _produce_chunk(self, batch: _Batch, indices: range) -> None:
         """One request's worth of records, resent (whole, or only its 50003 records) as needed."""
-        path = f"/topics/{batch.topic}"
+        path = topic_path(batch.topic)
         pending = list(indices)
         attempt = 0
         while True:
@@ -360,7 +367,7 @@ class _Batch:
         self.retries = 0
 
     def body(self, indices: list[int]) -> bytes:
-        return b'{"records":[' + b",".join(b'{"value":' + self.encoded[i] + b"}" for i in indices) + b"]}"
+        return produce_body([self.encoded[i] for i in indices])
 
     def settle(self, indices: list[int], entries: list[dict]) -> list[int]:
         """Record the proxy's answer for ``indices``; return those to send again."""
@@ -418,9 +425,8 @@ def _json(response: requests.Response, request: str):
 
 
 def _offset_entries(response: requests.Response, expected: int, request: str) -> list[dict]:
-    body = _json(response, request)
-    entries = body.get("offsets") if isinstance(body, dict) else None
-    if not isinstance(entries, list) or len(entries) != expected or not all(isinstance(e, dict) for e in entries):
+    entries = offset_entries(_json(response, request))
+    if entries is None or len(entries) != expected:
         got = len(entries) if isinstance(entries, list) else "no"
         raise RestProxyError(
             f"{request}: expected {expected} offset entries in the answer, got {got}", status=response.status_code
@@ -434,10 +440,7 @@ def _error_body(response: requests.Response) -> tuple[int | None, str]:
         body = response.json()
     except ValueError:
         return None, response.text.strip()[:200]
-    if not isinstance(body, dict):
-        return None, str(body)[:200]
-    code = body.get("error_code")
-    return (code if isinstance(code, int) else None), str(body.get("message") or body.get("Message") or "")
+    return read_error_body(body)
 
 
 def _status_text(response: requests.Response) -> str:
