@@ -134,7 +134,7 @@ def _text(column: str) -> Column:
 def clean_pin(df_pin: DataFrame) -> DataFrame:
     """df_pin cleaned, in ``PIN_COLUMNS`` order. ``downloaded`` is not among those columns and is
     left out, as in the original's cleaned table. Duplicates are not removed here: see
-    ``drop_resent_duplicates``."""
+    ``drop_duplicate_posts``."""
     return df_pin.select(
         as_integer(F.col("index")).alias("ind"),
         _text("unique_id").alias("unique_id"),
@@ -170,8 +170,11 @@ def clean_user(df_user: DataFrame) -> DataFrame:
     )
 
 
-def drop_resent_duplicates(df: DataFrame, key: str = "ind") -> DataFrame:
-    """One row per ``key``: a re-sent post arrives again with the same index (and content)."""
+def drop_duplicate_posts(df: DataFrame, key: str = "ind") -> DataFrame:
+    """One row per ``key``: a post that arrives again has the same index and content.
+
+    Most duplicates come from the emulation itself, which draws posts at random with replacement
+    as the original did; a request sent again after its answer was lost adds a few more."""
     return df.dropDuplicates([key])
 
 

@@ -26,7 +26,7 @@ from pintrest_assets.transform.cleaning import (
     clean_pin,
     clean_user,
     coordinates,
-    drop_resent_duplicates,
+    drop_duplicate_posts,
     follower_count_as_integer,
     null_if_placeholder,
     parse_follower_count,
@@ -310,9 +310,9 @@ def test_clean_user(raw):
     }
 
 
-def test_drop_resent_duplicates_keeps_one_row_per_ind(raw):
+def test_drop_duplicate_posts_keeps_one_row_per_ind(raw):
     df = clean_pin(raw("pin", [_pin(1), _pin(2), _pin(1), _pin(1)]))
-    assert sorted(r.ind for r in drop_resent_duplicates(df).collect()) == [1, 2]
+    assert sorted(r.ind for r in drop_duplicate_posts(df).collect()) == [1, 2]
 
 
 def test_conversion_failures_count_values_lost_not_values_missing(raw):

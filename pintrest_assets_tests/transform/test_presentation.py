@@ -1,34 +1,39 @@
-"""Markdown tables and charts for the metadata shown in the UI."""
+"""Metadata tables and charts for the metadata shown in the UI."""
 
 import base64
 import datetime as dt
 
 from pintrest_assets.transform.charts import bar_chart, markdown_image, posts_per_category_chart
-from pintrest_assets.transform.markdown import markdown_table
+from pintrest_assets.transform.metadata_table import metadata_table
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def test_markdown_table_formats_cells():
-    table = markdown_table(
+def test_metadata_table_types_its_columns_and_keeps_the_values():
+    table = metadata_table(
         ["name", "count", "median", "when"],
         [("a|b", 26000, 275.0, dt.datetime(2020, 1, 2, 3, 4, 5)), (None, 3, 10.25, None)],
     )
-    assert table.splitlines() == [
-        "| name | count | median | when |",
-        "|---|---|---|---|",
-        "| a\\|b | 26000 | 275 | 2020-01-02 03:04:05 |",
-        "|  | 3 | 10.2 |  |",
+    assert [(c.name, c.type) for c in table.schema.columns] == [
+        ("name", "string"),
+        ("count", "integer"),
+        ("median", "float"),
+        ("when", "timestamp"),
+    ]
+    assert [r.data for r in table.records] == [
+        {"name": "a|b", "count": 26000, "median": 275.0, "when": "2020-01-02 03:04:05"},
+        {"name": None, "count": 3, "median": 10.25, "when": None},
     ]
 
 
-def test_markdown_table_shows_the_first_rows_and_says_how_many_more():
-    table = markdown_table(["n"], [(i,) for i in range(5)], max_rows=2)
-    assert table.splitlines() == ["| n |", "|---|", "| 0 |", "| 1 |", "", "3 more rows not shown (5 in all)."]
+def test_metadata_table_shows_the_first_rows():
+    table = metadata_table(["n"], [(i,) for i in range(5)], max_rows=2)
+    assert [r.data["n"] for r in table.records] == [0, 1]
 
 
-def test_markdown_table_of_no_rows_says_so():
-    assert markdown_table(["n"], []).splitlines()[-1] == "(no rows)"
+def test_metadata_table_of_no_rows_is_empty_with_its_columns():
+    table = metadata_table(["n"], [])
+    assert table.records == [] and [c.name for c in table.schema.columns] == ["n"]
 
 
 def _png(markdown: str) -> bytes:

@@ -22,7 +22,7 @@ from pintrest_assets.transform.charts import (
     markdown_image,
     posts_per_category_chart,
 )
-from pintrest_assets.transform.markdown import markdown_table
+from pintrest_assets.transform.metadata_table import metadata_table
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ def build_answer_asset(answer: Answer) -> dg.AssetsDefinition:
         metadata = {
             "dagster/row_count": len(rows),
             "dagster/column_schema": column_schema(result.schema),
-            "result": dg.MetadataValue.md(markdown_table(result.columns, rows)),
+            "result": metadata_table(result.columns, rows),
         }
         if answer.chart is not None and rows:
             metadata["chart"] = dg.MetadataValue.md(markdown_image(answer.chart(rows), answer.question))

@@ -27,7 +27,7 @@ from pyspark.sql import types as T
 from pintrest_assets.domain import PLACEHOLDERS
 from pintrest_assets.topics import TOPICS, TopicSpec
 from pintrest_assets.transform.cleaning import CLEANED_COLUMNS, null_if_placeholder
-from pintrest_assets.transform.markdown import markdown_table
+from pintrest_assets.transform.metadata_table import metadata_table
 
 KEY = "ind"
 MAX_UNMATCHED_SHARE = 0.01
@@ -136,11 +136,7 @@ def _expected_columns(findings: TableFindings, expected: tuple[str, ...]) -> dg.
         description=None
         if findings.columns == expected
         else f"columns are {', '.join(findings.columns)}; expected {', '.join(expected)}",
-        metadata={
-            "columns": dg.MetadataValue.md(
-                markdown_table(["column", "type"], [(c, findings.types[c]) for c in findings.columns])
-            )
-        },
+        metadata={"columns": metadata_table(["column", "type"], [(c, findings.types[c]) for c in findings.columns])},
     )
 
 

@@ -1,10 +1,9 @@
 """pin_clean, geo_clean and user_clean: each topic's DataFrame with the cleaning rules applied.
 
 One factory over the topic spec table. A cleaned table is rebuilt whole from its DataFrame on
-each refresh (the DataFrames grow by appends, and re-sent posts may arrive in any batch, so
+each refresh (the DataFrames grow by appends, and a post drawn again may arrive in any batch, so
 duplicates are only visible across the whole table).
 """
-
 
 import dagster as dg
 from pyspark.sql import DataFrame
@@ -15,11 +14,11 @@ from pintrest_assets.topics import TOPICS, TopicSpec
 from pintrest_assets.transform.cleaning import (
     CLEANERS,
     CONVERSIONS,
-    drop_resent_duplicates,
+    drop_duplicate_posts,
     rows_and_conversion_failures,
     rows_and_nulls,
 )
-from pintrest_assets.transform.markdown import markdown_table
+from pintrest_assets.transform.metadata_table import metadata_table
 
 VALUES_CONVERTED = "values_converted"
 
@@ -45,13 +44,15 @@ def build_clean_table_asset(spec: TopicSpec) -> dg.AssetsDefinition:
             )
         ],
         description=f"{spec.dataframe} cleaned (placeholders and blanks to null, types, column names and "
-        f"order as the original's cleaning), one row per `ind`: re-sent posts removed. {spec.description}",
+        f"order as the original's cleaning), one row per `ind`: posts drawn more than once (the emulator draws with replacement, as the original did) kept once. {spec.description}",
     )
     def clean_table(context: dg.AssetExecutionContext, raw: DataFrame):
         rows_in, unconverted = rows_and_conversion_failures(raw, conversions)
-        table = drop_resent_duplicates(clean(raw))
+        table = drop_duplicate_posts(clean(raw))
         rows, nulls = rows_and_nulls(table)
-        context.log.info(f"{name}: {rows} rows from {rows_in} ({rows_in - rows} re-sent duplicates removed)")
+        context.log.info(
+            f"{name}: {rows} rows from {rows_in} ({rows_in - rows} duplicate posts removed: posts drawn more than once)"
+        )
         yield dg.Output(
             table,
             metadata={
@@ -59,11 +60,9 @@ def build_clean_table_asset(spec: TopicSpec) -> dg.AssetsDefinition:
                 "dagster/column_schema": column_schema(table.schema),
                 "rows_in": rows_in,
                 "duplicates_removed": rows_in - rows,
-                "nulls": dg.MetadataValue.md(
-                    markdown_table(
-                        ["column", "nulls", "share"],
-                        [(c, n, f"{n / rows:.1%}" if rows else "") for c, n in nulls.items()],
-                    )
+                "nulls": metadata_table(
+                    ["column", "nulls", "share"],
+                    [(c, n, round(n / rows, 4) if rows else None) for c, n in nulls.items()],
                 ),
             },
         )
