@@ -1,8 +1,11 @@
 """The end-to-end reconciliation check, on materialisations recorded in a Dagster instance."""
 
+import time
+
 import dagster as dg
 import pytest
 
+from pintrest_assets.defs.lake import reconciliation
 from pintrest_assets.defs.lake.reconciliation import (
     CHECK_NAME,
     build_reconciliation_check,
@@ -47,6 +50,18 @@ def read(instance, rows, quarantined):
 @pytest.fixture
 def instance():
     return dg.DagsterInstance.ephemeral()
+
+
+@pytest.fixture
+def settle_at_once(monkeypatch):
+    """Batches settle as soon as they are recorded, as if every commit were instant."""
+    monkeypatch.setattr(reconciliation, "SETTLE_SECONDS", 0.0)
+
+
+def later(monkeypatch, seconds):
+    """The check's clock moved ``seconds`` ahead."""
+    now = time.time() + seconds
+    monkeypatch.setattr(reconciliation.time, "time", lambda: now)
 
 
 def check(instance):
@@ -142,7 +157,7 @@ def test_the_check_reads_the_run_instance(instance):
     assert "1 not read" in evaluation.description
 
 
-def test_each_evaluation_reads_only_the_batches_since_the_last(instance):
+def test_each_evaluation_reads_only_the_batches_since_the_last(instance, settle_at_once):
     for first in range(0, 50, 10):
         batch(instance, 10, {"0": [first, first + 9]})
     landed(instance, 50)
@@ -170,7 +185,7 @@ def test_each_evaluation_reads_only_the_batches_since_the_last(instance):
     assert "pin_raw_json was not refreshed since the last batch" in evaluation.description
 
 
-def test_a_new_topic_is_counted_afresh(instance):
+def test_a_new_topic_is_counted_afresh(instance, settle_at_once):
     batch(instance, 10, {"0": [0, 9]})
     landed(instance, 10)
     read(instance, rows=10, quarantined=0)
@@ -189,3 +204,37 @@ def test_a_new_topic_is_counted_afresh(instance):
         1,
         2,
     )
+
+
+def test_recent_batches_are_read_again_until_they_settle_and_counted_once(instance, monkeypatch):
+    batch(instance, 10, {"0": [0, 9]})
+    landed(instance, 10)
+    read(instance, rows=10, quarantined=0)
+    for _ in range(2):  # within the settle window: read again, counted once
+        evaluation, metadata = evaluate(instance)
+        assert evaluation.passed, evaluation.description
+        assert (metadata["acknowledged"], metadata["batches_read"], metadata["settled"]["batches"]) == (10, 1, 0)
+
+    later(monkeypatch, 3 * reconciliation.SETTLE_SECONDS)
+    evaluation, metadata = evaluate(instance)  # settles now
+    assert (metadata["acknowledged"], metadata["batches_read"], metadata["settled"]["batches"]) == (10, 1, 1)
+    batch(instance, 5, {"0": [10, 14]})
+    landed(instance, 15)
+    read(instance, rows=15, quarantined=0)
+    evaluation, metadata = evaluate(instance)  # only the new batch is read
+    assert evaluation.passed, evaluation.description
+    assert (metadata["acknowledged"], metadata["batches_read"], metadata["batches_counted"]) == (15, 1, 2)
+
+
+def test_wiping_the_stream_resets_what_the_check_expects(instance, settle_at_once):
+    batch(instance, 10, {"0": [0, 9]})
+    landed(instance, 10)
+    read(instance, rows=10, quarantined=0)
+    assert evaluate(instance)[1]["settled"]["acknowledged"] == 10
+
+    instance.wipe_assets([dg.AssetKey(PIN.stream_asset)])
+    batch(instance, 3, {"0": [10, 12]})
+    evaluation, metadata = evaluate(instance)
+    assert (metadata["acknowledged"], metadata["batches_counted"]) == (3, 1)
+    # The bucket still holds the records sent before the wipe: the check says so.
+    assert "10 landed in pin_raw_json: 7 more than acknowledged" in evaluation.description

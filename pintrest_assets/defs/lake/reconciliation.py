@@ -9,22 +9,31 @@ Three counts should agree for a topic:
    ``dagster/row_count`` + ``quarantined_total``).
 
 The counts come from the assets' materialisation metadata in the Dagster instance, so the check
-reads no data. Its cost grows with the batches sent since it last ran, not with all of them: each
-evaluation records the running tally (and the storage id it counted through), and the next one adds
-only the stream materialisations after it. A change of topic (another user id) counts afresh.
+reads no data. Its cost grows with the batches sent recently, not with all of them: each evaluation
+records a settled tally, the sum of the stream materialisations up to a storage id, and the next
+evaluation adds the ones after it.
+
+Storage ids are not committed in order on every storage: on PostgreSQL a batch that took id 100
+may become visible after id 101. So a batch settles only once it is older than ``SETTLE_SECONDS``
+twice over (the time any commit is assumed to take, at most): every id below it was then
+committed. Batches newer than that are read again by each evaluation and counted on top of the
+settled tally, never into it, so a late commit is counted once, when it appears. A change of
+topic (another user id) counts afresh, and so does a wipe of the stream's materialisations.
 """
 
+import time
 from dataclasses import dataclass, field, replace
 
 import dagster as dg
-from dagster._core.storage.asset_check_execution_record import (
-    COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES,
-)
 
 from pintrest_assets.topics import TOPICS, TopicSpec
 
 CHECK_NAME = "records_reconciled"
+# The longest a materialisation may take from its timestamp to its commit (a single insert:
+# milliseconds in practice). Batches settle once twice this old.
+SETTLE_SECONDS = 60.0
 _PAGE = 1000
+_RECENT_EXECUTIONS = 10
 
 _HOW_TO_READ = """\
 Every record the REST proxy acknowledged for the topic (summed over all topic stream \
@@ -43,7 +52,7 @@ Dagster instance's history (for example after the instance was reset but the buc
 @dataclass(frozen=True)
 class Tally:
     """What the REST proxy acknowledged for one Kafka topic, summed over the topic stream's
-    materialisations up to storage id ``through``."""
+    materialisations up to storage id ``through`` (the settled tally), or over all of them."""
 
     topic: str | None  # None: every topic (nothing has landed yet, so no topic to pick)
     through: int = 0  # storage id of the last stream materialisation counted
@@ -73,8 +82,9 @@ class Tally:
             batches_read=self.batches_read + 1,
         )
 
-    def metadata(self) -> dict:
-        """The tally as check metadata: shown in the UI, and where the next evaluation starts."""
+    def metadata(self, settled: "Tally") -> dict:
+        """The tally as check metadata, shown in the UI, with the ``settled`` tally the next
+        evaluation starts from."""
         return {
             "topic": self.topic or "",
             "acknowledged": self.acknowledged,
@@ -82,23 +92,33 @@ class Tally:
             "batches_counted": self.batches,
             "batches_read": self.batches_read,
             "acknowledged_offsets": dg.MetadataValue.json(self.offset_ranges),
-            "counted_through_storage_id": self.through,
             "last_batch_storage_id": self.last_batch or 0,
+            "settled": dg.MetadataValue.json(
+                {
+                    "through_storage_id": settled.through,
+                    "last_batch_storage_id": settled.last_batch or 0,
+                    "acknowledged": settled.acknowledged,
+                    "failed": settled.failed,
+                    "batches": settled.batches,
+                    "offset_ranges": settled.offset_ranges,
+                }
+            ),
         }
 
     @classmethod
     def from_metadata(cls, meta: dict) -> "Tally | None":
-        """The tally ``metadata`` recorded (plain values); None for an evaluation without one."""
-        if "counted_through_storage_id" not in meta:
+        """The settled tally ``metadata`` recorded (plain values); None for an evaluation without one."""
+        settled = meta.get("settled")
+        if not isinstance(settled, dict):
             return None
         return cls(
             topic=meta["topic"] or None,
-            through=int(meta["counted_through_storage_id"]),
-            last_batch=int(meta["last_batch_storage_id"]) or None,
-            acknowledged=int(meta["acknowledged"]),
-            failed=int(meta["failed_at_proxy"]),
-            batches=int(meta["batches_counted"]),
-            offset_ranges=dict(meta["acknowledged_offsets"]),
+            through=int(settled["through_storage_id"]),
+            last_batch=int(settled["last_batch_storage_id"]) or None,
+            acknowledged=int(settled["acknowledged"]),
+            failed=int(settled["failed"]),
+            batches=int(settled["batches"]),
+            offset_ranges=dict(settled["offset_ranges"]),
         )
 
 
@@ -107,6 +127,7 @@ class TopicCounts:
     """One topic's counts at each step, from the latest materialisations."""
 
     tally: Tally  # for the Kafka topic the bucket holds
+    settled: Tally  # the part of ``tally`` the next evaluation starts from
     landed: int | None = None  # None: the raw JSON asset was never materialised
     newest_key: str | None = None
     rows: int | None = None  # None: the DataFrame was never materialised
@@ -165,7 +186,7 @@ def reconciliation_result(counts: TopicCounts, spec: TopicSpec) -> dg.AssetCheck
         severity=dg.AssetCheckSeverity.ERROR,
         description="\n".join(problems + notes) or None,
         metadata={
-            **counts.tally.metadata(),
+            **counts.tally.metadata(counts.settled),
             "landed": counts.landed if counts.landed is not None else 0,
             "rows": counts.rows if counts.rows is not None else 0,
             "quarantined": counts.quarantined or 0,
@@ -186,11 +207,17 @@ def count_topic(instance: dg.DagsterInstance, spec: TopicSpec) -> TopicCounts:
     # expected there.
     topic = raw_meta.get("topic")
 
-    tally = _previous_tally(instance, spec)
-    if tally is None or tally.topic != topic:
-        tally = Tally(topic)
-    for record in _materialisations_after(instance, spec.stream_asset, tally.through):
+    settled = _previous_tally(instance, spec)
+    if settled is None or settled.topic != topic or _wiped(instance, spec.stream_asset, settled.through):
+        settled = Tally(topic)
+    records = list(_materialisations_after(instance, spec.stream_asset, settled.through))
+    cutoff = time.time() - 2 * SETTLE_SECONDS
+    settle_through = max((r.storage_id for r in records if r.timestamp <= cutoff), default=settled.through)
+    tally = settled
+    for record in records:
         tally = tally.add(record)
+        if record.storage_id <= settle_through:
+            settled = settled.add(record)
 
     stale = []
     if tally.last_batch is not None and (raw is None or raw.storage_id < tally.last_batch):
@@ -199,6 +226,7 @@ def count_topic(instance: dg.DagsterInstance, spec: TopicSpec) -> TopicCounts:
         stale.append(f"{spec.dataframe} was not refreshed since {spec.raw_asset} was")
     return TopicCounts(
         tally=tally,
+        settled=replace(settled, batches_read=0),
         landed=int(raw_meta["records"]) if "records" in raw_meta else None,
         newest_key=raw_meta.get("newest_key") or None,
         rows=int(frame_meta["dagster/row_count"]) if "dagster/row_count" in frame_meta else None,
@@ -208,16 +236,22 @@ def count_topic(instance: dg.DagsterInstance, spec: TopicSpec) -> TopicCounts:
 
 
 def _previous_tally(instance: dg.DagsterInstance, spec: TopicSpec) -> Tally | None:
-    """The tally the check's last completed evaluation recorded, if any."""
+    """The settled tally the check's last completed evaluation recorded, if any."""
     key = dg.AssetCheckKey(dg.AssetKey(spec.dataframe), CHECK_NAME)
-    history = instance.event_log_storage.get_asset_check_execution_history(
-        key, limit=1, status=COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES
-    )
-    if not history or history[0].event is None or history[0].event.dagster_event is None:
-        return None
-    evaluation = history[0].event.dagster_event.event_specific_data
-    metadata = getattr(evaluation, "metadata", None) or {}
-    return Tally.from_metadata({key: value.value for key, value in metadata.items()})
+    # The newest executions may still be running (planned, without an evaluation).
+    for execution in instance.event_log_storage.get_asset_check_execution_history(key, limit=_RECENT_EXECUTIONS):
+        evaluation = execution.event.dagster_event.event_specific_data if execution.event else None
+        if isinstance(evaluation, dg.AssetCheckEvaluation):
+            return Tally.from_metadata({name: value.value for name, value in evaluation.metadata.items()})
+    return None
+
+
+def _wiped(instance: dg.DagsterInstance, asset: str, storage_id: int) -> bool:
+    """Whether the materialisation a settled tally counted through is gone (the asset was wiped)."""
+    if not storage_id:
+        return False
+    records_filter = dg.AssetRecordsFilter(dg.AssetKey(asset), storage_ids=[storage_id])
+    return not instance.fetch_materializations(records_filter, limit=1).records
 
 
 def _latest(instance: dg.DagsterInstance, asset: str) -> dg.EventLogRecord | None:
