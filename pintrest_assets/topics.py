@@ -36,9 +36,27 @@ class TopicSpec:
         """The asset of the topic's cleaned table, e.g. ``pin_clean``."""
         return f"{self.name}_clean"
 
+    @property
+    def kinesis_asset(self) -> str:
+        """The asset of the topic's Kinesis stream (the streaming half), e.g. ``pin_kinesis_stream``."""
+        return f"{self.name}_kinesis_stream"
+
+    @property
+    def stream_table_asset(self) -> str:
+        """The asset of the Delta table the Kinesis stream is appended to, e.g. ``pin_stream_table``."""
+        return f"{self.name}_stream_table"
+
     def topic(self, user_id: str) -> str:
         """The Kafka topic name, ``<user_id>.<name>``."""
         return f"{user_id}.{self.name}"
+
+    def kinesis_stream(self, user_id: str) -> str:
+        """The Kinesis stream name, ``streaming-<user_id>-<name>``."""
+        return f"streaming-{user_id}-{self.name}"
+
+    def stream_table(self, user_id: str) -> str:
+        """The stream table's name in the warehouse, ``<user_id>_<name>_table``."""
+        return f"{user_id}_{self.name}_table"
 
 
 TOPICS: tuple[TopicSpec, ...] = (
