@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run dev test bench clean
+.PHONY: install run dev test test-system bench clean
 
 install: $(STAMP)
 
@@ -20,8 +20,14 @@ dev: install
 run: install
 	$(BIN)/pintrest run
 
+# The Debian packages the tests need (chromium, mariadb-server, postgresql): installed by `test`
+# when it runs as root with apt-get, else named with the command that installs them.
 test: install
+	@bash scripts/provision-test-system.sh
 	$(BIN)/python -m pytest
+
+test-system:
+	@bash scripts/provision-test-system.sh --require
 
 bench: install
 	$(BIN)/python benchmarks/emulation_throughput.py

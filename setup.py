@@ -12,11 +12,13 @@ setup(
         "dagster-webserver==1.13.27",
         "dagster-aws==0.29.27",
         "dagster-pyspark==0.29.27",
+        "dagster-postgres==0.29.27",
         "pyspark[connect]>=4.0,<5",
         "pandas>=2.2,<3",  # pyspark 4 does not support pandas 3 yet
         "python-dotenv>=1.0",
         "SQLAlchemy>=2.0,<3",
         "pymysql>=1.1",
+        "psycopg2-binary>=2.9",
         "requests>=2.31",
         "boto3>=1.34",
         "Faker>=30",

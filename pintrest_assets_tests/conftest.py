@@ -1,9 +1,12 @@
 """Fixtures for every test folder.
 
 Keeps every test away from the user's ./.pintrest (settings default to a temporary home), and
-gives an S3 HTTP API (moto's server) and scratch databases: a SQLite file, and a MySQL/MariaDB database when one is configured. The
-MySQL tests need ``PINTREST_TEST_MYSQL_URL`` (``eval "$(bash .ci/mariadb.sh)"`` sets it); without
-it they are skipped, unless ``PINTREST_REQUIRE_MYSQL=1`` (as in CI), which makes them fail instead.
+gives an S3 HTTP API (moto's server) and scratch databases: a SQLite file, a MariaDB database and
+a PostgreSQL database, on private servers the tests start (pintrest_assets_tests/servers.py).
+``PINTREST_TEST_MYSQL_URL`` points the MySQL tests at an existing server's database instead.
+
+A test whose server is not installed is skipped, with the command that installs it; with
+``PINTREST_TEST_NO_SKIP=1`` (as in CI) every skip is a failure instead.
 """
 
 import logging
@@ -17,12 +20,15 @@ import sqlalchemy as sa
 from moto.server import ThreadedMotoServer
 from sqlalchemy.engine import make_url
 
+from pintrest_assets_tests import servers
+
 _HOME = tempfile.mkdtemp(prefix="pintrest-tests-")
 for _name in [n for n in os.environ if n.startswith("PINTREST_") and not n.startswith("PINTREST_TEST_")]:
-    if _name != "PINTREST_REQUIRE_MYSQL":
-        del os.environ[_name]
+    del os.environ[_name]
 os.environ["PINTREST_HOME"] = _HOME
 os.environ.pop("DAGSTER_HOME", None)
+
+pytest_plugins = ["pytester"]  # test_servers.py runs pytest on small test files
 
 
 @pytest.fixture
@@ -32,16 +38,59 @@ def pintrest_home(tmp_path, monkeypatch):
     return tmp_path / "home"
 
 
+NO_SKIP = "PINTREST_TEST_NO_SKIP"
+
+
+def _no_skip() -> bool:
+    return os.environ.get(NO_SKIP, "") not in ("", "0")
+
+
+def _skip_as_failure(report):
+    """With PINTREST_TEST_NO_SKIP=1, a skipped report (not an expected failure) becomes a failure."""
+    if report.skipped and not hasattr(report, "wasxfail") and _no_skip():
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"{NO_SKIP}=1 forbids skipping. {reason}"
+    return report
+
+
+# Every way to skip ends in one of these reports: a marker, a fixture or pytest.skip() in a test's
+# set-up or call (runtest), and pytest.skip(allow_module_level=True) or importorskip (collection).
+# tryfirst: the outermost wrapper, which sees the report after xfail has been told from skip.
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    return _skip_as_failure((yield))
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_make_collect_report(collector):
+    return _skip_as_failure((yield))
+
+
+def _start(server: servers.Server):
+    """Starts ``server``, or skips the test when its binaries are not installed."""
+    try:
+        server.start()
+    except servers.NotInstalled as exc:
+        pytest.skip(str(exc))
+    return server
+
+
 @pytest.fixture(scope="session")
-def mysql_server_url() -> str:
-    """The URL of the test server's database, from PINTREST_TEST_MYSQL_URL."""
+def mysql_server_url():
+    """A database on a private MariaDB server for the session (or PINTREST_TEST_MYSQL_URL's).
+
+    Its user may create and drop the databases whose names start with the database's.
+    """
     url = os.environ.get("PINTREST_TEST_MYSQL_URL")
-    if not url:
-        how = 'run `eval "$(bash .ci/mariadb.sh)"` to set it'
-        if os.environ.get("PINTREST_REQUIRE_MYSQL") == "1":
-            pytest.fail(f"PINTREST_REQUIRE_MYSQL=1 but PINTREST_TEST_MYSQL_URL is not set: {how}")
-        pytest.skip(f"PINTREST_TEST_MYSQL_URL is not set: {how}")
-    return url
+    if url:
+        yield url
+        return
+    server = _start(servers.MariaDB())
+    try:
+        yield server.url
+    finally:
+        server.stop()
 
 
 @pytest.fixture
@@ -61,13 +110,41 @@ def mysql_url(mysql_server_url: str):
     except sa.exc.DBAPIError as exc:
         admin.dispose()
         pytest.fail(
-            f"cannot create a scratch database {name} on the test server (.ci/mariadb.sh grants it): {exc.orig}"
+            f"cannot create a scratch database {name} on the test server"
+            f" (its user needs CREATE on {server.database}*): {exc.orig}"
         )
     try:
         yield server.set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.begin() as conn:
             conn.execute(sa.text(f"DROP DATABASE IF EXISTS {quoted}"))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url():
+    """A database on a private PostgreSQL server for the session; its user may create databases."""
+    server = _start(servers.PostgreSQL())
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server_url: str):
+    """A new empty PostgreSQL database for one test (``<test database>_<random>``), dropped afterwards."""
+    server = make_url(postgres_server_url)
+    name = f"{server.database}_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")  # CREATE DATABASE: no transaction
+    quoted = admin.dialect.identifier_preparer.quote(name)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {quoted}"))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
         admin.dispose()
 
 
