@@ -53,6 +53,11 @@ def partition_not_found() -> RestError:
     return RestError(404, PARTITION_NOT_FOUND, "Partition not found.")
 
 
+def request_too_large(what: str, limit: str) -> RestError:
+    """413, the status as the error code, as the proxy's framework answers a request it will not take."""
+    return RestError(413, 413, f"HTTP 413 Request Entity Too Large: {what}, the limit is {limit}")
+
+
 def invalid_topic_name(topic: str) -> RestError:
     return RestError(
         400,
@@ -70,11 +75,14 @@ class RejectedRecord:
     error: str
 
 
-def parse_produce_request(body: bytes, content_type: str | None, max_record_bytes: int) -> list[bytes | RejectedRecord]:
+def parse_produce_request(
+    body: bytes, content_type: str | None, max_record_bytes: int, max_records: int | None = None
+) -> list[bytes | RejectedRecord]:
     """The lines to append, one per input record in order, or why a record is refused.
 
     A line is the record value as compact JSON plus a newline: exactly what the sink lands.
-    Anything wrong with the request as a whole raises ``RestError`` before any record is kept.
+    Anything wrong with the request as a whole raises ``RestError`` before any record is kept;
+    more than ``max_records`` records is a request too large (413).
     """
     binary = _embedded_format(content_type) == "binary"
     try:
@@ -88,6 +96,8 @@ def parse_produce_request(body: bytes, content_type: str | None, max_record_byte
         raise RestError(422, 422, "records may not be empty")
     if not isinstance(records, list):
         raise RestError(422, INVALID_PAYLOAD, "Payload error. records must be an array")
+    if max_records is not None and len(records) > max_records:
+        raise request_too_large(f"{len(records)} records", f"{max_records} records per request")
     return [_parse_record(i, record, binary, max_record_bytes) for i, record in enumerate(records)]
 
 

@@ -1,6 +1,6 @@
 """The local Kafka REST Proxy v2 gateway: the HTTP API in front of the broker and its S3 sinks.
 
-Endpoints; every response is ``application/vnd.kafka.v2+json``:
+Endpoints; every response is ``application/vnd.kafka.v2+json`` but a 403 (see below):
 
 - ``POST /topics/{topic}`` and ``POST /topics/{topic}/partitions/0``: produce records, in the
   json (``application/vnd.kafka.json.v2+json``; ``application/vnd.kafka.v2+json`` and
@@ -14,16 +14,32 @@ Endpoints; every response is ``application/vnd.kafka.v2+json``:
   it is in the bucket), ``pending`` (acknowledged, not landed yet), ``objects_landed`` (since
   the gateway started) and ``last_error`` (the sink's last failure to write to the bucket, null
   once it succeeds again). Everything acknowledged has landed when every ``pending`` is 0.
+
+``ROUTES`` lists them as data, with the API each belongs to; requests are dispatched through it,
+and the deployment files (``deploy/api-gateway/``) are checked against it.
+
+Exposure, as API Gateway in front of the REST proxy would have it: the gateway listens on the
+loopback interface by default; on any other address it refuses to start without an API key
+(``ApiKeyRequired``). Given a key, every request must carry it in ``x-api-key``, or it is
+answered 403 ``{"message": "Forbidden"}`` (``application/json``) before its body is read.
+Bounds: a body of at most ``max_request_bytes`` (else 413, error code 413); at most
+``max_records_per_request`` records (else 413, error code 413: Confluent's v2 proxy has no count
+limit of its own, and 413 is what its framework answers a request too large); records of at most
+``max_record_bytes`` (else 50002 for that record alone, as Kafka's 1 MiB default); Kafka's topic
+names (else 400, error code 40002).
 """
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import json
 import logging
 import signal
 import socket
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -38,13 +54,42 @@ from pintrest_assets.gateway.protocol import (
     partition_metadata,
     partition_not_found,
     produce_response,
+    request_too_large,
     topic_metadata,
     topic_not_found,
 )
 from pintrest_assets.rest_proxy_v2 import KAFKA_RETRIABLE_ERROR, V2_RESPONSE
+from pintrest_assets.settings import ConfigError
 from pintrest_assets.topics import is_valid_topic_name
 
 log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8082
+# The S3 sink's flush.size and rotation: deploy/msk-connect/ configures the connector alike.
+DEFAULT_FLUSH_SIZE = 100
+DEFAULT_ROTATE_INTERVAL_MS = 5000
+API_KEY_HEADER = "x-api-key"
+# What API Gateway answers a request without a valid API key.
+FORBIDDEN = {"message": "Forbidden"}
+FORBIDDEN_HEADERS = {"x-amzn-ErrorType": "ForbiddenException"}
+
+
+class ApiKeyRequired(ConfigError):
+    """Listening beyond the loopback interface without an API key (or with one that cannot be sent)."""
+
+    def __init__(self, problem: str):
+        super().__init__("PINTREST_REST_PROXY_API_KEY", problem)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (or ``localhost``); any other name or address is not."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Gateway:
@@ -53,27 +98,38 @@ class Gateway:
     ``start()`` serves in background threads (port 0 picks a free port, see ``url``);
     ``shutdown()`` stops serving and lands everything pending, partial files included. As a
     context manager it does both. ``topics`` are created at start, for ``auto_create_topics=False``.
+
+    ``api_key``: every request must send it as ``x-api-key``; required unless ``host`` is a
+    loopback address (``ApiKeyRequired`` otherwise). It is kept out of logs and ``repr``.
     """
 
     def __init__(
         self,
         bucket: Bucket,
         state_dir: Path,
-        host: str = "127.0.0.1",
-        port: int = 8082,
-        flush_size: int = 100,
-        rotate_interval_ms: int = 5000,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        flush_size: int = DEFAULT_FLUSH_SIZE,
+        rotate_interval_ms: int = DEFAULT_ROTATE_INTERVAL_MS,
         auto_create_topics: bool = True,
         max_record_bytes: int = 1_048_576,
         max_request_bytes: int = 10_485_760,
+        max_records_per_request: int = 10_000,
         fsync: bool = True,
         topics: Iterable[str] = (),
+        api_key: str | None = None,
     ):
+        if api_key and not (api_key.isascii() and api_key.isprintable() and " " not in api_key):
+            raise ApiKeyRequired("the API key must be printable ASCII without spaces (it is sent in a header)")
+        if not api_key and not is_loopback(host):
+            raise ApiKeyRequired(f"listening on {host or 'every interface'} needs an API key")
+        self._api_key = api_key.encode("ascii") if api_key else None
         self.broker = Broker(bucket, Path(state_dir), flush_size, rotate_interval_ms, auto_create_topics, fsync)
         self.host = host
         self.port = port
         self.max_record_bytes = max_record_bytes
         self.max_request_bytes = max_request_bytes
+        self.max_records_per_request = max_records_per_request
         self.initial_topics = list(topics)
         self._httpd: _HTTPServer | None = None
         self._serving: threading.Thread | None = None
@@ -86,6 +142,19 @@ class Gateway:
     @property
     def bucket(self) -> Bucket:
         return self.broker.bucket
+
+    @property
+    def requires_api_key(self) -> bool:
+        return self._api_key is not None
+
+    def authorized(self, presented: str | None) -> bool:
+        """Whether a request sending ``presented`` as ``x-api-key`` may be served (constant time)."""
+        if self._api_key is None:
+            return True
+        if presented is None:
+            return False
+        # http.server decodes header bytes as latin-1: encoding back gives the bytes sent.
+        return hmac.compare_digest(presented.encode("latin-1", "replace"), self._api_key)
 
     def start(self) -> Gateway:
         """Recover the state directory, land what a crash left behind, and serve."""
@@ -155,7 +224,7 @@ class Gateway:
 
     def produce(self, topic: str, partition: int, content_type: str | None, body: bytes) -> dict:
         """One v2 produce request; raises ``RestError`` for a request-level failure."""
-        parsed = parse_produce_request(body, content_type, self.max_record_bytes)
+        parsed = parse_produce_request(body, content_type, self.max_record_bytes, self.max_records_per_request)
         self._check_topic(topic, may_create=self.broker.auto_create_topics)
         if partition != PARTITION:
             raise partition_not_found()
@@ -183,6 +252,72 @@ class Gateway:
             raise invalid_topic_name(topic)
         if not may_create and not self.broker.has_topic(topic):
             raise topic_not_found()
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a route's handler gets: the path parameters, the Content-Type and the body."""
+
+    params: dict[str, str]
+    content_type: str | None
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Route:
+    """A route the gateway serves: ``method`` and ``template`` (``/topics/{topic}``: literal
+    segments and ``{parameters}``, each one path segment), the API it belongs to (``kind``),
+    the handler that answers it, and the media type of its answers.
+
+    Kinds: ``rest-proxy`` (the Kafka REST Proxy v2, what API Gateway forwards:
+    ``deploy/api-gateway/kafka-rest-proxy.openapi.yaml`` lists the same routes) and
+    ``operator`` (the gateway's own, never exposed through API Gateway).
+    """
+
+    kind: str
+    method: str
+    template: str
+    handler: Callable[[Gateway, Request], object] = field(compare=False, repr=False)
+    media_type: str = V2_RESPONSE
+
+    def match(self, segments: list[str]) -> dict[str, str] | None:
+        """The path parameters if the (unquoted) path ``segments`` fit the template, else None."""
+        parts = self.template.strip("/").split("/")
+        if len(parts) != len(segments):
+            return None
+        params = {}
+        for part, segment in zip(parts, segments):
+            if part.startswith("{") and part.endswith("}"):
+                params[part[1:-1]] = segment
+            elif part != segment:
+                return None
+        return params
+
+
+def _produce(gateway: Gateway, request: Request) -> dict:
+    partition = _partition_number(request.params.get("partition", str(PARTITION)))
+    return gateway.produce(request.params["topic"], partition, request.content_type, request.body)
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("rest-proxy", "GET", "/topics", lambda gw, req: gw.broker.topics()),
+    Route("rest-proxy", "GET", "/topics/{topic}", lambda gw, req: gw.topic(req.params["topic"])),
+    Route("rest-proxy", "POST", "/topics/{topic}", _produce),
+    Route(
+        "rest-proxy",
+        "GET",
+        "/topics/{topic}/partitions",
+        lambda gw, req: [gw.partition(req.params["topic"], PARTITION)],
+    ),
+    Route(
+        "rest-proxy",
+        "GET",
+        "/topics/{topic}/partitions/{partition}",
+        lambda gw, req: gw.partition(req.params["topic"], _partition_number(req.params["partition"])),
+    ),
+    Route("rest-proxy", "POST", "/topics/{topic}/partitions/{partition}", _produce),
+    Route("operator", "GET", "/status", lambda gw, req: gw.status()),
+)
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -259,53 +394,48 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         try:
-            body = self._read_body()
-            payload = self._route(body)
-            status, headers = 200, {}
+            status, payload, headers, media_type = self._answer()
         except _ClientGone:
             self.close_connection = True
             return
-        except RestError as exc:
-            payload, status, headers = exc.body(), exc.status, exc.headers
-        except Exception:
-            log.exception("%s %s failed", self.command, self.path)
-            payload, status, headers = {"error_code": 500, "message": "Internal Server Error"}, 500, {}
         finally:
             with self.server.connections_changed:
                 self.busy = False
-        self._send(status, payload, headers)
+        self._send(status, payload, headers, media_type)
 
-    def _route(self, body: bytes):
-        gateway = self.server.gateway
+    def _answer(self) -> tuple[int, object, dict[str, str], str]:
+        """Status, payload, extra headers and media type of the answer to the current request."""
+        if not self.server.gateway.authorized(self.headers.get(API_KEY_HEADER)):
+            self.close_connection = True  # refused before its body is read: the connection cannot go on
+            return 403, FORBIDDEN, FORBIDDEN_HEADERS, "application/json"
+        route = None
+        try:
+            body = self._read_body()
+            route, params = self._find_route()
+            request = Request(params, self.headers.get("Content-Type"), body)
+            return 200, route.handler(self.server.gateway, request), {}, route.media_type
+        except _ClientGone:
+            raise
+        except RestError as exc:
+            return exc.status, exc.body(), exc.headers, route.media_type if route else V2_RESPONSE
+        except Exception:
+            log.exception("%s %s failed", self.command, self.path)
+            return 500, {"error_code": 500, "message": "Internal Server Error"}, {}, V2_RESPONSE
+
+    def _find_route(self) -> tuple[Route, dict[str, str]]:
         path = urlsplit(self.path).path
-        parts = [unquote(p) for p in path.strip("/").split("/")]
-        content_type = self.headers.get("Content-Type")
-        match parts:
-            case ["topics"]:
-                methods = {"GET": lambda: gateway.broker.topics()}
-            case ["topics", topic]:
-                methods = {
-                    "GET": lambda: gateway.topic(topic),
-                    "POST": lambda: gateway.produce(topic, PARTITION, content_type, body),
-                }
-            case ["topics", topic, "partitions"]:
-                methods = {"GET": lambda: [gateway.partition(topic, PARTITION)]}
-            case ["topics", topic, "partitions", p]:
-                methods = {
-                    "GET": lambda: gateway.partition(topic, _partition_number(p)),
-                    "POST": lambda: gateway.produce(topic, _partition_number(p), content_type, body),
-                }
-            case ["status"]:
-                methods = {"GET": gateway.status}
-            case _:
-                raise RestError(404, 404, f"HTTP 404 Not Found: {path}")
-        handler = methods.get("GET" if self.command == "HEAD" else self.command)
-        if handler is None:
-            allowed = ", ".join(sorted(methods))
-            raise RestError(
-                405, 405, f"HTTP 405 Method Not Allowed: {self.command} {path} (allowed: {allowed})", {"Allow": allowed}
-            )
-        return handler()
+        segments = [unquote(p) for p in path.strip("/").split("/")]
+        method = "GET" if self.command == "HEAD" else self.command
+        matches = [(route, params) for route in ROUTES if (params := route.match(segments)) is not None]
+        if not matches:
+            raise RestError(404, 404, f"HTTP 404 Not Found: {path}")
+        for route, params in matches:
+            if route.method == method:
+                return route, params
+        allowed = ", ".join(sorted({route.method for route, _ in matches}))
+        raise RestError(
+            405, 405, f"HTTP 405 Method Not Allowed: {self.command} {path} (allowed: {allowed})", {"Allow": allowed}
+        )
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -321,18 +451,18 @@ class _Handler(BaseHTTPRequestHandler):
         limit = self.server.gateway.max_request_bytes
         if length > limit:
             self.close_connection = True
-            raise RestError(413, 413, f"HTTP 413 Request Entity Too Large: {length} bytes, the limit is {limit}")
+            raise request_too_large(f"{length} bytes", f"{limit}")
         body = self.rfile.read(length)
         if len(body) < length:
             raise _ClientGone
         return body
 
-    def _send(self, status: int, payload, headers: dict[str, str]) -> None:
+    def _send(self, status: int, payload, headers: dict[str, str], media_type: str) -> None:
         data = json.dumps(payload).encode()
         if self.server.closing:
             self.close_connection = True
         self.send_response(status)
-        self.send_header("Content-Type", V2_RESPONSE)
+        self.send_header("Content-Type", media_type)
         self.send_header("Content-Length", str(len(data)))
         for name, value in headers.items():
             self.send_header(name, value)
