@@ -1,4 +1,4 @@
-"""Filling the posts database with sample posts (``pintrest seed``)."""
+"""Filling the posts database with sample posts (``pintrest seed``, and ``pintrest run`` on an empty one)."""
 
 from __future__ import annotations
 
@@ -65,6 +65,28 @@ def seed(
         raise database_error(setting, db_url, exc, doing) from None
     finally:
         engine.dispose()
+
+
+def seed_if_empty(db_url: str, *, setting: str = "PINTREST_DB_URL", **options) -> dict[str, int] | None:
+    """``seed`` a database that lacks the three tables or their posts; None if it has them, untouched.
+
+    ``options`` are ``seed``'s (``rows``, ``seed``).
+    """
+    path = sqlite_path(db_url)
+    if path is None or path.is_file():  # checking a SQLite file that is not there would create it
+        engine = open_engine(db_url, setting)
+        try:
+            with engine.connect() as conn:
+                inspector = sa.inspect(conn)
+                if all(inspector.has_table(spec.table) for spec in TOPICS) and all(
+                    conn.execute(sa.select(index_of(spec)).limit(1)).first() is not None for spec in TOPICS
+                ):
+                    return None
+        except sa.exc.DBAPIError as exc:
+            raise database_error(setting, db_url, exc) from None
+        finally:
+            engine.dispose()
+    return seed(db_url, setting=setting, **options)
 
 
 def _chunks(items: Iterable, size: int) -> Iterator[list]:
