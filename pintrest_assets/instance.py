@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-
-import dagster as dg
+from typing import TYPE_CHECKING
 
 from pintrest_assets.settings import Settings
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 # Storage defaults to files under DAGSTER_HOME. Runs go one at a time: on one machine each run
 # brings its own Spark JVM, and a sensor refresh and a manual run must not append to the same
@@ -37,5 +39,7 @@ def use_project_instance(settings: Settings) -> str:
 
 
 def project_instance(settings: Settings) -> dg.DagsterInstance:
+    import dagster as dg  # here, not at the top: `pintrest dev` only points DAGSTER_HOME at it
+
     use_project_instance(settings)
     return dg.DagsterInstance.get()

@@ -10,13 +10,9 @@ from __future__ import annotations
 import os
 
 import dagster as dg
-from dagster_aws.s3 import S3Resource
 
 from pintrest_assets.resources.database import PostsDatabase
 from pintrest_assets.resources.rest_proxy import RestProxyResource
-from pintrest_assets.resources.s3_mount import S3MountResource
-from pintrest_assets.resources.spark import build_spark_resource
-from pintrest_assets.resources.warehouse import WarehouseIOManager
 from pintrest_assets.settings import Settings
 
 # Secrets: resolved at launch from the environment and never shown in the UI.
@@ -29,12 +25,22 @@ def _secret(name: str, resolve: bool):
     return os.environ[name] if resolve else dg.EnvVar(name)
 
 
-def _database(settings: Settings, resolve_secrets: bool) -> PostsDatabase:
+def database_for(settings: Settings, *, resolve_secrets: bool = False) -> PostsDatabase:
     if resolve_secrets or not settings.db_url_is_secret:
         return PostsDatabase(url=settings.db_url)
     if os.environ.get("PINTREST_DB_URL"):
         return PostsDatabase(url=dg.EnvVar("PINTREST_DB_URL"))
     return PostsDatabase(creds_file=os.environ["PINTREST_DB_CREDS"])
+
+
+def rest_proxy_for(settings: Settings, *, resolve_secrets: bool = False) -> RestProxyResource:
+    return RestProxyResource(
+        url=settings.rest_proxy_url,
+        user_id=settings.user_id,
+        api_key=_secret("PINTREST_REST_PROXY_API_KEY", resolve_secrets),
+        username=_secret("PINTREST_REST_PROXY_USERNAME", resolve_secrets),
+        password=_secret("PINTREST_REST_PROXY_PASSWORD", resolve_secrets),
+    )
 
 
 def resources_for(settings: Settings, *, resolve_secrets: bool = False) -> dict:
@@ -43,16 +49,18 @@ def resources_for(settings: Settings, *, resolve_secrets: bool = False) -> dict:
     Definitions get secrets as ``dg.EnvVar`` (hidden in the UI, read at launch); commands that
     call resources directly, outside a Dagster run, pass ``resolve_secrets=True``.
     """
+    # Imported here: a command that needs only the database and the REST proxy (`pintrest
+    # emulate`) takes them from database_for and rest_proxy_for, without loading Spark and boto3.
+    from dagster_aws.s3 import S3Resource
+
+    from pintrest_assets.resources.s3_mount import S3MountResource
+    from pintrest_assets.resources.spark import build_spark_resource
+    from pintrest_assets.resources.warehouse import WarehouseIOManager
+
     spark = build_spark_resource(settings)
     return {
-        "database": _database(settings, resolve_secrets),
-        "rest_proxy": RestProxyResource(
-            url=settings.rest_proxy_url,
-            user_id=settings.user_id,
-            api_key=_secret("PINTREST_REST_PROXY_API_KEY", resolve_secrets),
-            username=_secret("PINTREST_REST_PROXY_USERNAME", resolve_secrets),
-            password=_secret("PINTREST_REST_PROXY_PASSWORD", resolve_secrets),
-        ),
+        "database": database_for(settings, resolve_secrets=resolve_secrets),
+        "rest_proxy": rest_proxy_for(settings, resolve_secrets=resolve_secrets),
         "s3_mount": S3MountResource(
             bucket_url=settings.bucket,
             mount_dir=str(settings.home / "mnt"),
