@@ -5,23 +5,38 @@ a cluster master (``PINTREST_SPARK_MASTER=spark://host:7077``), or a Spark Conne
 (``PINTREST_SPARK_REMOTE=sc://host:15002``). Runs use the in-process executor, so one session,
 and locally one JVM, serves every step of a run; it starts on first use, not when the
 definitions load.
+
+Unless the command asked for ``--verbose`` (``pintrest_assets.verbosity``), the driver logs
+errors only (``log4j2-quiet.properties``) and its start-up notices stay off the terminal.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from dagster_pyspark import LazyPySparkResource
+from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
 from pintrest_assets.settings import ConfigError, Settings
+from pintrest_assets.verbosity import is_verbose
 
 # A handful of shuffle partitions suits the small batches of a laptop; the default 200 would
 # make every aggregation schedule 200 tiny tasks.
 LOCAL_SHUFFLE_PARTITIONS = 4
 LOCAL_DRIVER_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+
+# The driver's log4j2 configuration without --verbose: errors only, on stderr.
+QUIET_LOG4J2 = Path(__file__).with_name("log4j2-quiet.properties")
+# Printed by the JVM itself (Spark adds the module); no JVM option silences it.
+_JVM_START_NOTICES = (b"WARNING: Using incubator modules:",)
 
 # The sink lands many small objects (one record each in the original). Spark would list more
 # than 32 paths in a job of one task per path, and give each file a task's worth of work; both
@@ -30,6 +45,10 @@ SMALL_FILES_CONFIG = {
     "spark.sql.sources.parallelPartitionDiscovery.threshold": "1000000",
     "spark.sql.files.openCostInBytes": str(64 * 1024),
 }
+
+# Parquet timestamps as Delta Lake stores them (microseconds), not Spark's default INT96, which
+# delta-rs and other Delta readers would take for nanoseconds. A session setting: Connect too.
+DELTA_PARQUET_CONFIG = {"spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS"}
 
 _MASTER = re.compile(r"^(local(\[(\*|\d+)(,\d+)?\])?|spark://[^/]+|yarn|k8s://.+)$")
 _REMOTE = re.compile(r"^sc://[^/]+(/.*)?$")
@@ -58,16 +77,23 @@ class SparkResource(LazyPySparkResource):
             # A local driver talks to itself only: loopback keeps it off the network and
             # silences the "hostname resolves to a loopback address" warning.
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        starts_jvm = "spark.remote" not in self.spark_config and getattr(SparkContext, "_gateway", None) is None
+        if starts_jvm and not is_verbose():
+            with _jvm_notices_dropped():
+                return super().spark_session
         return super().spark_session
 
 
-def spark_config(master: str = "local[*]", remote: str | None = None) -> dict[str, Any]:
-    """Spark settings for a local or cluster master, or for a Spark Connect server (``remote``)."""
+def spark_config(master: str = "local[*]", remote: str | None = None, *, verbose: bool | None = None) -> dict[str, Any]:
+    """Spark settings for a local or cluster master, or for a Spark Connect server (``remote``).
+
+    ``verbose`` (default: as the command asked) keeps Spark's own log4j profile for the driver.
+    """
     if remote is not None:
         if not _REMOTE.match(remote):
             raise ConfigError("PINTREST_SPARK_REMOTE", f"expected sc://host:port, got {remote!r}")
         # The server owns its static settings (UI, logging, parallelism).
-        return {"spark.remote": remote, **SMALL_FILES_CONFIG}
+        return {"spark.remote": remote, **SMALL_FILES_CONFIG, **DELTA_PARQUET_CONFIG}
     if not _MASTER.match(master):
         raise ConfigError(
             "PINTREST_SPARK_MASTER", f"expected local[*], local[N], spark://host:port, yarn or k8s://..., got {master!r}"
@@ -80,6 +106,7 @@ def spark_config(master: str = "local[*]", remote: str | None = None) -> dict[st
         # Plans with many columns would otherwise log a warning about their truncated text.
         "spark.sql.debug.maxToStringFields": "200",
         **SMALL_FILES_CONFIG,
+        **DELTA_PARQUET_CONFIG,
     }
     if master.startswith("local"):
         config["spark.sql.shuffle.partitions"] = str(LOCAL_SHUFFLE_PARTITIONS)
@@ -88,7 +115,42 @@ def spark_config(master: str = "local[*]", remote: str | None = None) -> dict[st
         # A local JVM lives for one run: the optimising JIT compiler and a concurrent collector
         # cost more CPU than they save (about half of a first refresh's CPU on two cores).
         config["spark.driver.extraJavaOptions"] = LOCAL_DRIVER_JAVA_OPTIONS
+    if not (is_verbose() if verbose is None else verbose):
+        # The driver runs in this process's JVM whatever the master (client mode).
+        # A file: URI, so a path with spaces stays one option.
+        quiet = f"-Dlog4j2.configurationFile={QUIET_LOG4J2.as_uri()}"
+        config["spark.driver.extraJavaOptions"] = " ".join(
+            filter(None, [config.get("spark.driver.extraJavaOptions"), quiet])
+        )
     return config
+
+
+@contextlib.contextmanager
+def _jvm_notices_dropped() -> Iterator[None]:
+    """While a JVM starts, gives it a stderr that drops the JVM's start-up notices and passes the rest on.
+
+    The JVM keeps that stderr for its life; a thread copies its lines to this process's stderr.
+    """
+    sys.stderr.flush()
+    read_end, write_end = os.pipe()
+    terminal = os.dup(2)
+    threading.Thread(target=_pass_on, args=(read_end, terminal), name="spark-stderr", daemon=True).start()
+    saved = os.dup(2)
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _pass_on(read_end: int, terminal: int) -> None:
+    with open(read_end, "rb") as lines, open(terminal, "wb", buffering=0) as out:
+        for line in lines:
+            if not line.startswith(_JVM_START_NOTICES):
+                out.write(line)
 
 
 def build_spark_resource(settings: Settings) -> SparkResource:
