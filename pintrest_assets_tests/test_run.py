@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import boto3
+import dagster as dg
 import pytest
 
 from pintrest_assets.sink_layout import parse_object_key
@@ -34,10 +35,27 @@ def _env(home, **extra) -> dict:
     return {**env, "PINTREST_HOME": str(home), "PINTREST_REST_PROXY_URL": f"http://127.0.0.1:{free_port()}", **extra}
 
 
+# What Dagster's console logger and Spark's start-up print; the terminal sees them only with --verbose.
+NOISE = (" - DEBUG - ", " - INFO - ", "log4j", "Setting default log level", "WARN NativeCodeLoader", "incubator modules")
+
+
 def test_run_on_the_embedded_default_lands_and_reads_everything_it_sends(tmp_path):
     env = _env(tmp_path / "home")
     done, summary = _run(env, "--posts", "150")
-    assert "seeding the sample database" in done.stdout
+    # One line per stage, then the table, the checks and the answers; no event stream, no banner.
+    assert "seeded the sample database: 11,153 posts" in done.stdout
+    assert f"gateway started on {env['PINTREST_REST_PROXY_URL']}" in done.stdout
+    assert "emulated 150 posts: 450 records acknowledged" in done.stdout
+    assert "landed 450 records in the bucket" in done.stdout
+    assert "read 450 rows into df_pin, df_geo, df_user, 0 quarantined" in done.stdout
+    assert f"checks: {len(summary['checks'])} passed, 0 failed" in done.stdout
+    assert not [noise for noise in NOISE if noise in done.stdout + done.stderr], done.stdout + done.stderr
+    # The full event stream is in the instance all the same.
+    with dg.DagsterInstance.from_config(str(tmp_path / "home" / "dagster")) as instance:
+        runs = instance.get_runs()
+        assert {run.tags["pintrest/stage"] for run in runs} == {"emulation", "lake", "transform"}
+        events = [e.dagster_event.event_type_value for run in runs for e in instance.all_logs(run.run_id) if e.dagster_event]
+        assert events.count("STEP_START") > 20 and events.count("RUN_SUCCESS") == 3
     for spec in TOPICS:
         topic = summary["topics"][spec.name]
         assert topic["topic"] == f"pintrest.{spec.name}"
@@ -56,9 +74,10 @@ def test_run_on_the_embedded_default_lands_and_reads_everything_it_sends(tmp_pat
     assert summary["checks"] and set(summary["checks"].values()) == {"passed"}
     assert {"df_pin/records_reconciled", "pin_clean/no_placeholders", "pin_clean/join_coverage"} <= set(summary["checks"])
 
-    # A second run reads only what is new and appends it.
-    done, summary = _run(env, "--posts", "50")
-    assert "seeding" not in done.stdout
+    # A second run reads only what is new and appends it; --verbose prints Dagster's events too.
+    done, summary = _run(env, "--posts", "50", "--verbose")
+    assert "seeded" not in done.stdout
+    assert " - DEBUG - " in done.stderr and "RUN_SUCCESS" in done.stderr
     for spec in TOPICS:
         topic = summary["topics"][spec.name]
         assert topic["sent"] == topic["landed"] == topic["records_read"] == 50

@@ -6,39 +6,50 @@ one ``pintrest run`` records into, so the UI shows its runs too.
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from pintrest_assets.commands.run import local_gateway
-from pintrest_assets.instance import use_project_instance
-from pintrest_assets.settings import Settings
+import click
+
+from pintrest_assets.commands import pintrest_command
 
 WORKSPACE = Path(__file__).resolve().parent.parent / "workspace.yaml"
 
 
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=3000)
+@pintrest_command(
+    "dev",
+    short_help="Start the local gateway and the Dagster UI.",
+    help=(
+        "Start the local gateway (if the REST proxy URL is local and nothing serves it) and the Dagster UI "
+        "on the project's instance; Ctrl-C stops both."
+    ),
+    verbose_help="Show the UI's services' log (warnings only without), the gateway's banner and Spark's log",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface the UI listens on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=3000, show_default=True, help="Port of the UI.")
+def command(settings, verbose: bool, host: str, port: int) -> int:
+    from pintrest_assets.gateway.process import local_gateway
+    from pintrest_assets.instance import use_project_instance
 
-
-def run(args, settings: Settings) -> int:
     # Ctrl-C and a plain kill both stop everything, even when started from a script, which
     # leaves SIGINT ignored in background processes.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     use_project_instance(settings)
-    with local_gateway(settings):
+    with local_gateway(settings.rest_proxy_url, quiet=not verbose) as started:
+        if started:
+            print(f"gateway started on {settings.rest_proxy_url}")
         ui = subprocess.Popen(
-            [sys.executable, "-m", "dagster", "dev", "-w", str(WORKSPACE), "-h", args.host, "-p", str(args.port)],
+            [sys.executable, "-m", "dagster", "dev", "-w", str(WORKSPACE), "-h", host, "-p", str(port)]
+            + ([] if verbose else ["--log-level", "warning"]),
             cwd=WORKSPACE.parent,
             start_new_session=True,  # its own process group: one signal stops the UI and its daemon
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
-        print(f"Dagster UI on http://{args.host}:{args.port} (Ctrl-C stops it and the gateway)")
+        print(f"Dagster UI on http://{host}:{port} (Ctrl-C stops it and the gateway)", flush=True)
         try:
             return ui.wait()
         except KeyboardInterrupt:

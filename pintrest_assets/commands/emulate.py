@@ -2,47 +2,68 @@
 
 from __future__ import annotations
 
-import argparse
 import random
 import signal
 import sys
 import threading
+from typing import TYPE_CHECKING
 
-from tqdm import tqdm
+import click
 
-from pintrest_assets.ingest.emulation import EmulationReport, emulate
-from pintrest_assets.resources.by_settings import resources_for
-from pintrest_assets.topics import TOPICS
+from pintrest_assets.commands import pintrest_command
 
+if TYPE_CHECKING:
+    from pintrest_assets.ingest.emulation import EmulationReport
 
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    amount = parser.add_mutually_exclusive_group()
-    amount.add_argument("--posts", type=int, default=1000, help="posts to send (default 1000)")
-    amount.add_argument("--forever", action="store_true", help="send until Ctrl-C")
-    parser.add_argument("--rate", type=float, help="posts per second (default: as fast as acknowledged)")
-    parser.add_argument("--seed", type=int, help="fix which posts are drawn")
+DEFAULT_POSTS = 1000
 
 
-def run(args, settings) -> int:
-    resources = resources_for(settings, resolve_secrets=True)
-    database, rest_proxy = resources["database"], resources["rest_proxy"]
+@pintrest_command(
+    "emulate",
+    short_help="Send random posts to the three topics.",
+    help=(
+        "Draw random posts from the posts database and send them to the three topics through the REST proxy, "
+        "as the original user_posting_emulation.py did, with a progress bar. Ctrl-C stops cleanly and reports "
+        "what was sent. The batch is recorded in the Dagster instance as a materialisation of each topic stream."
+    ),
+    verbose_help="Show Dagster's log and Python's warnings",
+)
+@click.option(
+    "--posts", type=click.IntRange(min=1), help=f"Posts to send (default {DEFAULT_POSTS}; not with --forever)."
+)
+@click.option("--forever", is_flag=True, help="Send until Ctrl-C.")
+@click.option(
+    "--rate", type=click.FloatRange(min=0, min_open=True), help="Posts per second (default: as fast as acknowledged)."
+)
+@click.option("--seed", type=int, help="Fix which posts are drawn.")
+def command(settings, verbose: bool, posts: int | None, forever: bool, rate: float | None, seed: int | None) -> int:
+    if forever and posts is not None:
+        raise click.UsageError("--posts and --forever exclude each other")
+    # The database and REST proxy resources load Dagster; nothing here loads Spark.
+    from tqdm import tqdm
+
+    from pintrest_assets.ingest.emulation import emulate
+    from pintrest_assets.resources.by_settings import database_for, rest_proxy_for
+
+    database = database_for(settings, resolve_secrets=True)
+    rest_proxy = rest_proxy_for(settings, resolve_secrets=True)
     database.check()
-    total = None if args.forever else args.posts
+    total = None if forever else (posts or DEFAULT_POSTS)
     stop = threading.Event()
     # Ctrl-C finishes the chunk in flight, so every acknowledged record is counted; a second
     # Ctrl-C interrupts at once.
     signal.signal(signal.SIGINT, lambda *_: (stop.set(), signal.signal(signal.SIGINT, signal.default_int_handler)))
-    with tqdm(total=total, unit="post", desc="emulating", file=sys.stderr) as bar:
+    with tqdm(total=total, unit="post", desc="emulating", file=sys.stderr, leave=False, disable=None) as bar:
         report = emulate(
             database,
             rest_proxy,
             total,
-            rate=args.rate,
-            rng=random.Random(args.seed),
+            rate=rate,
+            rng=random.Random(seed),
             on_chunk=lambda report, n: bar.update(n),
             stop=stop,
         )
-    print(summary_line(report))
+    print(summary_line(report), flush=True)
     _record_in_instance(report, settings)
     if report.error is not None:
         print(f"pintrest emulate: stopped early: {report.error}", file=sys.stderr)
@@ -56,6 +77,7 @@ def _record_in_instance(report: EmulationReport, settings) -> None:
 
     from pintrest_assets.ingest.stream_metadata import stream_metadata
     from pintrest_assets.instance import project_instance
+    from pintrest_assets.topics import TOPICS
 
     instance = project_instance(settings)
     for spec in TOPICS:

@@ -3,212 +3,248 @@
 Seeds the sample database if it is empty, starts the local gateway when the REST proxy URL is
 local and nothing listens there, materialises the topic streams through Dagster (so the run is in
 the instance the UI shows), waits until every acknowledged record has landed in the bucket, then
-materialises the raw JSON and the DataFrames, and writes a summary to
-``$PINTREST_HOME/run_summary.json``. Exits non-zero if anything sent did not land, or if the
-records read differ from the rows plus the quarantined lines.
+materialises the lake (raw JSON, DataFrames) and the transform (cleaned tables, the nine
+answers), and writes a summary to ``$PINTREST_HOME/run_summary.json``. Exits non-zero if
+anything sent did not land, if the records read differ from the rows plus the quarantined
+lines, or if an error-severity check fails.
+
+Each stage prints one line as it finishes; Dagster's events go to the instance, and to the
+terminal with ``--verbose``.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import json
-import socket
-import subprocess
 import sys
 import time
-from urllib.parse import urlparse
+import uuid
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-import dagster as dg
+import click
 
-from pintrest_assets.bucket import open_bucket
-from pintrest_assets.defs.transform.answers import ANSWERS, answer_assets
-from pintrest_assets.defs.transform.clean_tables import clean_table_assets
-from pintrest_assets.ingest.landing import LandingWatcher
-from pintrest_assets.instance import project_instance
-from pintrest_assets.settings import ConfigError, Settings
-from pintrest_assets.topics import TOPICS
+from pintrest_assets.commands import pintrest_command, seconds
 
+if TYPE_CHECKING:
+    import dagster as dg
 
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--posts", type=int, default=1000, help="posts to emulate (default 1000)")
-    parser.add_argument("--seed", type=int, default=None, help="fix which posts are drawn")
-    parser.add_argument(
-        "--land-timeout", type=float, default=120.0, help="seconds to wait for records to land (default 120)"
-    )
+    from pintrest_assets.settings import Settings
 
 
-def run(args, settings: Settings) -> int:
-    instance = project_instance(settings)
-    from pintrest_assets.definitions import defs
+@pintrest_command(
+    "run",
+    short_help="Run the whole pipeline end to end.",
+    help=(
+        "Seed the sample database if empty, start the local gateway if needed, emulate posts, wait until "
+        "they land, read them into the DataFrames, clean them, answer the nine questions, run every check, "
+        "and print and write a summary ($PINTREST_HOME/run_summary.json). Exits 1 if anything sent did not "
+        "land or become a row, or an error-severity check failed."
+    ),
+)
+@click.option("--posts", type=click.IntRange(min=1), default=1000, show_default=True, help="Posts to emulate.")
+@click.option("--seed", type=int, help="Fix which posts are drawn.")
+@click.option(
+    "--land-timeout",
+    type=click.FloatRange(min=0),
+    default=120.0,
+    show_default=True,
+    help="Seconds to wait for the records to land.",
+)
+def command(settings: Settings, verbose: bool, posts: int, seed: int | None, land_timeout: float) -> int:
+    import json
 
-    _seed_if_empty(settings)
-    with local_gateway(settings):
-        result = _materialize(
-            defs,
-            instance,
-            [spec.stream_asset for spec in TOPICS],
-            run_config={"ops": {"topic_streams": {"config": {"posts": args.posts, "seed": args.seed}}}},
-        )
-        summary = {"topics": {}}
-        for spec in TOPICS:
-            metadata = _metadata(result, spec.stream_asset)
-            summary["topics"][spec.name] = {
-                "topic": metadata["topic"],
-                "sent": metadata["records_sent"],
-                "failed": metadata["records_failed"],
-                "offset_ranges": metadata["offset_ranges"],
-            }
-        _wait_until_landed(settings, summary, args.land_timeout)
+    from pintrest_assets import run_summary
+    from pintrest_assets.gateway.process import local_gateway
 
-    # The lake and the transform: mount the landed objects, read the new ones into the
-    # DataFrames, clean them and answer the nine questions, with every check.
-    result = _materialize(
-        defs,
-        instance,
-        [name for spec in TOPICS for name in (spec.raw_asset, spec.dataframe)]
-        + [asset.key.path[-1] for asset in (*clean_table_assets, *answer_assets)],
-        run_config={},
-    )
-    for spec in TOPICS:
-        raw, df = _metadata(result, spec.raw_asset), _metadata(result, spec.dataframe)
-        summary["topics"][spec.name].update(
-            {
-                "objects_read": df["objects_read"],
-                "records_read": df["records_in_objects"],
-                "rows_read": df["rows_read"],
-                "quarantined": df["quarantined"],
-                "records_in_bucket": raw["records"],
-                "rows_total": df["dagster/row_count"],
-                "quarantined_total": df["quarantined_total"],
-            }
-        )
-    summary["checks"] = {
-        f"{e.asset_key.to_user_string()}/{e.check_name}": "passed" if e.passed else f"failed ({e.severity.value})"
-        for e in result.get_asset_check_evaluations()
-    }
-    summary["answers"] = _answers(settings)
+    prepare_database(settings)
+    pipeline = Pipeline(settings, verbose)
+    try:
+        with local_gateway(settings.rest_proxy_url, quiet=not verbose) as started:
+            print(f"gateway started on {settings.rest_proxy_url}" if started else f"REST proxy: {settings.rest_proxy_url}")
+            topics = pipeline.emulate(posts, seed)
+            wait_until_landed(settings, topics, land_timeout)
+        pipeline.lake(topics)
+        pipeline.transform()
+    except StageFailed as failed:
+        print(f"pintrest run: {failed}", file=sys.stderr)
+        return 1
+    print(run_summary.render_checks(pipeline.checks), flush=True)
+    summary = {"topics": topics, "checks": pipeline.checks, "answers": read_answers(settings)}
 
     path = settings.home / "run_summary.json"
     path.write_text(json.dumps(summary, indent=2) + "\n")
-    print(_render(summary))
-    print(_render_answers(summary["answers"]))
-    print(f"summary written to {path}")
-    return _verdict(summary)
-
-
-def _verdict(summary: dict) -> int:
-    """0 if every record sent landed and every record landed became a row or a quarantined line."""
-    problems = []
-    for name, t in summary["topics"].items():
-        if t["landed"] < t["sent"] or t["failed"]:
-            problems.append(f"{name}: {t['sent']} sent, {t['failed']} failed, {t['landed']} landed")
-        if t["rows_read"] + t["quarantined"] != t["records_read"]:
-            problems.append(
-                f"{name}: {t['records_read']} records read from new objects, "
-                f"but {t['rows_read']} rows + {t['quarantined']} quarantined"
-            )
-        if t["rows_total"] + t["quarantined_total"] != t["records_in_bucket"]:
-            problems.append(
-                f"{name}: {t['records_in_bucket']} records in the bucket, "
-                f"but {t['rows_total']} rows + {t['quarantined_total']} quarantined in {name}'s DataFrame"
-            )
-    problems += [f"check {name} {state}" for name, state in summary["checks"].items() if state == "failed (ERROR)"]
+    print(run_summary.render_table(summary["topics"].values()))
+    print(run_summary.render_answers(summary["answers"]))
+    print(f"\nsummary written to {path}")
+    problems = run_summary.problems(summary)
     for problem in problems:
         print(f"pintrest run: {problem}", file=sys.stderr)
     return 1 if problems else 0
 
 
-def _seed_if_empty(settings: Settings) -> None:
-    from pintrest_assets.resources.by_settings import resources_for
-    from pintrest_assets.sample_data.seed import seed
+# --- the stages -------------------------------------------------------------------------------
 
-    database = resources_for(settings, resolve_secrets=True)["database"]
-    try:
-        database.check()
+
+def prepare_database(settings: Settings) -> None:
+    """Seeds the sample database if it is empty; a database the user pointed at is only checked."""
+    from pintrest_assets.settings import redact_url
+
+    if settings.db_url_is_secret:
+        from pintrest_assets.resources.by_settings import database_for
+
+        database_for(settings, resolve_secrets=True).check()  # never write sample data into it
+        print(f"posts database: {redact_url(settings.db_url)}", flush=True)
         return
-    except ConfigError:
-        if settings.db_url_is_secret:
-            raise  # a real database the user pointed at: never write sample data into it
-    print("seeding the sample database ...")
-    seed(settings.db_url)
+    from pintrest_assets.sample_data.seed import seed_if_empty
+
+    started = time.perf_counter()
+    inserted = seed_if_empty(settings.db_url)
+    if inserted is None:
+        print(f"posts database: {redact_url(settings.db_url)}", flush=True)
+    else:
+        posts = max(inserted.values(), default=0)
+        print(f"seeded the sample database: {posts:,} posts ({seconds(time.perf_counter() - started)})", flush=True)
 
 
-@contextlib.contextmanager
-def local_gateway(settings: Settings):
-    """Starts ``pintrest gateway`` for a local REST proxy URL nobody serves; stops it after."""
-    url = urlparse(settings.rest_proxy_url)
-    host, port = url.hostname, url.port or 80
-    if host not in {"127.0.0.1", "localhost"} or _listening(host, port):
-        yield
-        return
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pintrest_assets.gateway", "--host", host, "--port", str(port)],
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not _listening(host, port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise ConfigError("PINTREST_REST_PROXY_URL", f"the local gateway did not start on {host}:{port}")
-            time.sleep(0.1)
-        yield
-    finally:
-        process.terminate()  # the gateway lands what is pending before it exits
+class StageFailed(Exception):
+    """A stage's Dagster run failed; its events are in the instance."""
+
+
+class Pipeline:
+    """The project's assets materialised from this process, into the project's instance.
+
+    Each stage is one Dagster run; its events are stored in the instance and reach the terminal
+    only with ``--verbose``. Check results gather in ``checks``.
+    """
+
+    def __init__(self, settings: Settings, verbose: bool):
+        from pintrest_assets.definitions import defs
+        from pintrest_assets.instance import project_instance
+
+        self.instance = project_instance(settings)
+        self.job = defs.resolve_implicit_global_asset_job_def()
+        self.verbose = verbose
+        self.checks: dict[str, str] = {}
+
+    def emulate(self, posts: int, seed: int | None) -> dict[str, dict]:
+        """Materialises the topic streams: one emulation batch through the REST proxy."""
+        from pintrest_assets import run_summary
+        from pintrest_assets.topics import TOPICS
+
+        started = time.perf_counter()
+        result = self._materialize(
+            "emulation",
+            [spec.stream_asset for spec in TOPICS],
+            {"ops": {"topic_streams": {"config": {"posts": posts, "seed": seed}}}},
+        )
+        streams = {spec.name: _metadata(result, spec.stream_asset) for spec in TOPICS}
+        sent = sum(stream["records_sent"] for stream in streams.values())
+        failed = sum(stream["records_failed"] for stream in streams.values())
+        drawn = max(stream["posts_drawn"] for stream in streams.values())
+        print(
+            f"emulated {drawn:,} posts: {sent:,} records acknowledged"
+            + (f", {failed:,} failed" if failed else "")
+            + f" ({seconds(time.perf_counter() - started)})",
+            flush=True,
+        )
+        return {name: run_summary.stream_summary(stream) for name, stream in streams.items()}
+
+    def lake(self, topics: dict[str, dict]) -> None:
+        """Mounts the landed objects and reads the new ones into the DataFrames; adds to ``topics``."""
+        from pintrest_assets import run_summary
+        from pintrest_assets.topics import TOPICS
+
+        started = time.perf_counter()
+        result = self._materialize("lake", [name for spec in TOPICS for name in (spec.raw_asset, spec.dataframe)])
+        raw = {spec.name: _metadata(result, spec.raw_asset) for spec in TOPICS}
+        for spec in TOPICS:
+            topics[spec.name].update(run_summary.lake_summary(raw[spec.name], _metadata(result, spec.dataframe)))
+        mounted = sum(r["new_objects"] for r in raw.values())
+        rows = sum(topics[spec.name]["rows_read"] for spec in TOPICS)
+        quarantined = sum(topics[spec.name]["quarantined"] for spec in TOPICS)
+        print(
+            f"mounted {mounted:,} new objects, read {rows:,} rows into "
+            f"{', '.join(spec.dataframe for spec in TOPICS)}, {quarantined:,} quarantined "
+            f"({seconds(time.perf_counter() - started)})",
+            flush=True,
+        )
+
+    def transform(self) -> None:
+        """Cleans the DataFrames and answers the nine questions."""
+        from pintrest_assets.defs.transform.answers import ANSWERS
+        from pintrest_assets.topics import TOPICS
+
+        started = time.perf_counter()
+        self._materialize("transform", [spec.clean_asset for spec in TOPICS] + [answer.name for answer in ANSWERS])
+        print(
+            f"cleaned {', '.join(spec.dataframe for spec in TOPICS)} and answered {len(ANSWERS)} questions "
+            f"({seconds(time.perf_counter() - started)})",
+            flush=True,
+        )
+
+    def _materialize(self, stage: str, asset_names: Iterable[str], run_config: dict | None = None):
+        import dagster as dg
+
+        from pintrest_assets import run_summary
+        from pintrest_assets.settings import ConfigError
+
+        run_id = str(uuid.uuid4())
+        # Every event is stored in the instance whatever the console shows: DEBUG with
+        # --verbose, otherwise nothing (a failure is reported below, in one line).
+        loggers = {"console": {"config": {"log_level": "DEBUG" if self.verbose else "CRITICAL"}}}
         try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def _listening(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex((host, port)) == 0
-
-
-def _materialize(defs: dg.Definitions, instance: dg.DagsterInstance, asset_names: list[str], run_config: dict):
-    job = defs.resolve_implicit_global_asset_job_def()
-    return job.execute_in_process(
-        run_config=run_config,
-        instance=instance,
-        asset_selection=[dg.AssetKey(name) for name in asset_names],
-        tags={"pintrest/launched_by": "pintrest run"},
-    )
-
-
-def _metadata(result, asset_name: str) -> dict:
-    for event in result.get_asset_materialization_events():
-        materialization = event.event_specific_data.materialization
-        if materialization.asset_key == dg.AssetKey(asset_name):
-            return {k: v.value for k, v in materialization.metadata.items()}
-    raise KeyError(asset_name)
-
-
-def _wait_until_landed(settings: Settings, summary: dict, timeout: float) -> None:
-    bucket = open_bucket(settings.bucket, endpoint_url=settings.s3_endpoint_url)
-    watchers = {
-        (topic["topic"], partition): LandingWatcher(bucket, topic["topic"], int(partition))
-        for topic in summary["topics"].values()
-        for partition in topic["offset_ranges"]
-    }
-    deadline = time.monotonic() + timeout
-    while True:
-        for topic in summary["topics"].values():
-            topic["landed"] = sum(
-                watchers[topic["topic"], partition].landed(first, last)
-                for partition, (first, last) in topic["offset_ranges"].items()
+            result = self.job.execute_in_process(
+                run_config={**(run_config or {}), "loggers": loggers},
+                instance=self.instance,
+                asset_selection=[dg.AssetKey(name) for name in asset_names],
+                run_id=run_id,
+                tags={"pintrest/launched_by": "pintrest run", "pintrest/stage": stage},
             )
-        if all(t["landed"] >= t["sent"] for t in summary["topics"].values()) or time.monotonic() > deadline:
-            return
-        time.sleep(0.5)
+        except ConfigError:
+            raise  # a setting: named in one line by the command
+        except Exception as exc:
+            raise StageFailed(
+                f"the {stage} run failed: {type(exc).__name__}: {exc}\n"
+                f"(run {run_id}: its events are in the Dagster instance; `pintrest dev` shows them, "
+                f"--verbose prints them)"
+            ) from exc
+        for evaluation in result.get_asset_check_evaluations():
+            name = f"{evaluation.asset_key.to_user_string()}/{evaluation.check_name}"
+            self.checks[name] = run_summary.check_result(evaluation.passed, evaluation.severity.value)
+        return result
 
 
-_COLUMNS = ("sent", "failed", "landed", "rows_read", "quarantined", "rows_total")
+def wait_until_landed(settings: Settings, topics: dict[str, dict], timeout: float) -> None:
+    """Waits, with a progress bar, until the records acknowledged have landed in the bucket; adds ``landed``."""
+    from tqdm import tqdm
+
+    from pintrest_assets.bucket import open_bucket
+    from pintrest_assets.ingest import landing
+
+    bucket = open_bucket(settings.bucket, endpoint_url=settings.s3_endpoint_url)
+    started = time.perf_counter()
+    with tqdm(unit="record", desc="landing", file=sys.stderr, leave=False, disable=None) as bar:
+
+        def progress(landed: int, expected: int) -> None:
+            bar.total, bar.n = expected, landed
+            bar.refresh()
+
+        landed = landing.wait_until_landed(
+            bucket,
+            {t["topic"]: t["offset_ranges"] for t in topics.values()},
+            timeout=timeout,
+            on_progress=progress,
+        )
+    for topic in topics.values():
+        topic["landed"] = landed[topic["topic"]]
+    total = sum(landed.values())
+    sent = sum(t["sent"] for t in topics.values())
+    late = f" of {sent:,}; the rest did not land within {timeout:g} s" if total < sent else ""
+    print(f"landed {total:,} records in the bucket{late} ({seconds(time.perf_counter() - started)})", flush=True)
 
 
-def _answers(settings: Settings, preview_rows: int = 5) -> dict:
+def read_answers(settings: Settings, preview_rows: int = 5) -> dict:
     """Each answer's question, row count and first rows, read back from the warehouse."""
+    from pintrest_assets.defs.transform.answers import ANSWERS
     from pintrest_assets.resources.by_settings import resources_for
 
     warehouse = resources_for(settings, resolve_secrets=True)["warehouse_io_manager"]
@@ -227,19 +263,9 @@ def _answers(settings: Settings, preview_rows: int = 5) -> dict:
     return answers
 
 
-def _render_answers(answers: dict) -> str:
-    lines = []
-    for answer in answers.values():
-        lines.append(f"\n{answer['number']}. {answer['question']} ({answer['rows']} rows)")
-        if answer["preview"]:
-            columns = list(answer["preview"][0])
-            lines.append("   " + " | ".join(columns))
-            lines += ["   " + " | ".join(str(row[c]) for c in columns) for row in answer["preview"]]
-    return "\n".join(lines)
-
-
-def _render(summary: dict) -> str:
-    lines = [f"{'topic':<24}" + "".join(f"{c:>13}" for c in _COLUMNS)]
-    for topic in summary["topics"].values():
-        lines.append(f"{topic['topic']:<24}" + "".join(f"{topic[c]:>13,}" for c in _COLUMNS))
-    return "\n".join(lines)
+def _metadata(result: dg.ExecuteInProcessResult, asset_name: str) -> dict:
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        if materialization.asset_key.to_user_string() == asset_name:
+            return {k: v.value for k, v in materialization.metadata.items()}
+    raise KeyError(asset_name)

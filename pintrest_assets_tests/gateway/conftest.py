@@ -84,12 +84,12 @@ def s3_bucket(moto_endpoint_url, s3_bucket_name) -> S3Bucket:
 
 
 class GatewayProcess:
-    """``python -m pintrest_assets.gateway`` as a subprocess, as ``make run`` starts it."""
+    """``pintrest gateway`` as a subprocess, as ``make run`` starts it."""
 
     def __init__(self, home: Path, *args: str, env: dict[str, str] | None = None):
         self.env = dict(os.environ, PINTREST_HOME=str(home), **(env or {}))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pintrest_assets.gateway", "--port", "0", *args],
+            [sys.executable, "-m", "pintrest_assets.cli", "gateway", "--port", "0", *args],
             cwd=REPO,
             env=self.env,
             stdout=subprocess.PIPE,

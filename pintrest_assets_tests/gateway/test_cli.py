@@ -1,4 +1,4 @@
-"""``python -m pintrest_assets.gateway`` as an operator runs it: banner, signals, clear failures."""
+"""``pintrest gateway`` as an operator runs it: banner, signals, clear failures."""
 
 import os
 import signal
@@ -15,7 +15,7 @@ from pintrest_assets_tests.gateway.conftest import REPO, landed_objects, produce
 
 def run_gateway(tmp_path, *args, env=None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "pintrest_assets.gateway", *args],
+        [sys.executable, "-m", "pintrest_assets.cli", "gateway", *args],
         cwd=REPO,
         env=dict(os.environ, PINTREST_HOME=str(tmp_path / "home"), **(env or {})),
         capture_output=True,
@@ -81,5 +81,20 @@ def test_an_unreachable_bucket_names_the_setting(tmp_path, moto_endpoint_url, aw
     env = {"PINTREST_BUCKET": "s3://no-such-bucket-here", "PINTREST_S3_ENDPOINT_URL": moto_endpoint_url}
     result = run_gateway(tmp_path, "--port", "0", env=env)
     assert result.returncode == 1
-    assert result.stderr.startswith("gateway: PINTREST_BUCKET: cannot reach s3://no-such-bucket-here")
+    assert result.stderr.startswith("pintrest gateway: PINTREST_BUCKET: cannot reach s3://no-such-bucket-here")
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, problem",
+    [
+        (["--port", "70000"], "'--port': 70000 is not in the range 0<=x<=65535"),
+        (["--flush-size", "0"], "'--flush-size': 0 is not in the range x>=1"),
+        (["--topic", "no spaces"], "'no spaces' is not a valid Kafka topic name"),
+    ],
+)
+def test_a_bad_option_is_a_usage_error_naming_it(tmp_path, args, problem):
+    result = run_gateway(tmp_path, *args)
+    assert result.returncode == 2
+    assert problem in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "home").exists()  # refused before anything started

@@ -74,3 +74,31 @@ def test_emulate_names_a_missing_database(env, tmp_path):
     out, err = process.communicate(timeout=60)
     assert process.returncode == 2
     assert err.startswith("pintrest emulate: PINTREST_DB_URL: ") and "pintrest seed" in err
+
+
+def test_emulate_sends_and_records_the_batch_without_loading_spark(env, gateway, tmp_path):
+    # In one process, as the console script runs it: what the command imports is what it costs.
+    script = (
+        "import sys\n"
+        "from pintrest_assets.cli import main\n"
+        "code = main(['emulate', '--posts', '20'])\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'pyspark', 'dagster_aws', 'dagster_pyspark', 'boto3'})\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('pintrest_assets.defs'))\n"
+        "print('heavy', heavy, 'defs', loaded)\n"
+        "sys.exit(code)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "sent 20 posts" in done.stdout and "tester.pin: 20 sent" in done.stdout
+    assert "heavy [] defs []" in done.stdout
+    assert done.stderr == ""  # no progress bar off a terminal, no warnings
+    with dg.DagsterInstance.from_config(str(tmp_path / "home" / "dagster")) as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey("user_topic"))
+        assert event.asset_materialization.metadata["records_sent"].value == 20
+
+
+def test_emulate_takes_posts_or_forever_not_both(env):
+    process = pintrest("emulate", "--posts", "5", "--forever", env=env)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 2
+    assert "--posts and --forever exclude each other" in err and "Traceback" not in err
