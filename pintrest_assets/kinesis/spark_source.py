@@ -1,0 +1,403 @@
+"""A Spark Structured Streaming source that reads a Kinesis data stream through boto3.
+
+Built on pyspark 4's Python Data Source API, so it needs no JVM package: ``register(spark)``,
+then ``spark.readStream.format("pintrest_kinesis").option("streamName", ...)``. Its options and
+columns are those of Databricks' ``kinesis`` source, so code written for one reads on the other
+by changing the format name::
+
+    streamName         the stream (required)
+    region             its region (default: the AWS_REGION/AWS_DEFAULT_REGION, else us-east-1)
+    endpointUrl        a Kinesis API other than AWS's (kinesalite, moto, LocalStack)
+    initialPosition    earliest | trim_horizon: every retained record; latest (the default, as
+                       on Databricks): only records that arrive after the query starts
+    awsAccessKey       with awsSecretKey; without them boto3 finds credentials itself
+    awsSecretKey
+    maxRecordsPerFetch records asked for by one GetRecords call (1-10,000; default 10,000)
+    maxRecordsPerBatch records read into one micro-batch at most, spread over the shards
+                       (default 100,000; this source's own option: the reader holds a batch in
+                       the driver's memory)
+
+    partitionKey string, data binary, stream string, shardId string, sequenceNumber string,
+    approximateArrivalTimestamp timestamp
+
+Decode a JSON payload with ``from_json(col("data").cast("string"), schema)``.
+
+**Offsets** are ``{shardId: position}``, a position being the sequence number of the last record
+read from the shard (reading resumes with a GetShardIterator AFTER_SEQUENCE_NUMBER), or
+``TRIM_HORIZON`` (nothing read yet), ``AT_TIMESTAMP:<epoch ms>`` (nothing read yet, start at that
+time: ``latest`` is the time the query started) or ``SHARD_END`` (a closed shard read to its end).
+Sequence numbers are compared as integers (kinesalite's are 56-digit strings, moto's are small
+integers). A shard that appears after a reshard starts at TRIM_HORIZON; a
+child shard is read only once its parents are read to their end, so records of one partition key
+keep their order across a reshard; a shard past retention drops out of the offset.
+
+**Replay**: a batch Spark planned but did not commit is read again between its two offsets
+(``readBetweenOffsets``), which yields the same records as long as Kinesis still retains them.
+For the first batch Spark asks for the initial offset anew, which for ``latest`` would be a later
+time: the offsets of such a query also hold ``"@startedAt": <epoch ms>``, the time it started.
+
+**Trigger.AvailableNow**: the query reads every record that arrived before it started (by
+``ApproximateArrivalTimestamp`` against this machine's clock), in batches of at most
+``maxRecordsPerBatch``, then stops; records arriving meanwhile wait for the next run.
+
+The reader runs on the driver (a "simple" stream reader): it fetches each batch while planning
+it, which suits the pipeline's volume (tens of thousands of records a second on a laptop) and
+keeps GetRecords calls to one pass per shard (Kinesis allows 5 a second per shard).
+
+The Python workers must run an interpreter that has this project installed: set
+``PYSPARK_PYTHON`` (or ``spark.pyspark.python``) to it before the session starts; on a local
+session that sets neither, ``register`` points the workers at the running interpreter.
+
+kinesalite quirks handled here: a GetShardIterator AT_TIMESTAMP after the last record of a shard
+never answers, so a call that times out makes the reader scan the shard from TRIM_HORIZON instead,
+skipping records older than the timestamp (on AWS the call answers at once).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from pyspark.sql.datasource import DataSource, SimpleDataSourceStreamReader
+from pyspark.sql.streaming.datasource import SupportsTriggerAvailableNow
+from pyspark.sql.types import StructType
+
+FORMAT = "pintrest_kinesis"
+SCHEMA = (
+    "partitionKey string, data binary, stream string, shardId string, "
+    "sequenceNumber string, approximateArrivalTimestamp timestamp"
+)
+
+TRIM_HORIZON = "TRIM_HORIZON"
+SHARD_END = "SHARD_END"
+AT_TIMESTAMP = "AT_TIMESTAMP:"
+STARTED_AT = "@startedAt"  # in the offsets of a query started at "latest": when (epoch ms)
+
+MAX_RECORDS_PER_FETCH = 10_000  # GetRecords' own limit
+DEFAULT_MAX_RECORDS_PER_BATCH = 100_000
+# GetRecords may answer an empty page although records lie further on (a sparse shard on AWS,
+# where MillisBehindLatest is then > 0). The reader follows that many empty pages in one batch.
+MAX_EMPTY_FETCHES = 20
+# How long a GetShardIterator AT_TIMESTAMP may take before the reader scans the shard instead.
+AT_TIMESTAMP_TIMEOUT_S = 2.0
+
+_POSITIONS = {"earliest": TRIM_HORIZON, "trim_horizon": TRIM_HORIZON, "latest": "latest"}
+
+
+def register(spark) -> None:
+    """Make ``spark.readStream.format("pintrest_kinesis")`` available on ``spark``.
+
+    The source's code runs in Python workers, which must import this project. A local session
+    whose workers would run pyspark's default ``python3`` (neither ``PYSPARK_PYTHON`` nor
+    ``spark.pyspark.python`` set) is pointed at this interpreter; any other is left as it is.
+    """
+    _use_this_interpreter_locally(spark)
+    spark.dataSource.register(KinesisDataSource)
+
+
+def _use_this_interpreter_locally(spark) -> None:
+    try:
+        sc = spark.sparkContext
+    except AttributeError:  # Spark Connect has none: the server's settings decide
+        return
+    if (
+        str(sc.master).startswith("local")
+        and sc.pythonExec == "python3"
+        and not os.environ.get("PYSPARK_PYTHON")
+        and not sc.getConf().get("spark.pyspark.python")
+    ):
+        # Python functions made from now on (this source among them) carry the interpreter.
+        sc.pythonExec = sys.executable
+
+
+class KinesisOptions:
+    """The source's options, read case-insensitively (Spark hands them over lower-cased)."""
+
+    def __init__(self, options: Any):
+        opts = {str(k).lower(): v for k, v in dict(options).items()}
+        self.stream_name: str = opts.get("streamname") or ""
+        if not self.stream_name:
+            raise ValueError(f'the {FORMAT} source needs option("streamName", <the Kinesis stream>)')
+        self.region: str = (
+            opts.get("region") or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        )
+        self.endpoint_url: str | None = opts.get("endpointurl") or None
+        position = (opts.get("initialposition") or "latest").strip().lower()
+        if position not in _POSITIONS:
+            raise ValueError(
+                f"initialPosition {opts.get('initialposition')!r} is not supported: "
+                "use earliest (or trim_horizon) or latest"
+            )
+        self.initial_position: str = _POSITIONS[position]
+        self.access_key: str | None = opts.get("awsaccesskey") or None
+        self.secret_key: str | None = opts.get("awssecretkey") or None
+        if (self.access_key is None) != (self.secret_key is None):
+            raise ValueError("awsAccessKey and awsSecretKey go together: set both or neither")
+        self.max_records_per_fetch = _int_option(
+            opts, "maxrecordsperfetch", MAX_RECORDS_PER_FETCH, 1, MAX_RECORDS_PER_FETCH
+        )
+        self.max_records_per_batch = _int_option(opts, "maxrecordsperbatch", DEFAULT_MAX_RECORDS_PER_BATCH, 1, None)
+
+
+def _int_option(opts: dict, key: str, default: int, low: int, high: int | None) -> int:
+    if opts.get(key) in (None, ""):
+        return default
+    try:
+        value = int(opts[key])
+    except ValueError:
+        raise ValueError(f"option {key} must be an integer, got {opts[key]!r}") from None
+    if value < low or (high is not None and value > high):
+        raise ValueError(f"option {key} must be between {low} and {high if high is not None else 'any'}, got {value}")
+    return value
+
+
+class KinesisDataSource(DataSource):
+    """``spark.readStream.format("pintrest_kinesis")``: see the module's documentation."""
+
+    @classmethod
+    def name(cls) -> str:
+        return FORMAT
+
+    def schema(self) -> str:
+        return SCHEMA
+
+    def simpleStreamReader(self, schema: StructType) -> KinesisStreamReader:
+        return KinesisStreamReader(KinesisOptions(self.options))
+
+
+class KinesisStreamReader(SimpleDataSourceStreamReader, SupportsTriggerAvailableNow):
+    """Reads the stream's shards on the driver, a batch at a time; offsets as the module says."""
+
+    def __init__(self, options: KinesisOptions):
+        self.options = options
+        self._client = None
+        self._at_timestamp_client = None
+        self._scan_for_timestamps = False  # set once the server failed to answer an AT_TIMESTAMP
+        self._cutoff: float | None = None  # availableNow: no record that arrived after this
+        self._initial: dict | None = None
+
+    # The reader is pickled to the Python workers that replay a batch: without its clients.
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_client": None, "_at_timestamp_client": None}
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = self._make_client()
+        return self._client
+
+    def _make_client(self, **kwargs):
+        from pintrest_assets.kinesis.streams import kinesis_client
+
+        o = self.options
+        return kinesis_client(o.endpoint_url, o.region, o.access_key, o.secret_key, **kwargs)
+
+    # --- SimpleDataSourceStreamReader ------------------------------------------------------------
+
+    def initialOffset(self) -> dict:
+        # Spark asks again when it plans the first batch: the same answer lets it use the
+        # records read meanwhile instead of reading them again.
+        if self._initial is None:
+            shards = self.list_shards()
+            if self.options.initial_position == TRIM_HORIZON:
+                self._initial = {s["ShardId"]: TRIM_HORIZON for s in shards}
+            else:
+                millis = int(time.time() * 1000)
+                started = AT_TIMESTAMP + str(millis)
+                self._initial = {s["ShardId"]: SHARD_END if _is_closed(s) else started for s in shards}
+                self._initial[STARTED_AT] = millis
+        return dict(self._initial)
+
+    def prepareForTriggerAvailableNow(self) -> None:
+        self._cutoff = time.time()
+
+    def read(self, start: dict) -> tuple[Iterator[tuple], dict]:
+        shards = self.list_shards()
+        by_id = {s["ShardId"]: s for s in shards}
+        positions = {shard_id: start.get(shard_id, TRIM_HORIZON) for shard_id in by_id}
+        pending = [shard_id for shard_id in by_id if positions[shard_id] != SHARD_END]
+        budget = max(1, math.ceil(self.options.max_records_per_batch / max(1, len(pending))))
+        rows: list[tuple] = []
+        progress = True
+        while pending and progress:
+            progress = False
+            for shard_id in list(pending):
+                parents = [by_id[p] for p in _parents(by_id[shard_id]) if p in by_id]
+                if any(positions[p["ShardId"]] != SHARD_END for p in parents):
+                    continue  # a child waits until its parents are read to their end
+                pending.remove(shard_id)
+                progress = True
+                shard_rows, positions[shard_id] = self.read_shard(
+                    shard_id,
+                    positions[shard_id],
+                    closed=_is_closed(by_id[shard_id]),
+                    budget=budget,
+                    cutoff=self._cutoff,
+                )
+                rows.extend(shard_rows)
+        end = dict(sorted(positions.items()))
+        if STARTED_AT in start:
+            end[STARTED_AT] = start[STARTED_AT]
+        return iter(rows), end
+
+    def readBetweenOffsets(self, start: dict, end: dict) -> Iterator[tuple]:
+        rows: list[tuple] = []
+        # Replaying the first batch after a restart, Spark passes a new initial offset: a
+        # query started at "latest" starts where the batch's end offset says it did.
+        started = AT_TIMESTAMP + str(end[STARTED_AT]) if STARTED_AT in end else None
+        for shard_id, until in end.items():
+            if shard_id == STARTED_AT:
+                continue
+            since = start.get(shard_id, TRIM_HORIZON)
+            if started is not None and since.startswith(AT_TIMESTAMP):
+                since = started
+            if until == since or not (until == SHARD_END or until.isdigit()):
+                continue  # nothing of this shard in the batch
+            shard_rows, _ = self.read_shard(shard_id, since, until=until)
+            rows.extend(shard_rows)
+        return iter(rows)
+
+    def commit(self, end: dict) -> None:
+        pass
+
+    # --- Kinesis -----------------------------------------------------------------------------------
+
+    def list_shards(self) -> list[dict]:
+        """Every shard the stream retains, open and closed (ListShards, every page)."""
+        client = self.client
+        try:
+            page = client.list_shards(StreamName=self.options.stream_name)
+        except client.exceptions.ResourceNotFoundException:
+            where = self.options.endpoint_url or f"region {self.options.region}"
+            raise ValueError(f"Kinesis stream {self.options.stream_name!r} does not exist ({where})") from None
+        shards = list(page["Shards"])
+        while page.get("NextToken"):
+            page = client.list_shards(NextToken=page["NextToken"])
+            shards.extend(page["Shards"])
+        return shards
+
+    def read_shard(
+        self,
+        shard_id: str,
+        position: str,
+        *,
+        closed: bool = False,
+        budget: int | None = None,
+        cutoff: float | None = None,
+        until: str | None = None,
+    ) -> tuple[list[tuple], str]:
+        """The rows of one shard after ``position`` and the position they lead to.
+
+        Reads up to the shard's tip (or its end, for a ``closed`` shard), at most ``budget`` rows,
+        and no record that arrived after ``cutoff`` (epoch seconds); or, replaying, exactly up to
+        ``until`` (a sequence number or ``SHARD_END``).
+        """
+        if position == SHARD_END:
+            return [], position
+        until_seq = int(until) if until is not None and until != SHARD_END else None
+        iterator, skip_before = self._shard_iterator(shard_id, position)
+        if iterator is None:
+            return [], position
+        stream = self.options.stream_name
+        rows: list[tuple] = []
+        empty = 0
+        while True:
+            limit = self.options.max_records_per_fetch
+            if budget is not None and until is None:
+                limit = max(1, min(limit, budget - len(rows)))
+            page = self.client.get_records(ShardIterator=iterator, Limit=limit)
+            records = page["Records"]
+            for record in records:
+                sequence = record["SequenceNumber"]
+                if until_seq is not None and int(sequence) > until_seq:
+                    return rows, position
+                arrived = record["ApproximateArrivalTimestamp"]
+                if cutoff is not None and until is None and arrived.timestamp() > cutoff:
+                    return rows, position
+                position = sequence
+                if skip_before is not None:
+                    if arrived.timestamp() * 1000 < skip_before:
+                        continue
+                    skip_before = None
+                rows.append((record["PartitionKey"], bytes(record["Data"]), stream, shard_id, sequence, arrived))
+                if until_seq is not None and int(sequence) == until_seq:
+                    return rows, position
+            iterator = page.get("NextShardIterator")
+            if iterator is None:  # a closed shard, read to its end
+                return rows, SHARD_END
+            at_tip = page.get("MillisBehindLatest", 0) == 0 and not closed
+            if until is not None:
+                # Replaying: on to the batch's end, however many pages that takes; a tip reached
+                # first means the rest of the batch is no longer retained.
+                if not records and at_tip:
+                    return rows, position
+                continue
+            if budget is not None and len(rows) >= budget:
+                return rows, position
+            if not records:
+                empty += 1
+                if at_tip or empty > MAX_EMPTY_FETCHES:
+                    return rows, position
+            elif at_tip and len(records) < limit:
+                return rows, position  # at the tip: another page would be empty
+
+    def _shard_iterator(self, shard_id: str, position: str) -> tuple[str | None, float | None]:
+        """A shard iterator at ``position``, and the epoch ms before which records are skipped
+        (when an AT_TIMESTAMP position is read by scanning from TRIM_HORIZON)."""
+        stream = self.options.stream_name
+        if position == TRIM_HORIZON:
+            return self.client.get_shard_iterator(
+                StreamName=stream, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
+            )["ShardIterator"], None
+        if position.startswith(AT_TIMESTAMP):
+            millis = int(position[len(AT_TIMESTAMP) :])
+            if not self._scan_for_timestamps:
+                iterator = self._at_timestamp_iterator(shard_id, millis)
+                if iterator is not False:
+                    return iterator, None
+                self._scan_for_timestamps = True
+            return self.client.get_shard_iterator(
+                StreamName=stream, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
+            )["ShardIterator"], millis
+        return self.client.get_shard_iterator(
+            StreamName=stream,
+            ShardId=shard_id,
+            ShardIteratorType="AFTER_SEQUENCE_NUMBER",
+            StartingSequenceNumber=position,
+        )["ShardIterator"], None
+
+    def _at_timestamp_iterator(self, shard_id: str, millis: int):
+        """An AT_TIMESTAMP iterator; None if the timestamp lies ahead of the server's clock
+        (nothing to read yet); False if the server did not answer in time."""
+        from botocore.exceptions import ClientError, ReadTimeoutError
+
+        if self._at_timestamp_client is None:
+            self._at_timestamp_client = self._make_client(max_attempts=1, read_timeout=AT_TIMESTAMP_TIMEOUT_S)
+        try:
+            return self._at_timestamp_client.get_shard_iterator(
+                StreamName=self.options.stream_name,
+                ShardId=shard_id,
+                ShardIteratorType="AT_TIMESTAMP",
+                Timestamp=millis / 1000,
+            )["ShardIterator"]
+        except ReadTimeoutError:
+            return False
+        except ClientError as exc:
+            if (
+                exc.response.get("Error", {}).get("Code") == "InvalidArgumentException"
+                and "timestamp" in str(exc).lower()
+            ):
+                return None
+            raise
+
+
+def _parents(shard: dict) -> list[str]:
+    return [p for p in (shard.get("ParentShardId"), shard.get("AdjacentParentShardId")) if p]
+
+
+def _is_closed(shard: dict) -> bool:
+    return shard.get("SequenceNumberRange", {}).get("EndingSequenceNumber") is not None
