@@ -44,6 +44,7 @@ def test_records_and_what_is_new_across_materialisations_on_s3(tmp_path, s3_buck
     assert metadata["newest_key"] == first[-1]
     assert metadata["mount_path"] == str(tmp_path / "mnt" / "topics" / "u.geo")
     assert metadata["bucket"] == s3_bucket.url
+    assert metadata["new_batch_files"] == 1 and metadata["fetch_threads"] > 1
     assert "testing" not in repr(metadata)  # the access key never reaches the UI
 
     later = [bucket_land(s3_bucket, "u.geo", offset, records=1) for offset in (9, 10)]
@@ -67,7 +68,8 @@ def test_each_topic_reads_its_own_objects_from_a_local_bucket(tmp_path, bucket_l
 
     metadata = _materialize(spec.raw_asset, s3_mount, dg.DagsterInstance.ephemeral())
     assert metadata["records"] == TOPICS.index(spec) + 1
-    assert metadata["mount_path"] == str(tmp_path / "bucket" / "topics" / spec.topic("someone"))
+    assert metadata["mount_path"] == str(tmp_path / "mnt" / "topics" / spec.topic("someone"))
+    assert (metadata["new_batch_files"], metadata["fetch_threads"]) == (1, 1)
 
 
 def test_an_empty_bucket_materialises_with_nothing_mounted(tmp_path):

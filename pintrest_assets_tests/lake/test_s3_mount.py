@@ -4,8 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from pintrest_assets.bucket import LocalBucket, S3Bucket
-from pintrest_assets.resources.s3_mount import S3MountResource, _lines_backwards
+from pintrest_assets.bucket import LocalBucket
+from pintrest_assets.mount.batch_files import BatchSlice, BatchWriter, batch_slices, record_lines
+from pintrest_assets.mount.ledger import TopicLedger, _lines_backwards
+from pintrest_assets.resources.s3_mount import S3_FETCH_THREADS, S3MountResource
 from pintrest_assets.settings import ConfigError
 from pintrest_assets.sink_layout import count_records, object_key
 
@@ -17,20 +19,31 @@ def s3_mount(tmp_path, s3_bucket, s3_resource) -> S3MountResource:
     return S3MountResource(bucket_url=s3_bucket.url, mount_dir=str(tmp_path / "mnt"), user_id="u", s3=s3_resource)
 
 
-def test_sync_downloads_only_objects_not_yet_mounted(s3_mount, s3_bucket, s3_requests, bucket_land, tmp_path):
+def _batch_lines(mount) -> list[tuple[str, str]]:
+    """(key, line) of every line in the topic's batch files, file by file."""
+    return [
+        tuple(line.split("\t", 1))
+        for path in sorted(Path(mount.root).glob("batch-*.tsv"))
+        for line in path.read_text().splitlines()
+    ]
+
+
+def test_sync_fetches_only_new_objects_into_batch_files(s3_mount, s3_bucket, s3_requests, bucket_land, tmp_path):
     first = [bucket_land(s3_bucket, TOPIC, offset, records=2) for offset in range(0, 10, 2)]
     bucket_land(s3_bucket, "u.geo", 0)  # another topic: never listed nor fetched
 
     mount = s3_mount.mount_topic(TOPIC)
     assert [o.key for o in mount.new] == first
     assert s3_requests["GetObject"] == 5
-    assert (mount.objects, mount.records, mount.newest_key) == (5, 10, first[-1])
+    assert mount.fetch_threads == S3_FETCH_THREADS
+    assert (mount.objects, mount.records, mount.newest_key, mount.new_batch_files) == (5, 10, first[-1], 1)
     assert mount.bytes == sum(len(s3_bucket.get(k)) for k in first)
     assert mount.root == str(tmp_path / "mnt" / "topics" / TOPIC)
-    assert mount.partition_dirs == (f"{mount.root}/partition=0",)
-    for key in first:  # keys kept as paths, content byte for byte
-        assert Path(mount.local_path(key)).read_bytes() == s3_bucket.get(key)
-        assert mount.local_path(key) == str(tmp_path / "mnt" / key)
+    # Each record's line, byte for byte, behind its object's key.
+    assert _batch_lines(mount) == [
+        (key, line) for key in first for line in s3_bucket.get(key).decode().splitlines()
+    ]
+    assert {o.batch for o in mount.new} == {str(p) for p in Path(mount.root).glob("batch-*.tsv")}
 
     later = [bucket_land(s3_bucket, TOPIC, offset) for offset in (10, 11, 12)]
     s3_requests.clear()
@@ -38,33 +51,14 @@ def test_sync_downloads_only_objects_not_yet_mounted(s3_mount, s3_bucket, s3_req
     assert [o.key for o in again.new] == later
     assert s3_requests["GetObject"] == 3
     assert s3_requests["keys listed"] == 3  # listed after the last mounted key, not from the start
-    assert (again.objects, again.records, again.new_records) == (8, 13, 3)
+    assert (again.objects, again.records, again.new_records, again.new_batch_files) == (8, 13, 3, 1)
     assert again.newest_key == later[-1]
+    assert len(list(Path(mount.root).glob("batch-*.tsv"))) == 2
 
     s3_requests.clear()
     idle = s3_mount.mount_topic(TOPIC)
-    assert (idle.new, idle.objects, idle.records, idle.newest_key) == ((), 8, 13, later[-1])
+    assert (idle.new, idle.objects, idle.records, idle.newest_key, idle.new_batch_files) == ((), 8, 13, later[-1], 0)
     assert s3_requests["GetObject"] == 0
-
-
-def test_full_check_refetches_changed_etags_and_forgets_vanished_objects(s3_mount, s3_bucket, s3_requests, bucket_land):
-    keys = [bucket_land(s3_bucket, TOPIC, offset) for offset in range(4)]
-    s3_mount.mount_topic(TOPIC)
-
-    s3_bucket.put(keys[1], b'{"index": 1}\n{"index": 2}\n{"index": 3}\n')  # rewritten: new ETag
-    s3_bucket.client.delete_object(Bucket=s3_bucket.bucket, Key=keys[3])
-    assert s3_mount.mount_topic(TOPIC).new == ()  # incremental: behind the cursor, unseen
-
-    s3_requests.clear()
-    checked = s3_mount.mount_topic(TOPIC, full_check=True)
-    assert [o.key for o in checked.new] == [keys[1]]
-    assert s3_requests["GetObject"] == 1
-    assert Path(checked.local_path(keys[1])).read_bytes() == s3_bucket.get(keys[1])
-    assert not Path(checked.local_path(keys[3])).exists()
-    assert (checked.objects, checked.records) == (3, 1 + 3 + 1)
-    assert [o.key for o in s3_mount.mounted_objects(TOPIC)] == keys[:3]
-
-    assert s3_mount.mount_topic(TOPIC, full_check=True).new == ()
 
 
 def test_partitions_are_synced_each_after_its_own_last_key(s3_mount, s3_bucket, s3_requests, bucket_land):
@@ -74,7 +68,6 @@ def test_partitions_are_synced_each_after_its_own_last_key(s3_mount, s3_bucket, 
 
     mount = s3_mount.mount_topic(TOPIC)
     assert [o.key for o in mount.new] == p0 + p1
-    assert mount.partition_dirs == (f"{mount.root}/partition=0", f"{mount.root}/partition=1")
 
     newer = bucket_land(s3_bucket, TOPIC, 2, partition=1)
     s3_requests.clear()
@@ -89,23 +82,54 @@ def test_mounted_objects_after_a_cursor_read_only_the_ledger_tail(tmp_path, buck
     resource = S3MountResource(bucket_url=str(bucket.root), mount_dir=str(tmp_path / "mnt"), user_id="u")
     p0 = [bucket_land(bucket, TOPIC, offset, partition=0) for offset in range(30)]
     p1 = [bucket_land(bucket, TOPIC, offset, partition=1) for offset in range(5)]
-    resource.mount_topic(TOPIC)
+    first = resource.mount_topic(TOPIC)
     p0 += [bucket_land(bucket, TOPIC, offset, partition=0) for offset in (30, 31, 32)]
-    resource.mount_topic(TOPIC)
+    second = resource.mount_topic(TOPIC)
     cursor = {f"topics/{TOPIC}/partition=0/": p0[29], f"topics/{TOPIC}/partition=1/": p1[-1]}
 
-    ledger = tmp_path / "mnt" / ".mount" / f"{TOPIC}.objects.jsonl"
+    ledger = tmp_path / "mnt" / ".mount" / f"{TOPIC}.batches.jsonl"
     ledger.write_text("not JSON: proves the head is never read\n" + ledger.read_text())
     new = resource.mounted_objects(TOPIC, after=cursor)
     assert [o.key for o in new] == p0[30:]
-    assert [o.path for o in new] == [str(bucket.root / k) for k in p0[30:]]
+    [batch] = {o.batch for o in second.new}
+    assert {(o.batch, o.batch_objects) for o in new} == {(batch, 3)}
+    assert batch_slices(new) == [BatchSlice(batch, None)]  # the whole file
     with pytest.raises(json.JSONDecodeError):
         resource.mounted_objects(TOPIC)  # everything: the whole ledger
     ledger.write_text(ledger.read_text().split("\n", 1)[1])
-    assert [o.key for o in resource.mounted_objects(TOPIC)] == p0 + p1
-    # A partition without a cursor is new as a whole.
+    assert [o.key for o in resource.mounted_objects(TOPIC)] == sorted(p0 + p1)
+    # A partition without a cursor is new as a whole; a cursor inside a batch file reads part of it.
     only_p0 = {f"topics/{TOPIC}/partition=0/": p0[29]}
-    assert [o.key for o in resource.mounted_objects(TOPIC, after=only_p0)] == p0[30:] + p1
+    assert [o.key for o in resource.mounted_objects(TOPIC, after=only_p0)] == sorted(p0[30:] + p1)
+    inside = {f"topics/{TOPIC}/partition=0/": p0[31], f"topics/{TOPIC}/partition=1/": p1[-1]}
+    [first_batch] = {o.batch for o in first.new}
+    assert batch_slices(resource.mounted_objects(TOPIC, after=inside)) == [BatchSlice(batch, (p0[32],))]
+    assert first_batch != batch
+
+
+def test_a_sync_that_died_before_its_manifest_is_mounted_again_once(tmp_path, bucket_land, monkeypatch):
+    bucket = LocalBucket(tmp_path / "bucket")
+    resource = S3MountResource(bucket_url=str(bucket.root), mount_dir=str(tmp_path / "mnt"), user_id="u")
+    keys = [bucket_land(bucket, TOPIC, offset) for offset in range(2)]
+    first = resource.mount_topic(TOPIC)
+    keys += [bucket_land(bucket, TOPIC, offset) for offset in (2, 3)]
+
+    def die(self, manifest):
+        raise OSError("killed after the ledger, before the manifest")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(TopicLedger, "save_manifest", die)
+        with pytest.raises(OSError):
+            resource.mount_topic(TOPIC)
+    keys.append(bucket_land(bucket, TOPIC, 4))
+    again = resource.mount_topic(TOPIC)
+    assert [o.key for o in again.new] == keys[2:]
+    assert (again.objects, again.records) == (5, 5)
+    mounted = resource.mounted_objects(TOPIC)
+    assert [o.key for o in mounted] == keys
+    # The dead sync's batch file holds objects mounted again since: none of it is read.
+    assert batch_slices(mounted) == [BatchSlice(first.new[0].batch, None), BatchSlice(again.new[0].batch, None)]
+    assert len(list(Path(first.root).glob("batch-*.tsv"))) == 3
 
 
 @pytest.mark.parametrize("block_size", [1, 7, 64, 1 << 16])
@@ -130,7 +154,7 @@ def test_concurrent_syncs_mount_each_object_once(s3_mount, s3_bucket, s3_request
     assert {(m.objects, m.records) for m in mounts} == {(20, 20)}
 
 
-def test_a_local_directory_bucket_is_used_in_place(tmp_path, bucket_land):
+def test_a_local_directory_bucket_is_read_in_place(tmp_path, bucket_land):
     bucket = LocalBucket(tmp_path / "bucket")
     mount_dir = tmp_path / "mnt"
     resource = S3MountResource(bucket_url=str(bucket.root), mount_dir=str(mount_dir), user_id="u")
@@ -138,10 +162,10 @@ def test_a_local_directory_bucket_is_used_in_place(tmp_path, bucket_land):
 
     mount = resource.mount_topic(TOPIC)
     assert [o.key for o in mount.new] == first
-    assert mount.root == str(tmp_path / "bucket" / "topics" / TOPIC)
-    assert mount.local_path(first[0]) == str(tmp_path / "bucket" / first[0])
-    assert (mount.objects, mount.records) == (2, 6)
-    assert not (mount_dir / "topics").exists()  # nothing copied; only the manifest lives in the mount
+    assert mount.root == str(mount_dir / "topics" / TOPIC)
+    assert (mount.objects, mount.records, mount.fetch_threads) == (2, 6, 1)
+    assert len(_batch_lines(mount)) == 6
+    assert not (mount_dir / "topics" / TOPIC / "partition=0").exists()  # no copy per object
     manifest = json.loads((mount_dir / ".mount" / f"{TOPIC}.json").read_text())
     assert manifest["last_keys"] == {f"topics/{TOPIC}/partition=0/": first[-1]}
 
@@ -151,47 +175,33 @@ def test_a_local_directory_bucket_is_used_in_place(tmp_path, bucket_land):
     assert (again.objects, again.records, again.new_records) == (3, 8, 2)
 
 
-def test_a_mount_follows_a_change_of_bucket_or_mode(tmp_path, s3_bucket, s3_resource, bucket_land):
-    mount_dir = str(tmp_path / "mnt")
+def test_a_mount_follows_a_change_of_bucket_and_drops_an_older_format(tmp_path, s3_bucket, s3_resource, bucket_land):
+    mount_dir = tmp_path / "mnt"
     local = LocalBucket(tmp_path / "bucket")
     local_key = bucket_land(local, TOPIC, 0, records=5)
-    S3MountResource(bucket_url=str(local.root), mount_dir=mount_dir, user_id="u").mount_topic(TOPIC)
+    S3MountResource(bucket_url=str(local.root), mount_dir=str(mount_dir), user_id="u").mount_topic(TOPIC)
 
-    def mount(bucket_url, mode="sync"):
-        resource = S3MountResource(bucket_url=bucket_url, mount_dir=mount_dir, user_id="u", s3=s3_resource, mode=mode)
-        return resource.mount_topic(TOPIC)
+    def mount(bucket_url):
+        return S3MountResource(bucket_url=bucket_url, mount_dir=str(mount_dir), user_id="u", s3=s3_resource).mount_topic(TOPIC)
 
     key = bucket_land(s3_bucket, TOPIC, 0, records=2)
-    assert [o.key for o in mount(s3_bucket.url, mode="direct").new] == [key]
-    synced = mount(s3_bucket.url)  # the direct mount copied nothing: the sync starts over
-    assert [o.key for o in synced.new] == [key]
-    assert (synced.objects, synced.records) == (1, 2)
-    assert Path(synced.local_path(key)).exists()
-    assert Path(local.root, local_key).exists()  # a bucket read in place is never touched
+    moved = mount(s3_bucket.url)  # another bucket: mounted from scratch
+    assert [o.key for o in moved.new] == [key]
+    assert (moved.objects, moved.records) == (1, 2)
+    assert [k for k, _ in _batch_lines(moved)] == [key, key]
+    assert Path(local.root, local_key).exists()  # a bucket is never touched
 
-    other = S3Bucket(s3_bucket.client, f"{s3_bucket.bucket}-b")
-    other.client.create_bucket(Bucket=other.bucket)
-    other_key = bucket_land(other, TOPIC, 7, records=3)
-    moved = mount(other.url)
-    assert [o.key for o in moved.new] == [other_key]
-    assert (moved.objects, moved.records) == (1, 3)
-    assert not Path(moved.local_path(key)).exists()  # the first bucket's copy is gone
-
-
-def test_direct_mode_hands_spark_bucket_urls_and_copies_nothing(tmp_path, s3_bucket, s3_resource, bucket_land):
-    key = bucket_land(s3_bucket, TOPIC, 0, records=4)
-    resource = S3MountResource(
-        bucket_url=s3_bucket.url, mount_dir=str(tmp_path / "mnt"), user_id="u", s3=s3_resource, mode="direct"
-    )
-    mount = resource.mount_topic(TOPIC)
-    assert mount.root == f"s3a://{s3_bucket.bucket}/topics/{TOPIC}"
-    assert mount.local_path(key) == f"s3a://{s3_bucket.bucket}/{key}"
-    assert mount.partition_dirs == (f"s3a://{s3_bucket.bucket}/topics/{TOPIC}/partition=0",)
-    assert mount.records == 4
-    assert not (tmp_path / "mnt" / "topics").exists()
+    # A mount of the format that kept one file per object (manifest version 1) is mounted again.
+    manifest_path = mount_dir / ".mount" / f"{TOPIC}.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps({**manifest, "version": 1}))
+    old_ledger = mount_dir / ".mount" / f"{TOPIC}.objects.jsonl"
+    old_ledger.write_text('{"key": "k", "size": 1, "etag": "e", "records": 1}\n')
+    assert [o.key for o in mount(s3_bucket.url).new] == [key]
+    assert not old_ledger.exists()
 
 
-def test_a_prefixed_bucket_keeps_keys_relative_to_its_prefix(tmp_path, s3_bucket, s3_resource, bucket_land):
+def test_a_prefixed_bucket_keeps_keys_relative_to_its_prefix(tmp_path, s3_bucket, s3_resource):
     key = object_key(TOPIC, 0, 0)
     s3_bucket.client.put_object(Bucket=s3_bucket.bucket, Key=f"landing/{key}", Body=b'{"index": 0}\n')
     resource = S3MountResource(
@@ -199,7 +209,7 @@ def test_a_prefixed_bucket_keeps_keys_relative_to_its_prefix(tmp_path, s3_bucket
     )
     mount = resource.mount_topic(TOPIC)
     assert [o.key for o in mount.new] == [key]
-    assert Path(mount.local_path(key)).read_bytes() == b'{"index": 0}\n'
+    assert _batch_lines(mount) == [(key, '{"index": 0}')]
 
 
 def test_an_unreachable_endpoint_names_its_setting(tmp_path, unreachable_s3_resource):
@@ -220,7 +230,22 @@ def test_a_missing_bucket_names_its_setting(tmp_path, s3_resource):
 
 @pytest.mark.parametrize(
     "data, records",
-    [(b"", 0), (b"{}\n", 1), (b'{"a": 1}\n{"a": 2}\n', 2), (b'{"a": 1}\n{"a": 2}', 2), (b"{}\n\n{}\n", 2)],
+    [(b"", 0), (b"{}\n", 1), (b'{"a": 1}\n{"a": 2}\n', 2), (b'{"a": 1}\n{"a": 2}', 2), (b"{}\n\n{}\n", 2),
+     (b"{}\r\n \t\r\n{}\r{}", 3)],
 )
-def test_records_are_the_non_blank_lines(data, records):
+def test_records_are_the_non_blank_lines_and_batch_lines_agree(data, records):
     assert count_records(data) == records
+    lines, counted = record_lines("k", data)
+    assert counted == records == len(lines)
+    assert all(line.startswith(b"k\t") and line.endswith(b"\n") and b"\r" not in line for line in lines)
+
+
+def test_batch_files_close_at_their_size_and_never_split_an_object(tmp_path):
+    writer = BatchWriter(tmp_path, sequence=7, max_bytes=40)
+    for i in range(5):
+        writer.add(f"k{i}", "e", b'{"i": 1}\n{"i": 2}\n')  # 2 lines of 12 bytes each
+    files = writer.close()
+    assert [[o.key for o in objects] for _, objects in files] == [["k0"], ["k1"], ["k2"], ["k3"], ["k4"]]
+    assert [name.split("-")[1] for name, _ in files] == [f"{n:08d}" for n in range(7, 12)]
+    with pytest.raises(ValueError, match="tab or a line break"):
+        writer.add("bad\tkey", "e", b"{}\n")
