@@ -25,11 +25,13 @@ setup(
         "tqdm>=4.66",
         "PyYAML>=6",
         "matplotlib>=3.8",
+        "deltalake==1.6.6",  # delta-rs: the warehouse's Delta tables, committed without a JVM
     ],
     extras_require={
         "test": [
             "pytest>=8",
             "moto[server]>=5",
+            "duckdb>=1.1",
             "playwright>=1.45",
         ],
     },

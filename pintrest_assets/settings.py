@@ -40,14 +40,16 @@ class Settings:
     s3_endpoint_url: str | None
     spark_master: str
     spark_remote: str | None
+    warehouse_dir: Path | None = None  # None: under ``home``
+
+    @property
+    def warehouse(self) -> Path:
+        """Where the Delta tables are: ``PINTREST_WAREHOUSE``, or ``<home>/warehouse``."""
+        return self.warehouse_dir or self.home / "warehouse"
 
     @property
     def bucket_is_s3(self) -> bool:
         return self.bucket.startswith("s3://")
-
-    @property
-    def warehouse(self) -> Path:
-        return self.home / "warehouse"
 
     @property
     def gateway_state(self) -> Path:
@@ -82,6 +84,14 @@ class Settings:
         else:
             bucket = str(Path(bucket).expanduser().resolve())
 
+        warehouse = env.get("PINTREST_WAREHOUSE") or None
+        if warehouse and "://" in warehouse:
+            # Spark would write the tables' files there, and stock Spark has no s3a:// (no jars).
+            raise ConfigError(
+                "PINTREST_WAREHOUSE",
+                f"expected a directory (local, or a mount that Spark and Dagster both reach), got {warehouse!r}",
+            )
+
         return cls(
             home=home,
             db_url=db_url,
@@ -92,6 +102,7 @@ class Settings:
             s3_endpoint_url=env.get("PINTREST_S3_ENDPOINT_URL") or None,
             spark_master=env.get("PINTREST_SPARK_MASTER") or "local[*]",
             spark_remote=env.get("PINTREST_SPARK_REMOTE") or None,
+            warehouse_dir=Path(warehouse).expanduser().resolve() if warehouse else None,
         )
 
 

@@ -11,6 +11,13 @@ def test_embedded_default_needs_no_setting(tmp_path):
     assert s.bucket == str(tmp_path / "bucket")
     assert not s.bucket_is_s3 and not s.db_url_is_secret
     assert s.spark_master == "local[*]" and s.spark_remote is None
+    assert s.warehouse == tmp_path / "warehouse"
+
+
+def test_the_warehouse_may_be_anywhere_spark_and_dagster_both_reach(tmp_path):
+    s = Settings.from_env({"PINTREST_HOME": str(tmp_path / "home"), "PINTREST_WAREHOUSE": str(tmp_path / "shared")})
+    assert s.warehouse == tmp_path / "shared"
+    assert s.home == tmp_path / "home"
 
 
 def test_real_infrastructure_by_environment(tmp_path):
@@ -38,6 +45,7 @@ def test_real_infrastructure_by_environment(tmp_path):
         ("PINTREST_BUCKET", "gs://elsewhere"),
         ("PINTREST_BUCKET", "s3://"),
         ("PINTREST_DB_CREDS", "/nonexistent/db_creds.yaml"),
+        ("PINTREST_WAREHOUSE", "s3://bucket/warehouse"),
     ],
 )
 def test_a_wrong_setting_is_named(tmp_path, name, value):

@@ -19,14 +19,11 @@ _SUMMARY_CELL_WIDTH = 32
 Stats = dict  # one column's statistics: count, min, max, and mean and m2 for numeric columns
 
 
-
 @dataclass(frozen=True)
 class BatchProfile:
     rows: int  # good records
     rejected: int  # lines rejected
     stats: dict[str, Stats]  # per column, of the good records
-    rejected_paths: tuple[str, ...]  # the files that hold the rejected lines
-
 
 
 def profile(parsed: DataFrame, schema: T.StructType) -> BatchProfile:
@@ -35,7 +32,6 @@ def profile(parsed: DataFrame, schema: T.StructType) -> BatchProfile:
     aggregates = [
         F.count_if(ok).alias("rows"),
         F.count_if(~ok).alias("rejected"),
-        F.collect_set(F.when(~ok, F.col("path"))).alias("rejected_paths"),
     ]
     for f in schema.fields:
         value = F.when(ok, F.col(f"record.{f.name}"))
@@ -52,8 +48,7 @@ def profile(parsed: DataFrame, schema: T.StructType) -> BatchProfile:
             # Kept as the sum of squared deviations (m2), which merges exactly across batches.
             variance = row[f"variance {f.name}"] or 0.0
             column.update(mean=row[f"mean {f.name}"], m2=variance * max(column["count"] - 1, 0))
-    return BatchProfile(row["rows"], row["rejected"], stats, tuple(sorted(row["rejected_paths"])))
-
+    return BatchProfile(row["rows"], row["rejected"], stats)
 
 
 def merge_stats(a: Mapping[str, Stats], b: Mapping[str, Stats]) -> dict[str, Stats]:
@@ -77,7 +72,6 @@ def merge_stats(a: Mapping[str, Stats], b: Mapping[str, Stats]) -> dict[str, Sta
     return merged
 
 
-
 def summary_markdown(stats: Mapping[str, Stats], columns: Sequence[str], title: str) -> str:
     """Column statistics as ``df.describe()`` shows them (count, mean, stddev, min, max), in markdown."""
 
@@ -96,7 +90,6 @@ def summary_markdown(stats: Mapping[str, Stats], columns: Sequence[str], title: 
         cells = (_cell(value(stats[c]) if c in stats else None) for c in columns)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
 
 
 def _cell(value) -> str:

@@ -1,97 +1,112 @@
-"""The warehouse: each asset's Spark DataFrame as a parquet table under ``<base_dir>/<asset name>/``.
+"""The warehouse: each asset's Spark DataFrame as a Delta Lake table at ``<base_dir>/<asset name>``.
 
-Spark DataFrames cannot be pickled, so assets that return one are stored here. A table is a
-directory of batches (``batch-000001-<id>/``, each a parquet dataset) and a state file,
-``_table.json``, that lists the batches it is made of. The state file is the commit point: it is
-replaced atomically after the batch is written, so a run that dies half-way leaves a batch
-directory nobody reads (removed by the next commit) and the table as it was. Files whose name
-starts with ``_`` are invisible to Spark.
+Spark stays the engine and the rows never pass through Dagster's process: Spark writes a batch's
+parquet files into a new directory inside the table, and delta-rs (``deltalake``) commits them
+to the table's log as add actions. Until that commit the files are invisible to every reader; a
+run that dies before it leaves files nobody lists, which ``vacuum`` deletes once they are older
+than the retention. Readers take the table's current file list from its log
+(``DeltaTable.file_uris()``), never a directory listing.
 
-An asset returns either a DataFrame, which replaces the table, or a ``TableAppend``, which adds
-a batch and moves the table's source cursor (for tables read incrementally from the bucket).
-Appended batches are merged as they pile up, so a table that is refreshed every few seconds for
-months stays a handful of directories (see ``merge_start``).
-Lines rejected on read go beside the table, as JSON lines, under
-``<base_dir>/_quarantine/<asset name>/<batch>/``.
+An asset returns either a DataFrame, which replaces the table (a Delta overwrite), or a
+``TableAppend``, which appends a batch read incrementally from the bucket. An append commits
+its rows and the table's source cursor together, in one Delta commit: the commit carries the
+app transaction ``(APP_ID, n)`` for the table's n-th append, and its commit info holds the
+table's state after it (cursor, running totals, column statistics) under ``STATE_KEY``. Either
+the commit is in the log, and with it the rows and the cursor that says they were read, or
+neither is. Two runs appending from the same state conflict on the app transaction, and the
+second fails without writing.
+
+Lines rejected on read go to a Delta table of their own, ``<base_dir>/_quarantine/<asset
+name>``. Their files are written before the append and listed in its state; the quarantine
+table commits them right after (with the app transaction of the same append), or, if the run
+died in between, the next append does: the append's commit decides for both.
+
+Every ``maintain_every`` commits, the IO manager compacts the table's small files
+(``optimize.compact``) and vacuums files that left the table more than
+``vacuum_retention_hours`` ago, or that no commit ever listed.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
-import shutil
+import time
 import uuid
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
 from dagster_pyspark import LazyPySparkResource
+from deltalake import DeltaTable, Schema
+from deltalake.exceptions import CommitFailedError
+from deltalake.transaction import AddAction, CommitProperties, Transaction, create_table_with_add_actions
 from pydantic import Field
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
+from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 
-from pintrest_assets.files import write_atomically
+from pintrest_assets.settings import ConfigError
 
-STATE_FILE = "_table.json"
+APP_ID = "pintrest.append"  # app transaction of incremental appends: version = appends so far
+STATE_KEY = "pintrest"  # commit info key of an append's table state
 QUARANTINE_DIR = "_quarantine"
-_BATCH_PREFIX = "batch-"
-_STATE_FORMAT = 1
-MERGE_RUN = 8  # newest batches of comparable size merged at once
+QUARANTINE_SCHEMA = T.StructType(
+    [T.StructField(name, T.StringType()) for name in ("source_key", "line", "reason")]
+)
+# The table file of the warehouse format before Delta Lake.
+_OLD_FORMAT_FILE = "_table.json"
+# Spark writes INT96 timestamps by default, which Delta readers take for nanoseconds.
+_SPARK_WRITE_CONFIG = {"spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS"}
+
+
+class ConcurrentCommitError(Exception):
+    """Another run committed to the table after this run read its state."""
+
+
+class OldWarehouseFormatError(ConfigError):
+    """A table in the warehouse format before Delta Lake."""
 
 
 @dataclass(frozen=True)
 class TableState:
-    """What a table is made of, as committed in its state file."""
+    """An incrementally appended table's state, as its latest append committed it."""
 
-    version: int = 0  # commits so far; a commit must start from the version it read
+    appends: int = 0  # appends committed so far: the table's app transaction version
     schema: T.StructType | None = None
-    batches: tuple[str, ...] = ()  # batch directories, oldest first
-    batch_rows: tuple[int, ...] = ()  # rows in each batch directory
-    quarantine_batches: tuple[str, ...] = ()  # batch directories under the quarantine directory
     rows: int = 0
-    quarantined: int = 0  # lines rejected on read, kept under the quarantine directory
+    quarantined: int = 0  # lines rejected on read, kept in the quarantine table
     objects: int = 0  # source objects read
     cursor: Mapping[str, str] = field(default_factory=dict)  # source position, e.g. partition prefix -> last key
     summary: Mapping[str, dict] = field(default_factory=dict)  # running per-column statistics, kept by the asset
+    # The quarantine files of the latest append (add actions as dicts), committed to the
+    # quarantine table after the append.
+    quarantine_files: tuple[dict, ...] = ()
 
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "format": _STATE_FORMAT,
-                "version": self.version,
-                "schema": None if self.schema is None else self.schema.jsonValue(),
-                "batches": list(self.batches),
-                "batch_rows": list(self.batch_rows),
-                "quarantine_batches": list(self.quarantine_batches),
-                "rows": self.rows,
-                "quarantined": self.quarantined,
-                "objects": self.objects,
-                "cursor": dict(sorted(self.cursor.items())),
-                "summary": dict(self.summary),
-            },
-            indent=1,
-        )
+    def to_commit_info(self) -> dict:
+        return {
+            "appends": self.appends,
+            "rows": self.rows,
+            "quarantined": self.quarantined,
+            "objects": self.objects,
+            "cursor": dict(sorted(self.cursor.items())),
+            "summary": dict(self.summary),
+            "quarantine_files": list(self.quarantine_files),
+        }
 
     @classmethod
-    def from_json(cls, text: str) -> TableState:
-        data = json.loads(text)
-        if data.get("format") != _STATE_FORMAT:
-            raise ValueError(f"unknown table state format {data.get('format')!r}")
+    def from_commit_info(cls, info: Mapping, schema: T.StructType) -> TableState:
         return cls(
-            version=data["version"],
-            schema=None if data["schema"] is None else T.StructType.fromJson(data["schema"]),
-            batches=tuple(data["batches"]),
-            # Unknown for tables written before batches were merged: 0, so they merge first.
-            batch_rows=tuple(data["batch_rows"] if "batch_rows" in data else [0] * len(data["batches"])),
-            quarantine_batches=tuple(data["quarantine_batches"]),
-            rows=data["rows"],
-            quarantined=data["quarantined"],
-            objects=data["objects"],
-            cursor=data["cursor"],
-            summary=data["summary"],
+            appends=info["appends"],
+            schema=schema,
+            rows=info["rows"],
+            quarantined=info["quarantined"],
+            objects=info["objects"],
+            cursor=info["cursor"],
+            summary=info["summary"],
+            quarantine_files=tuple(info["quarantine_files"]),
         )
 
 
@@ -100,10 +115,10 @@ class TableAppend:
     """A batch to add to an incremental table: what an asset returns instead of a DataFrame.
 
     ``base`` is the state the batch was read after; the commit fails if another run committed
-    since. ``rows`` (``None`` when nothing is new) are appended, ``quarantine`` (``source_key``,
-    ``line``, ``reason``) is kept beside the table, and the counts, ``cursor`` and ``summary``
-    (the whole table's, after the batch) move the table's running totals, so no refresh has to
-    read the whole table.
+    an append since. ``rows`` (``None`` when nothing is new) are appended, ``quarantine``
+    (``source_key``, ``line``, ``reason``) goes to the quarantine table, and the counts,
+    ``cursor`` and ``summary`` (the whole table's, after the batch) move the table's running
+    totals, so no refresh has to read the whole table.
     """
 
     base: TableState
@@ -117,72 +132,70 @@ class TableAppend:
     summary: Mapping[str, dict] = field(default_factory=dict)
 
 
-class ConcurrentCommitError(Exception):
-    """Another run committed to the table after this run read its state."""
-
-
 class WarehouseTable:
-    """One asset's table: its batch directories, its state file and its quarantine."""
+    """One asset's Delta table, and its quarantine table."""
 
     def __init__(self, base_dir: str | os.PathLike, name: str):
         self.name = name
-        self.path = Path(base_dir) / name
-        self.quarantine_path = Path(base_dir) / QUARANTINE_DIR / name
-        self._state_path = self.path / STATE_FILE
+        self.base_dir = Path(base_dir)
+        self.path = self.base_dir / name
+        self.quarantine_path = self.base_dir / QUARANTINE_DIR / name
+
+    def delta(self) -> DeltaTable | None:
+        """The table's current snapshot; None for a table never written."""
+        if (self.path / _OLD_FORMAT_FILE).exists():
+            raise OldWarehouseFormatError(
+                "PINTREST_WAREHOUSE",
+                f"{self.path} is a table of the warehouse format before Delta Lake. The bucket holds every "
+                f"record, so rebuild the warehouse from it: move the old one aside with\n"
+                f"    mv {self.base_dir} {self.base_dir}.pre-delta\n"
+                f"and refresh the lake (`pintrest run`, or materialise the DataFrames): they read every "
+                f"mounted object again into Delta tables.",
+            )
+        if not DeltaTable.is_deltatable(str(self.path)):
+            return None
+        return DeltaTable(str(self.path))
 
     def state(self) -> TableState:
-        """The committed state; an empty state for a table never written."""
-        try:
-            return TableState.from_json(self._state_path.read_text())
-        except FileNotFoundError:
+        """The state of the latest append; an empty state for a table never appended to."""
+        table = self.delta()
+        if table is None:
             return TableState()
-
-    def new_batch(self, version: int) -> str:
-        """A fresh batch directory name: ordered by version, unique across retries and runs."""
-        return f"{_BATCH_PREFIX}{version:06d}-{uuid.uuid4().hex[:8]}"
-
-    def commit(self, base: TableState, new: TableState) -> None:
-        """Make ``new`` the table's state if the table is still at ``base``; drop unlisted batches."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        with self._locked():
-            current = self.state()
-            if current.version != base.version:
-                raise ConcurrentCommitError(
-                    f"{self.name}: another run committed version {current.version} after this run read "
-                    f"version {base.version}; nothing was committed, run it again"
-                )
-            write_atomically(self._state_path, new.to_json().encode())
-            # Left by runs that died before their commit, or replaced by this one.
-            for directory, listed in ((self.path, new.batches), (self.quarantine_path, new.quarantine_batches)):
-                for stale in _batch_dirs(directory) - set(listed):
-                    shutil.rmtree(directory / stale, ignore_errors=True)
+        return _append_state(table)
 
     def read(self, spark) -> DataFrame:
-        """The whole table as a Spark DataFrame."""
-        state = self.state()
-        if state.schema is None:
+        """The whole table as a Spark DataFrame, from the files of its current version."""
+        table = self.delta()
+        if table is None:
             raise FileNotFoundError(f"{self.name} has no table in {self.path}: materialize it first")
-        if not state.batches:
-            return spark.createDataFrame([], state.schema)
-        return spark.read.schema(state.schema).parquet(*(str(self.path / b) for b in state.batches))
+        return read_delta(spark, table)
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        with open(self.path / "_table.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+    def read_quarantine(self, spark) -> DataFrame:
+        """The lines rejected on read (``source_key``, ``line``, ``reason``); none for a table without."""
+        quarantine = _delta_or_none(self.quarantine_path)
+        if quarantine is None:
+            return spark.createDataFrame([], QUARANTINE_SCHEMA)
+        return read_delta(spark, quarantine)
 
 
 class WarehouseIOManager(dg.ConfigurableIOManager):
-    """Stores Spark DataFrames as parquet tables under ``base_dir`` and loads them back whole."""
+    """Stores Spark DataFrames as Delta tables under ``base_dir`` and loads them back whole."""
 
-    base_dir: str = Field(description="The warehouse directory: one table per asset under it.")
+    base_dir: str = Field(description="The warehouse directory: one Delta table per asset under it.")
     # Any lazy dagster-pyspark resource (``SparkResource`` in the project): the session starts
     # only when a downstream asset loads a table.
     spark: LazyPySparkResource = Field(description="The Spark session that loads tables for downstream assets.")
+    maintain_every: int = Field(
+        default=10,
+        ge=1,
+        description="Compact and vacuum a table when a write's Delta version is a multiple of this.",
+    )
+    vacuum_retention_hours: int = Field(
+        default=24,
+        ge=1,
+        description="Vacuum deletes files that left the table (or were never committed) longer ago than "
+        "this. A reader holding an older file list, or a run still writing, needs it longer than it takes.",
+    )
 
     def table(self, name: str) -> WarehouseTable:
         return WarehouseTable(self.base_dir, name)
@@ -190,109 +203,227 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: DataFrame | TableAppend) -> None:
         table = self.table(_table_name(context))
         if isinstance(obj, TableAppend):
-            self._append(context, table, obj)
+            version = self._append(table, obj)
         elif isinstance(obj, DataFrame):
-            self._replace(context, table, obj)
+            version, rows = self._replace(table, obj)
+            if "dagster/row_count" not in context.output_metadata:
+                context.add_output_metadata({"dagster/row_count": rows})
         else:
             raise TypeError(
                 f"{table.name}: the warehouse stores Spark DataFrames or TableAppend batches, got {type(obj).__name__}"
             )
+        maintenance = {}
+        if version and version % self.maintain_every == 0:
+            maintenance = self.maintain(table)
+        context.add_output_metadata(_table_metadata(table, maintenance))
 
     def load_input(self, context: dg.InputContext) -> DataFrame:
         return self.table(_table_name(context.upstream_output)).read(self.spark.spark_session)
 
-    def _append(self, context: dg.OutputContext, table: WarehouseTable, batch: TableAppend) -> None:
+    def maintain(self, table: WarehouseTable) -> dict:
+        """Compacts the table's small files, then vacuums it; the same for its quarantine table."""
+        done = {}
+        for label, path in (("", table.path), ("quarantine_", table.quarantine_path)):
+            delta = _delta_or_none(path)
+            if delta is None:
+                continue
+            try:
+                compacted = delta.optimize.compact()
+            except CommitFailedError:
+                compacted = {}  # a concurrent append won: compacted next time
+            delta = DeltaTable(str(path))
+            vacuumed = delta.vacuum(
+                retention_hours=self.vacuum_retention_hours,
+                enforce_retention_duration=False,
+                dry_run=False,
+                full=True,  # also the files of runs that died before their commit
+            )
+            done[f"{label}compacted_files"] = compacted.get("numFilesRemoved", 0)
+            done[f"{label}vacuumed_files"] = len(vacuumed)
+        return done
+
+    def _append(self, table: WarehouseTable, batch: TableAppend) -> int | None:
         base = batch.base
-        if base.schema is not None and base.schema != batch.schema:
+        if base.schema is not None and _nullable(base.schema) != _nullable(batch.schema):
             raise ValueError(
                 f"{table.name}: the batch's schema differs from the table's; "
                 f"table {base.schema.simpleString()}, batch {batch.schema.simpleString()}"
             )
-        name = table.new_batch(base.version + 1)
-        batches, batch_rows, quarantine_batches = base.batches, base.batch_rows, base.quarantine_batches
-        # Parquet and quarantine first, state last: a crash in between leaves them unlisted.
+        delta = table.delta()
+        current = _append_state(delta) if delta is not None else TableState()
+        if current.appends != base.appends:
+            raise ConcurrentCommitError(
+                f"{table.name}: another run committed append {current.appends} after this run read append "
+                f"{base.appends}; nothing was committed, run it again"
+            )
+        # Rejected lines of an append that committed but died before its quarantine did.
+        _commit_quarantine(table, current)
+        if not batch.objects:
+            # Nothing read: nothing to commit, but downstream assets load an empty table.
+            if delta is None:
+                commit_files(table.path, None, [], batch.schema, "append", None)
+            return None
+
+        adds = []
         if batch.rows is not None and batch.row_count:
-            batch.rows.write.parquet(str(table.path / name))
-            batches, batch_rows = (*batches, name), (*batch_rows, batch.row_count)
-            batches, batch_rows = self._merge(table, base.version + 1, batch.schema, batches, batch_rows)
+            adds = _write_files(batch.rows, table.path)
+        quarantine_files = ()
         if batch.quarantine is not None and batch.quarantined:
-            # Rejected lines are few: one file per batch is the easiest to read.
-            batch.quarantine.coalesce(1).write.json(str(table.quarantine_path / name))
-            quarantine_batches = (*quarantine_batches, name)
-        new = replace(
-            base,
-            version=base.version + 1,
+            # Rejected lines are few: one file per batch.
+            quarantine_files = tuple(asdict(a) for a in _write_files(batch.quarantine.coalesce(1), table.quarantine_path))
+        new = TableState(
+            appends=base.appends + 1,
             schema=batch.schema,
-            batches=batches,
-            batch_rows=batch_rows,
-            quarantine_batches=quarantine_batches,
             rows=base.rows + batch.row_count,
             quarantined=base.quarantined + batch.quarantined,
             objects=base.objects + batch.objects,
             cursor=dict(batch.cursor),
             summary=dict(batch.summary),
+            quarantine_files=quarantine_files,
         )
-        table.commit(base, new)
-        context.add_output_metadata(
-            {"path": dg.MetadataValue.path(str(table.path)), "warehouse_batches": len(batches)}
+        properties = CommitProperties(
+            custom_metadata={STATE_KEY: new.to_commit_info()},
+            app_transactions=[Transaction(APP_ID, new.appends)],
         )
+        try:
+            version = commit_files(table.path, delta, adds, batch.schema, "append", properties)
+        except CommitFailedError as exc:
+            raise ConcurrentCommitError(
+                f"{table.name}: another run committed while this one appended; nothing was committed, "
+                f"run it again ({exc})"
+            ) from exc
+        _commit_quarantine(table, new)
+        return version
 
-    def _merge(
-        self, table: WarehouseTable, version: int, schema: T.StructType, batches: tuple[str, ...], rows: tuple[int, ...]
-    ) -> tuple[tuple[str, ...], tuple[int, ...]]:
-        """Rewrite the newest batches as one when ``merge_start`` says so; the merged-away
-        directories stay until the commit, which drops what it does not list."""
-        start = merge_start(rows)
-        if start is None:
-            return batches, rows
-        merged = table.new_batch(version)
-        spark = self.spark.spark_session
-        spark.read.schema(schema).parquet(*(str(table.path / b) for b in batches[start:])).write.parquet(
-            str(table.path / merged)
+    def _replace(self, table: WarehouseTable, df: DataFrame) -> tuple[int, int]:
+        delta = table.delta()
+        adds = _write_files(df, table.path)
+        version = commit_files(table.path, delta, adds, df.schema, "overwrite", None)
+        return version, sum(json.loads(a.stats)["numRecords"] for a in adds)
+
+
+def read_delta(spark, table: DeltaTable) -> DataFrame:
+    """A Delta table's current version as a Spark DataFrame: the parquet files its log lists."""
+    schema = spark_schema(table)
+    files = table.file_uris()
+    if not files:
+        return spark.createDataFrame([], schema)
+    return spark.read.schema(schema).parquet(*files)
+
+
+def spark_schema(table: DeltaTable) -> T.StructType:
+    return from_arrow_schema(pa.schema(table.schema().to_arrow()))
+
+
+def commit_files(
+    path: Path,
+    delta: DeltaTable | None,
+    adds: list[AddAction],
+    schema: T.StructType,
+    mode: str,
+    properties: CommitProperties | None,
+) -> int:
+    """Commits parquet files written into the table's directory, creating the table if need be;
+    returns the new version. ``delta`` is the snapshot the write started from: delta-rs checks
+    every commit since for conflicts."""
+    arrow = _arrow_schema(schema)
+    if delta is None:
+        create_table_with_add_actions(
+            str(path), Schema.from_arrow(arrow), adds, mode="error", commit_properties=properties
         )
-        return (*batches[:start], merged), (*rows[:start], sum(rows[start:]))
+    else:
+        delta.create_write_transaction(adds, mode=mode, schema=arrow, commit_properties=properties)
+    return DeltaTable(str(path)).version()
 
-    def _replace(self, context: dg.OutputContext, table: WarehouseTable, df: DataFrame) -> None:
-        base = table.state()
-        name = table.new_batch(base.version + 1)
-        df.write.parquet(str(table.path / name))
-        # Counting parquet reads only the footers.
-        rows = df.sparkSession.read.parquet(str(table.path / name)).count()
-        table.commit(
-            base,
-            TableState(version=base.version + 1, schema=df.schema, batches=(name,), batch_rows=(rows,), rows=rows),
+
+def _write_files(df: DataFrame, table_path: Path) -> list[AddAction]:
+    """Spark writes ``df`` as parquet into a new directory of the table; returns the files as add
+    actions (paths relative to the table, sizes, row counts from the footers)."""
+    for key, value in _SPARK_WRITE_CONFIG.items():
+        df.sparkSession.conf.set(key, value)
+    directory = f"{int(time.time() * 1000):013d}-{uuid.uuid4().hex[:8]}"
+    df.write.parquet(str(table_path / directory))
+    adds = []
+    for entry in sorted(os.scandir(table_path / directory), key=lambda e: e.name):
+        rows = 0
+        if entry.name.endswith(".parquet") and not entry.name.startswith((".", "_")):
+            rows = pq.read_metadata(entry.path).num_rows
+        if not rows:
+            # Spark's _SUCCESS marker and checksums, and the files of empty partitions: no
+            # part of the table (its schema is in its log).
+            os.unlink(entry.path)
+            continue
+        stat = entry.stat()
+        adds.append(
+            AddAction(
+                path=f"{directory}/{entry.name}",
+                size=stat.st_size,
+                partition_values={},
+                modification_time=stat.st_mtime_ns // 1_000_000,
+                data_change=True,
+                stats=json.dumps({"numRecords": rows}),
+            )
         )
-        metadata = {"path": dg.MetadataValue.path(str(table.path))}
-        if "dagster/row_count" not in context.output_metadata:
-            metadata["dagster/row_count"] = rows
-        context.add_output_metadata(metadata)
+    return adds
 
 
-def merge_start(batch_rows: tuple[int, ...], run: int = MERGE_RUN) -> int | None:
-    """Where the newest batches to merge begin, or None: size-tiered merging, as log-structured
-    stores do.
+def _commit_quarantine(table: WarehouseTable, state: TableState) -> None:
+    """Commits the quarantine files of the append that left ``state``, unless already committed."""
+    if not state.quarantine_files:
+        return
+    quarantine = _delta_or_none(table.quarantine_path)
+    if quarantine is not None and (quarantine.transaction_version(APP_ID) or 0) >= state.appends:
+        return
+    adds = [AddAction(**a) for a in state.quarantine_files]
+    properties = CommitProperties(app_transactions=[Transaction(APP_ID, state.appends)])
+    commit_files(table.quarantine_path, quarantine, adds, QUARANTINE_SCHEMA, "append", properties)
 
-    The newest batches that are each no bigger than all the batches after them together form a
-    run of comparable sizes; once the run is ``run`` batches long, it is merged into one. Refreshes
-    of any size then leave O(log n) batches and rewrite each row O(log n) times over the table's
-    life, and about one refresh in ``run`` pays for a merge.
-    """
-    if not batch_rows:
-        return None
-    start, after = len(batch_rows) - 1, batch_rows[-1]
-    while start > 0 and batch_rows[start - 1] <= after:
-        start -= 1
-        after += batch_rows[start]
-    return start if len(batch_rows) - start >= run else None
+
+def _append_state(table: DeltaTable) -> TableState:
+    """The state the table's latest append committed, from the commit info of that commit."""
+    appends = table.transaction_version(APP_ID) or 0
+    if not appends:
+        return TableState(schema=spark_schema(table))
+    limit = 16
+    while True:
+        history = table.history(limit)
+        for commit in history:
+            info = commit.get(STATE_KEY)
+            if info is not None and info["appends"] == appends:
+                return TableState.from_commit_info(info, spark_schema(table))
+        if len(history) < limit:
+            raise RuntimeError(f"{table.table_uri}: no commit of append {appends} in the table's log")
+        limit *= 8
+
+
+def _delta_or_none(path: Path) -> DeltaTable | None:
+    return DeltaTable(str(path)) if DeltaTable.is_deltatable(str(path)) else None
+
+
+def _table_metadata(table: WarehouseTable, maintenance: Mapping[str, int]) -> dict:
+    """Where the table is and what its log says: shown with each materialisation."""
+    delta = DeltaTable(str(table.path))
+    [last] = delta.history(1)
+    metadata = {
+        "path": dg.MetadataValue.path(str(table.path)),
+        "delta_version": delta.version(),
+        "delta_files": len(delta.file_uris()),
+        "delta_last_operation": last["operation"],
+        **{f"maintenance_{k}": v for k, v in maintenance.items()},
+    }
+    return metadata
+
+
+def _arrow_schema(schema: T.StructType) -> pa.Schema:
+    # Every column nullable, as Spark reads parquet: a NOT NULL in Delta would refuse a later
+    # null that Spark's own schema for the same query allows.
+    arrow = to_arrow_schema(schema, timezone="UTC")
+    return pa.schema([f.with_nullable(True) for f in arrow])
+
+
+def _nullable(schema: T.StructType) -> T.StructType:
+    return T.StructType([T.StructField(f.name, f.dataType, True) for f in schema.fields])
 
 
 def _table_name(context: dg.OutputContext) -> str:
     return "/".join(context.asset_key.path)
-
-
-def _batch_dirs(directory: Path) -> set[str]:
-    if not directory.is_dir():
-        return set()
-    return {p.name for p in directory.iterdir() if p.is_dir() and p.name.startswith(_BATCH_PREFIX)}
-
-

@@ -6,15 +6,16 @@ import statistics
 
 import dagster as dg
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+from deltalake import DeltaTable
 
 from pintrest_assets.defs.lake.dataframes import cursor_after, dataframe_assets
 from pintrest_assets.lake.schemas import SCHEMAS
 from pintrest_assets.lake.statistics import merge_stats, summary_markdown
 from pintrest_assets.resources.s3_mount import MountedObject
 from pintrest_assets.resources.spark import SparkResource
-from pintrest_assets.resources.warehouse import WarehouseTable
+from pintrest_assets.resources import warehouse
+from pintrest_assets.resources.warehouse import TableState, WarehouseTable
 from pintrest_assets.sink_layout import object_key
 from pintrest_assets.topics import TOPICS
 
@@ -27,16 +28,13 @@ def _put_lines(lake, topic_name: str, start_offset: int, lines: list[str], parti
 
 def _parquet(table: WarehouseTable) -> pa.Table:
     """The table's committed rows, read without Spark."""
-    state = table.state()
-    return pa.concat_tables([pq.read_table(table.path / batch) for batch in state.batches])
+    return DeltaTable(str(table.path)).to_pyarrow_table()
 
 
 def _quarantine(table: WarehouseTable) -> list[dict]:
-    return [
-        json.loads(line)
-        for part in sorted(table.quarantine_path.glob("*/part-*.json"))
-        for line in part.read_text().splitlines()
-    ]
+    if not DeltaTable.is_deltatable(str(table.quarantine_path)):
+        return []
+    return DeltaTable(str(table.quarantine_path)).to_pyarrow_table().to_pylist()
 
 
 # --- definitions ----------------------------------------------------------------------------------
@@ -48,7 +46,7 @@ def test_one_dataframe_asset_per_topic_downstream_of_its_raw_json():
         asset_spec = next(iter(asset.specs))
         assert asset_spec.group_name == "lake"
         assert [dep.asset_key for dep in asset_spec.deps] == [dg.AssetKey(spec.raw_asset)]
-        assert set(asset_spec.kinds) == {"spark", "parquet"}
+        assert set(asset_spec.kinds) == {"spark", "delta"}
         assert {"s3_mount", "spark", "warehouse_io_manager"} <= asset.required_resource_keys
         assert asset.get_io_manager_key_for_asset_key(asset.key) == "warehouse_io_manager"
         assert [c.name for c in asset_spec.metadata["dagster/column_schema"].columns] == SCHEMAS[spec.name].fieldNames()
@@ -129,7 +127,7 @@ def test_summary_markdown_reads_like_describe():
 
 def test_cursor_moves_per_partition_to_the_last_key_read():
     def obj(partition, offset):
-        return MountedObject(object_key("u.pin", partition, offset), "/m", 1, "e", 1)
+        return MountedObject(object_key("u.pin", partition, offset), "/m/batch.tsv", 4, 1, "e", 1)
 
     before = {"topics/u.pin/partition=0/": object_key("u.pin", 0, 4), "topics/u.pin/partition=2/": object_key("u.pin", 2, 9)}
     after = cursor_after(before, [obj(0, 5), obj(0, 12), obj(1, 0), obj(1, 3)])
@@ -266,24 +264,50 @@ def test_a_run_that_dies_before_its_commit_is_read_again_once(spark_lake, bucket
     bucket_land(lake.bucket, lake.topic("user"), 0, records=3)
     _put_lines(lake, "user", 3, [json.dumps({"ind": 3, "age": "forty"}), json.dumps({"ind": 4, "age": 40})])
 
-    def crash(self, base, new):
+    def crash(*args, **kwargs):
         raise RuntimeError("killed between the parquet and the commit")
 
     with monkeypatch.context() as patch:
-        patch.setattr(WarehouseTable, "commit", crash)
+        patch.setattr(warehouse, "commit_files", crash)
         assert not lake.refresh("user", raise_on_error=False).success
     table = lake.table("df_user")
-    assert table.state().version == 0
-    [orphan] = [p.name for p in table.path.iterdir() if p.is_dir()]  # written, never listed
-    assert orphan.startswith("batch-")
+    assert not DeltaTable.is_deltatable(str(table.path))  # written, never committed
+    assert table.state() == TableState()
 
     bucket_land(lake.bucket, lake.topic("user"), 5, records=2)
     metadata = lake.metadata(lake.refresh("user"), "df_user")
     assert (metadata["objects_read"], metadata["rows_read"], metadata["quarantined"]) == (3, 6, 1)
     assert metadata["dagster/row_count"] == _parquet(table).num_rows == 6
     assert len(_quarantine(table)) == 1
-    # The dead run's batch is gone; only the committed one is left.
-    assert sorted(p.name for p in table.path.iterdir() if p.is_dir()) == list(table.state().batches)
+    # The dead run's files are on disk, listed by no commit: readers never see them.
+    written = [p for p in table.path.rglob("*.parquet")]
+    assert len(written) > len(DeltaTable(str(table.path)).file_uris())
+
+
+def test_an_append_that_died_before_its_quarantine_commit_is_completed_by_the_next(
+    spark_lake, bucket_land, monkeypatch
+):
+    lake = spark_lake
+    bad = _put_lines(lake, "geo", 0, ["not json", json.dumps({"ind": 1})])
+    calls = []
+    commit_files = warehouse.commit_files
+
+    def die_at_the_quarantine(path, *args, **kwargs):
+        if "_quarantine" in str(path):
+            calls.append(path)
+            raise RuntimeError("killed between the append and its quarantine")
+        return commit_files(path, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(warehouse, "commit_files", die_at_the_quarantine)
+        assert not lake.refresh("geo", raise_on_error=False).success
+    table = lake.table("df_geo")
+    assert calls and table.state().quarantined == 1 and _quarantine(table) == []
+
+    bucket_land(lake.bucket, lake.topic("geo"), 2, records=2)
+    metadata = lake.metadata(lake.refresh("geo"), "df_geo")
+    assert (metadata["rows_read"], metadata["dagster/row_count"], metadata["quarantined_total"]) == (2, 3, 1)
+    assert _quarantine(table) == [{"source_key": bad, "line": "not json", "reason": "not valid JSON"}]
 
 
 def test_a_refresh_of_nothing_but_rejected_lines_keeps_them(spark_lake, bucket_land):

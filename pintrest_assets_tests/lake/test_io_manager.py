@@ -1,170 +1,106 @@
-import json
+"""The warehouse IO manager: every table a Delta Lake table, written by Spark, committed by delta-rs."""
+
+import os
+import time
 
 import dagster as dg
-import pyarrow.parquet as pq
 import pytest
+from deltalake import DeltaTable
 from pyspark.sql import types as T
 
 from pintrest_assets.resources.spark import SparkResource
 from pintrest_assets.resources.warehouse import (
+    APP_ID,
     ConcurrentCommitError,
+    OldWarehouseFormatError,
     TableAppend,
     TableState,
     WarehouseIOManager,
     WarehouseTable,
-    merge_start,
 )
 
 SCHEMA = T.StructType([T.StructField("ind", T.LongType()), T.StructField("country", T.StringType())])
+QUARANTINE = T.StructType([T.StructField(c, T.StringType()) for c in ("source_key", "line", "reason")])
 
 
-def _state(**fields) -> TableState:
-    return TableState(schema=SCHEMA, **fields)
-
-
-# --- the state file, without Spark ----------------------------------------------------------------
-
-
-def test_state_survives_its_file():
-    state = _state(
-        version=3,
-        batches=("batch-000001-aa", "batch-000003-bb"),
-        batch_rows=(7, 5),
-        quarantine_batches=("batch-000002-cc",),
-        rows=12,
-        quarantined=2,
-        objects=5,
-        cursor={"topics/u.geo/partition=0/": "topics/u.geo/partition=0/u.geo+0+0000000004.json"},
-        summary={"ind": {"count": 12, "min": 0, "max": 11, "mean": 5.5, "m2": 143.0}},
-    )
-    assert TableState.from_json(state.to_json()) == state
-    assert TableState.from_json(TableState().to_json()) == TableState()
-    with pytest.raises(ValueError, match="format"):
-        TableState.from_json('{"format": 99}')
-
-
-def test_a_state_written_before_batch_rows_has_batches_of_unknown_size():
-    data = json.loads(_state(batches=("batch-000001-aa", "batch-000002-bb"), rows=9).to_json())
-    del data["batch_rows"]
-    assert TableState.from_json(json.dumps(data)).batch_rows == (0, 0)  # merged on the next append
-
-
-@pytest.mark.parametrize(
-    "rows, start",
-    [
-        ((), None),
-        ((100,) * 7, None),  # seven refreshes: not yet
-        ((100,) * 8, 0),
-        ((800,) + (100,) * 7, None),  # the merged batch is bigger than the seven after it
-        ((800,) + (100,) * 8, 0),  # ...and no bigger than eight: the next merge takes it along
-        ((5000, 64, 32, 16, 8, 4, 2, 1, 1), 1),  # each no bigger than those after it; not the big one
-        ((5000, 40, 30, 20, 10, 10, 5, 1, 1, 1), None),  # 5 is bigger than the three after it: a run of 3
-        ((5000, 1, 1, 1, 1, 1, 1, 1), None),  # a run of seven
-        ((1, 1000) + (1,) * 8, 2),  # an early small batch stays behind a bigger one
-    ],
-)
-def test_the_newest_batches_of_comparable_size_merge_eight_at_a_time(rows, start):
-    assert merge_start(rows) == start
-
-
-def test_merging_keeps_the_batch_count_logarithmic():
-    rows, rewritten = [], 0
-    for refresh in range(20_000):
-        rows.append(100 if refresh % 3 else 1)
-        start = merge_start(tuple(rows))
-        if start is not None:
-            rewritten += sum(rows[start:])
-            rows[start:] = [sum(rows[start:])]
-        assert len(rows) <= 40
-    assert sum(rows) == 20_000 // 3 * 1 + 1 + (20_000 - 20_000 // 3 - 1) * 100
-    assert rewritten / sum(rows) < 8  # each row rewritten a few times, not once per refresh
-
-
-def test_a_commit_lists_batches_and_drops_the_unlisted(tmp_path):
-    table = WarehouseTable(tmp_path, "df_geo")
-    assert table.state() == TableState()
-    kept, rejects_only, dead = table.new_batch(1), table.new_batch(2), table.new_batch(2)
-    assert len({kept, rejects_only, dead}) == 3 and kept.startswith("batch-000001-")
-    for name in (kept, dead):
-        (table.path / name).mkdir(parents=True)
-    for name in (kept, rejects_only, dead):
-        (table.quarantine_path / name).mkdir(parents=True)
-
-    new = _state(version=1, batches=(kept,), quarantine_batches=(kept, rejects_only), rows=4)
-    table.commit(TableState(), new)
-    assert table.state() == new
-    assert sorted(p.name for p in table.path.iterdir() if p.is_dir()) == [kept]
-    assert sorted(p.name for p in table.quarantine_path.iterdir()) == sorted([kept, rejects_only])
-
-
-def test_a_commit_from_a_stale_state_changes_nothing(tmp_path):
-    table = WarehouseTable(tmp_path, "df_geo")
-    table.commit(TableState(), _state(version=1, rows=4))
-    (table.path / "batch-000001-late").mkdir()
-    with pytest.raises(ConcurrentCommitError, match="another run committed version 1"):
-        table.commit(TableState(), _state(version=1, rows=9))
-    assert table.state().rows == 4
-    assert (table.path / "batch-000001-late").is_dir()  # another run's batch in flight is not touched
-
-
-# --- through Dagster, on Spark --------------------------------------------------------------------
-
-
-def _materialize(assets, io_manager, spark_resource, selection=None):
+def _materialize(assets, io_manager, spark_resource, selection=None, **kwargs):
     return dg.materialize(
         assets,
         selection=selection,
         resources={"warehouse_io_manager": io_manager, "spark": spark_resource},
+        **kwargs,
     )
 
 
+def _metadata(result, name: str) -> dict:
+    [materialization] = result.asset_materializations_for_node(name)
+    return {k: v.value for k, v in materialization.metadata.items()}
+
+
+def _io_manager(tmp_path, spark_resource, **config) -> WarehouseIOManager:
+    return WarehouseIOManager(base_dir=str(tmp_path / "warehouse"), spark=spark_resource, **config)
+
+
 def test_a_dataframe_replaces_the_table_and_loads_downstream(tmp_path, spark_resource):
-    io_manager = WarehouseIOManager(base_dir=str(tmp_path / "warehouse"), spark=spark_resource)
+    io_manager = _io_manager(tmp_path, spark_resource)
     size = {"rows": 5}
     loaded = []
 
     @dg.asset(io_manager_key="warehouse_io_manager")
     def countries(spark: SparkResource):
-        return spark.spark_session.range(size["rows"]).selectExpr("id AS ind", "concat('country ', id) AS country")
+        return spark.spark_session.range(size["rows"]).selectExpr(
+            "id AS ind", "concat('country ', id) AS country", "timestamp_ntz'2020-01-02 03:04:05' AS seen"
+        )
 
     @dg.asset
     def country_count(countries) -> None:
         loaded.append(sorted(r["ind"] for r in countries.collect()))
 
-    result = _materialize([countries, country_count], io_manager, spark_resource)
-    [materialization] = result.asset_materializations_for_node("countries")
-    assert materialization.metadata["dagster/row_count"].value == 5
-    assert materialization.metadata["path"].value == str(tmp_path / "warehouse" / "countries")
+    first = _metadata(_materialize([countries, country_count], io_manager, spark_resource), "countries")
+    assert first["dagster/row_count"] == 5
+    assert first["path"] == str(tmp_path / "warehouse" / "countries")
+    assert (first["delta_version"], first["delta_last_operation"]) == (0, "CREATE TABLE")
 
     size["rows"] = 3
-    _materialize([countries, country_count], io_manager, spark_resource)
+    second = _metadata(_materialize([countries, country_count], io_manager, spark_resource), "countries")
+    assert (second["delta_version"], second["delta_last_operation"]) == (1, "WRITE")
+    assert second["delta_files"] >= 1
     assert loaded == [[0, 1, 2, 3, 4], [0, 1, 2]]
-    table = io_manager.table("countries")
-    [batch] = table.state().batches
-    assert [p.name for p in table.path.iterdir() if p.is_dir()] == [batch]
-    assert pq.read_table(table.path / batch).column("country").to_pylist() == ["country 0", "country 1", "country 2"]
+
+    table = DeltaTable(str(tmp_path / "warehouse" / "countries"))
+    pandas = table.to_pandas().sort_values("ind")
+    assert pandas["country"].tolist() == ["country 0", "country 1", "country 2"]
+    assert str(pandas["seen"].iloc[0]) == "2020-01-02 03:04:05"  # timestamp_ntz, microseconds
+    assert [c["operation"] for c in table.history()] == ["WRITE", "CREATE TABLE"]
+    table.load_as_version(0)  # time travel: the table as the first run left it
+    assert len(table.to_pandas()) == 5
 
 
-def appending_places(io_manager, rows_per_refresh):
+def appending_places(io_manager, rows_per_refresh, rejected_per_refresh=0):
     """An incremental asset: each materialisation appends the next rows_per_refresh places."""
 
     @dg.asset(io_manager_key="warehouse_io_manager")
     def places(spark: SparkResource):
         base = io_manager.table("places").state()
         first = base.rows
-        new = [(first + i, f"c{first + i}") for i in range(rows_per_refresh)]
-        rows = spark.spark_session.createDataFrame(new, SCHEMA)
-        cursor = {"p/": f"key{base.version}"}
-        return TableAppend(base, SCHEMA, rows, rows_per_refresh, None, 0, objects=1, cursor=cursor)
+        session = spark.spark_session
+        rows = session.createDataFrame([(first + i, f"c{first + i}") for i in range(rows_per_refresh)], SCHEMA)
+        rejects = session.createDataFrame(
+            [(f"key{base.appends}", f"bad {i}", "not valid JSON") for i in range(rejected_per_refresh)], QUARANTINE
+        )
+        cursor = {"p/": f"key{base.appends}"}
+        return TableAppend(
+            base, SCHEMA, rows, rows_per_refresh, rejects, rejected_per_refresh, objects=1, cursor=cursor
+        )
 
     return places
 
 
-def test_appended_batches_load_as_one_table(tmp_path, spark_resource):
-    io_manager = WarehouseIOManager(base_dir=str(tmp_path / "warehouse"), spark=spark_resource)
+def test_appends_commit_rows_and_cursor_together(tmp_path, spark_resource):
+    io_manager = _io_manager(tmp_path, spark_resource)
     loaded = []
 
-    places = appending_places(io_manager, rows_per_refresh=2)
+    places = appending_places(io_manager, rows_per_refresh=2, rejected_per_refresh=1)
 
     @dg.asset
     def place_list(places) -> None:
@@ -173,31 +109,104 @@ def test_appended_batches_load_as_one_table(tmp_path, spark_resource):
     for _ in range(3):
         assert _materialize([places, place_list], io_manager, spark_resource).success
     assert loaded == [[0, 1], [0, 1, 2, 3], [0, 1, 2, 3, 4, 5]]
-    state = io_manager.table("places").state()
-    assert (state.version, state.rows, state.objects, len(state.batches), state.cursor) == (3, 6, 3, 3, {"p/": "key2"})
-
-
-def test_appended_batches_merge_as_they_pile_up(tmp_path, spark_resource):
-    io_manager = WarehouseIOManager(base_dir=str(tmp_path / "warehouse"), spark=spark_resource)
-    batches_after = []
-
-    places = appending_places(io_manager, rows_per_refresh=1)
-
-    for _ in range(9):
-        result = _materialize([places], io_manager, spark_resource)
-        [materialization] = result.asset_materializations_for_node("places")
-        batches_after.append(materialization.metadata["warehouse_batches"].value)
-    assert batches_after == [1, 2, 3, 4, 5, 6, 7, 1, 2]  # the eighth refresh merged the eight batches
 
     table = io_manager.table("places")
     state = table.state()
-    assert (state.rows, state.batch_rows, state.cursor) == (9, (8, 1), {"p/": "key8"})
-    assert sorted(p.name for p in table.path.iterdir() if p.is_dir()) == sorted(state.batches)  # merged-away gone
-    assert sorted(r["ind"] for r in table.read(spark_resource.spark_session).collect()) == list(range(9))
+    assert (state.appends, state.rows, state.quarantined, state.objects, state.cursor) == (3, 6, 3, 3, {"p/": "key2"})
+    delta = DeltaTable(str(table.path))
+    # One commit per append, each carrying the app transaction and the state it leaves.
+    assert delta.version() == 2 and delta.transaction_version(APP_ID) == 3
+    [latest] = delta.history(1)
+    assert latest["pintrest"]["cursor"] == {"p/": "key2"} and latest["pintrest"]["rows"] == 6
+    # The rejected lines: a Delta table of their own, one batch per append.
+    quarantine = DeltaTable(str(table.quarantine_path))
+    assert sorted(quarantine.to_pandas()["source_key"]) == ["key0", "key1", "key2"]
+    assert quarantine.transaction_version(APP_ID) == 3
+    assert table.read_quarantine(spark_resource.spark_session).count() == 3
+
+
+def test_an_append_from_a_stale_state_changes_nothing(tmp_path, spark_resource):
+    io_manager = _io_manager(tmp_path, spark_resource)
+    places = appending_places(io_manager, rows_per_refresh=2)
+    assert _materialize([places], io_manager, spark_resource).success
+    stale = io_manager.table("places").state()
+    assert _materialize([places], io_manager, spark_resource).success
+
+    @dg.asset(io_manager_key="warehouse_io_manager", name="places")
+    def late(spark: SparkResource):
+        rows = spark.spark_session.createDataFrame([(99, "late")], SCHEMA)
+        return TableAppend(stale, SCHEMA, rows, 1, None, 0, objects=1, cursor={"p/": "late"})
+
+    with pytest.raises(ConcurrentCommitError, match="another run committed append 2 after this run read append 1"):
+        _materialize([late], io_manager, spark_resource)
+    assert io_manager.table("places").state().rows == 4
+
+
+def test_two_appends_racing_from_one_state_commit_once(tmp_path, spark_resource):
+    """The app transaction makes the second of two commits from the same snapshot fail."""
+    io_manager = _io_manager(tmp_path, spark_resource)
+    table = io_manager.table("places")
+    session = spark_resource.spark_session
+    from pintrest_assets.resources import warehouse
+
+    racing = {}
+    commit_files = warehouse.commit_files
+
+    def commit_after_the_other(path, delta, adds, schema, mode, properties):
+        if not racing:
+            racing["first"] = True
+            other = TableAppend(TableState(appends=1), SCHEMA, session.createDataFrame([(7, "b")], SCHEMA), 1, None, 0, 1, {"p/": "b"})
+            io_manager.handle_output(dg.build_output_context(asset_key=dg.AssetKey("places")), other)
+        return commit_files(path, delta, adds, schema, mode, properties)
+
+    first = TableAppend(TableState(), SCHEMA, session.createDataFrame([(1, "a")], SCHEMA), 1, None, 0, 1, {"p/": "a"})
+    io_manager.handle_output(dg.build_output_context(asset_key=dg.AssetKey("places")), first)
+    base = table.state()
+    mine = TableAppend(base, SCHEMA, session.createDataFrame([(2, "c")], SCHEMA), 1, None, 0, 1, {"p/": "c"})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(warehouse, "commit_files", commit_after_the_other)
+        with pytest.raises(ConcurrentCommitError):
+            io_manager.handle_output(dg.build_output_context(asset_key=dg.AssetKey("places")), mine)
+    assert sorted(r["ind"] for r in table.read(session).collect()) == [1, 7]
+    assert table.state().cursor == {"p/": "b"}
+
+
+def test_small_files_are_compacted_and_vacuumed_every_few_commits(tmp_path, spark_resource):
+    io_manager = _io_manager(tmp_path, spark_resource, maintain_every=4, vacuum_retention_hours=1)
+    places = appending_places(io_manager, rows_per_refresh=1)
+    files = []
+    for _ in range(5):
+        metadata = _metadata(_materialize([places], io_manager, spark_resource), "places")
+        files.append(metadata["delta_files"])
+    # Versions 0..3 add a file each; version 4 adds one and compacts the five (vacuum has nothing
+    # old enough to delete, so it commits nothing).
+    assert files == [1, 2, 3, 4, 1]
+    assert metadata["maintenance_compacted_files"] == 5 and metadata["delta_last_operation"] == "OPTIMIZE"
+    table = io_manager.table("places")
+    assert sorted(r["ind"] for r in table.read(spark_resource.spark_session).collect()) == list(range(5))
+    assert table.state().rows == 5  # maintenance commits keep the append's state
+
+    # The compacted-away files stay for readers that listed them, until the retention has passed.
+    delta = DeltaTable(str(table.path))
+    live = {os.path.relpath(uri, table.path) for uri in delta.file_uris()}
+    on_disk = {os.path.relpath(os.path.join(d, f), table.path) for d, _, fs in os.walk(table.path) for f in fs}
+    data_files = {f for f in on_disk if f.endswith(".parquet") and not f.startswith("_delta_log")}
+    assert live < data_files and len(data_files) == 6
+    # A run that died before its commit left a file no commit lists, two hours ago.
+    orphan = table.path / "0000000000000-dead" / "part-0.parquet"
+    orphan.parent.mkdir()
+    orphan.write_bytes(b"PAR1")
+    long_ago = time.time() - 2 * 3600
+    os.utime(orphan, (long_ago, long_ago))
+    done = io_manager.maintain(table)
+    # The orphan goes; the files compacted away a moment ago stay until the retention has passed.
+    assert done["vacuumed_files"] == 1 and not orphan.exists()
+    remaining = {os.path.relpath(os.path.join(d, f), table.path) for d, _, fs in os.walk(table.path) for f in fs}
+    assert {f for f in remaining if f.endswith(".parquet") and not f.startswith("_delta_log")} == data_files
 
 
 def test_an_empty_table_loads_with_its_schema(tmp_path, spark_resource):
-    io_manager = WarehouseIOManager(base_dir=str(tmp_path / "warehouse"), spark=spark_resource)
+    io_manager = _io_manager(tmp_path, spark_resource)
     loaded = []
 
     @dg.asset(io_manager_key="warehouse_io_manager")
@@ -210,10 +219,24 @@ def test_an_empty_table_loads_with_its_schema(tmp_path, spark_resource):
 
     assert _materialize([places, place_list], io_manager, spark_resource).success
     assert loaded == [(SCHEMA, 0)]
+    assert DeltaTable(str(tmp_path / "warehouse" / "places")).to_pandas().empty
+
+
+def test_an_old_format_table_says_how_to_rebuild(tmp_path, spark_resource):
+    io_manager = _io_manager(tmp_path, spark_resource)
+    old = tmp_path / "warehouse" / "df_pin"
+    (old / "batch-000001-aa").mkdir(parents=True)
+    (old / "_table.json").write_text('{"format": 1}')
+    with pytest.raises(OldWarehouseFormatError) as raised:
+        io_manager.table("df_pin").state()
+    assert raised.value.setting == "PINTREST_WAREHOUSE"
+    message = str(raised.value)
+    assert "before Delta Lake" in message
+    assert f"mv {tmp_path / 'warehouse'} {tmp_path / 'warehouse'}.pre-delta" in message
 
 
 def test_bad_outputs_and_inputs_fail_clearly(tmp_path, spark_resource):
-    io_manager = WarehouseIOManager(base_dir=str(tmp_path / "warehouse"), spark=spark_resource)
+    io_manager = _io_manager(tmp_path, spark_resource)
 
     @dg.asset(io_manager_key="warehouse_io_manager")
     def places():
@@ -232,7 +255,14 @@ def test_bad_outputs_and_inputs_fail_clearly(tmp_path, spark_resource):
 
     @dg.asset(io_manager_key="warehouse_io_manager", name="places")
     def drifted():
-        return TableAppend(_state(version=0), other, None, 0, None, 0, objects=0, cursor={})
+        return TableAppend(TableState(schema=SCHEMA), other, None, 0, None, 0, objects=0, cursor={})
 
     with pytest.raises(ValueError, match="places: the batch's schema differs from the table's"):
         _materialize([drifted], io_manager, spark_resource)
+
+
+def test_a_table_is_a_warehouse_table_of_its_asset(tmp_path):
+    table = WarehouseTable(tmp_path, "df_geo")
+    assert table.path == tmp_path / "df_geo"
+    assert table.quarantine_path == tmp_path / "_quarantine" / "df_geo"
+    assert table.state() == TableState()

@@ -1,25 +1,25 @@
-"""df_pin, df_geo and df_user: each topic's mounted JSON objects read by Spark into the warehouse.
+"""df_pin, df_geo and df_user: each topic's mounted objects read by Spark into a Delta table.
 
 The original read the whole mount into a DataFrame every time. Here a refresh reads only the
 objects mounted after the table's cursor (per partition, the last key read: sink keys grow with
-the offset) and appends them, so its cost follows what is new. Every line of an object is
-accounted for: a row of the table, or a quarantined line kept with its source key and the
-reason it was rejected. The original's ``display(df.describe())`` is kept as running per-column
-statistics that each refresh merges its new rows into: a summary of the whole table for the
-price of the new rows.
+the offset) and appends them, so its cost follows what is new. The mount gathers objects into
+batch files, so Spark opens a few files however many one-record objects landed. Every line of an
+object is accounted for: a row of the table, or a quarantined line kept with its source key and
+the reason it was rejected. The original's ``display(df.describe())`` is kept as running
+per-column statistics that each refresh merges its new rows into: a summary of the whole table
+for the price of the new rows.
 """
 
 # No ``from __future__ import annotations``: Dagster reads the context annotation of a
 # generator asset as written, and a string would not match.
 
-import os
 from collections.abc import Mapping, Sequence
 
 import dagster as dg
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
-from pintrest_assets.lake.parsing import good_rows, parse_objects, rejected_lines
+from pintrest_assets.lake.parsing import good_rows, parse_records, read_batches, rejected_lines
 from pintrest_assets.lake.schemas import SCHEMAS, column_schema
 from pintrest_assets.lake.statistics import (
     BatchProfile,
@@ -27,6 +27,7 @@ from pintrest_assets.lake.statistics import (
     profile,
     summary_markdown,
 )
+from pintrest_assets.mount.batch_files import batch_slices
 from pintrest_assets.resources.s3_mount import MountedObject, S3MountResource
 from pintrest_assets.resources.spark import SparkResource
 from pintrest_assets.resources.warehouse import (
@@ -48,11 +49,6 @@ def cursor_after(cursor: Mapping[str, str], objects: Sequence[MountedObject]) ->
     return moved
 
 
-def _comparable_path(path: str) -> str:
-    # Local paths as Spark reports them: absolute, without the file: scheme; URLs as given.
-    return path if "://" in path else os.path.abspath(path)
-
-
 def build_dataframe_asset(spec: TopicSpec) -> dg.AssetsDefinition:
     """The Spark DataFrame asset of one topic (``spec.dataframe``), fed by its raw JSON asset."""
     schema = SCHEMAS[spec.name]
@@ -61,10 +57,10 @@ def build_dataframe_asset(spec: TopicSpec) -> dg.AssetsDefinition:
         name=spec.dataframe,
         group_name="lake",
         deps=[spec.raw_asset],
-        kinds={"spark", "parquet"},
+        kinds={"spark", "delta"},
         io_manager_key="warehouse_io_manager",
         description=f"The `<user_id>.{spec.name}` topic as a Spark DataFrame (the original's `{spec.dataframe}`), "
-        f"read with an explicit schema and appended to as new objects land. {spec.description}",
+        f"read with an explicit schema and appended to a Delta table as new objects land. {spec.description}",
         metadata={"dagster/column_schema": column_schema(schema)},
     )
     def dataframe(
@@ -79,27 +75,35 @@ def build_dataframe_asset(spec: TopicSpec) -> dg.AssetsDefinition:
         if not objects:
             # Nothing to read: no Spark session is started.
             context.log.info(f"{spec.dataframe}: no new objects; the table keeps its {base.rows} rows")
-            yield _output(table, base, schema, objects, _NOTHING_READ, rows=None, quarantine=None)
+            yield _output(table, base, schema, objects, _NOTHING_READ, rows=None, quarantine=None, batch_files=0)
             return
 
-        parsed = parse_objects(
-            spark.spark_session, [(o.key, o.path) for o in objects], schema, spec.index_column
-        ).cache()
+        slices = batch_slices(objects)
+        lines = read_batches(spark.spark_session, slices)
+        parsed = parse_records(lines, schema, spec.index_column).cache()
         try:
             batch = profile(parsed, schema)
             records = sum(o.records for o in objects)
             if batch.rows + batch.rejected != records:
                 context.log.warning(
                     f"{spec.dataframe}: Spark read {batch.rows + batch.rejected} lines from {len(objects)} objects "
-                    f"where the mount counted {records} records (objects rewritten since they were mounted?)"
+                    f"where the mount counted {records} records (batch files changed since they were mounted?)"
                 )
             context.log.info(
-                f"{spec.dataframe}: {len(objects)} new objects, {batch.rows} rows, {batch.rejected} lines quarantined"
+                f"{spec.dataframe}: {len(objects)} new objects in {len(slices)} batch files, {batch.rows} rows, "
+                f"{batch.rejected} lines quarantined"
             )
-            quarantine = None
-            if batch.rejected:
-                quarantine = rejected_lines(parsed, _keys_of(objects, batch.rejected_paths))
-            yield _output(table, base, schema, objects, batch, rows=good_rows(parsed), quarantine=quarantine)
+            quarantine = rejected_lines(parsed) if batch.rejected else None
+            yield _output(
+                table,
+                base,
+                schema,
+                objects,
+                batch,
+                rows=good_rows(parsed),
+                quarantine=quarantine,
+                batch_files=len(slices),
+            )
         finally:
             # Written by now: the IO manager handles an output when it is yielded.
             parsed.unpersist()
@@ -107,16 +111,7 @@ def build_dataframe_asset(spec: TopicSpec) -> dg.AssetsDefinition:
     return dataframe
 
 
-_NOTHING_READ = BatchProfile(rows=0, rejected=0, stats={}, rejected_paths=())
-
-
-def _keys_of(objects: Sequence[MountedObject], paths: Sequence[str]) -> dict[str, str]:
-    """The keys of the objects at ``paths``, as Spark reported the paths."""
-    key_of = {_comparable_path(o.path): o.key for o in objects}
-    unknown = [path for path in paths if path not in key_of]
-    if unknown:
-        raise ValueError(f"Spark reports lines from files it was not asked to read: {unknown[:3]}")
-    return {path: key_of[path] for path in paths}
+_NOTHING_READ = BatchProfile(rows=0, rejected=0, stats={})
 
 
 def _output(
@@ -128,6 +123,7 @@ def _output(
     *,
     rows: DataFrame | None,
     quarantine: DataFrame | None,
+    batch_files: int,
 ) -> dg.Output:
     cursor = cursor_after(base.cursor, objects)
     summary = merge_stats(base.summary, batch.stats)
@@ -136,6 +132,7 @@ def _output(
         "dagster/row_count": total,
         "rows_read": batch.rows,
         "objects_read": len(objects),
+        "batch_files_read": batch_files,
         "records_in_objects": sum(o.records for o in objects),
         "quarantined": batch.rejected,
         "quarantined_total": base.quarantined + batch.rejected,
