@@ -45,8 +45,8 @@ it, which suits the pipeline's volume (tens of thousands of records a second on 
 keeps GetRecords calls to one pass per shard (Kinesis allows 5 a second per shard).
 
 The Python workers must run an interpreter that has this project installed: set
-``PYSPARK_PYTHON`` (or ``spark.pyspark.python``) to it before the session starts; on a local
-session that sets neither, ``register`` points the workers at the running interpreter.
+``PYSPARK_PYTHON`` to it before the session starts (a session built in Python ignores
+``spark.pyspark.python``); ``register`` sees to it on a local session that chose none.
 
 kinesalite quirks handled here: a GetShardIterator AT_TIMESTAMP after the last record of a shard
 never answers, so a call that times out makes the reader scan the shard from TRIM_HORIZON instead,
@@ -91,26 +91,27 @@ _POSITIONS = {"earliest": TRIM_HORIZON, "trim_horizon": TRIM_HORIZON, "latest": 
 def register(spark) -> None:
     """Make ``spark.readStream.format("pintrest_kinesis")`` available on ``spark``.
 
-    The source's code runs in Python workers, which must import this project. A local session
-    whose workers would run pyspark's default ``python3`` (neither ``PYSPARK_PYTHON`` nor
-    ``spark.pyspark.python`` set) is pointed at this interpreter; any other is left as it is.
+    The source's code runs in Python workers, which must import this project. pyspark starts
+    them with ``PYSPARK_PYTHON`` as it was when the session started, else ``python3``, and
+    ignores ``spark.pyspark.python`` in a session built in Python. So when the environment chose
+    none, the workers of the functions registered from now on run ``spark.pyspark.python`` if set,
+    else, on a local session, this interpreter.
     """
-    _use_this_interpreter_locally(spark)
+    _choose_worker_python(spark)
     spark.dataSource.register(KinesisDataSource)
 
 
-def _use_this_interpreter_locally(spark) -> None:
+def _choose_worker_python(spark) -> None:
     try:
         sc = spark.sparkContext
     except AttributeError:  # Spark Connect has none: the server's settings decide
         return
-    if (
-        str(sc.master).startswith("local")
-        and sc.pythonExec == "python3"
-        and not os.environ.get("PYSPARK_PYTHON")
-        and not sc.getConf().get("spark.pyspark.python")
-    ):
-        # Python functions made from now on (this source among them) carry the interpreter.
+    if os.environ.get("PYSPARK_PYTHON") or sc.pythonExec != "python3":
+        return  # chosen already
+    configured = sc.getConf().get("spark.pyspark.python")
+    if configured:
+        sc.pythonExec = configured
+    elif str(sc.master).startswith("local"):
         sc.pythonExec = sys.executable
 
 

@@ -211,16 +211,16 @@ def test_a_missing_stream_is_named(kinesalite):
         reader(kinesalite.endpoint_url, "nowhere").initialOffset()
 
 
-def test_register_points_a_local_session_without_a_python_at_this_interpreter(monkeypatch):
+def test_register_chooses_the_python_of_the_workers_when_nothing_did(monkeypatch):
     import sys
 
     class Context:
         master = "local[2]"
-        pythonExec = "python3"
+        pythonExec = "python3"  # pyspark's default
+        conf: ClassVar[dict] = {}
 
-        @staticmethod
-        def getConf():
-            return {}
+        def getConf(self):
+            return self.conf
 
     class Session:
         sparkContext = Context()
@@ -231,7 +231,20 @@ def test_register_points_a_local_session_without_a_python_at_this_interpreter(mo
     spark_source.register(Session)
     assert Session.sparkContext.pythonExec == sys.executable and Session.registered == [KinesisDataSource]
 
+    # The setting pyspark itself ignores in a session built in Python.
     Session.sparkContext.pythonExec = "python3"
-    monkeypatch.setenv("PYSPARK_PYTHON", "/opt/python")
+    Context.conf = {"spark.pyspark.python": "/opt/venv/bin/python"}
     spark_source.register(Session)
-    assert Session.sparkContext.pythonExec == "python3"  # the environment says which: left alone
+    assert Session.sparkContext.pythonExec == "/opt/venv/bin/python"
+
+    # The environment chose: left alone.
+    Session.sparkContext.pythonExec = "python3"
+    monkeypatch.setenv("PYSPARK_PYTHON", "/usr/bin/python3.11")
+    spark_source.register(Session)
+    assert Session.sparkContext.pythonExec == "python3"
+
+    # A cluster that chose nothing: this interpreter's path may not exist on its workers.
+    monkeypatch.delenv("PYSPARK_PYTHON")
+    Context.conf, Context.master = {}, "spark://somewhere:7077"
+    spark_source.register(Session)
+    assert Session.sparkContext.pythonExec == "python3"
