@@ -369,8 +369,8 @@ def test_backoff_is_exponential_with_full_jitter(proxy, monkeypatch):
 
     # The module's own names, not random.uniform and time.sleep: those are shared by every
     # thread in the process, and a sleep loop elsewhere would spin on waits.append.
-    monkeypatch.setattr("pintrest_assets.resources.rest_proxy.uniform", uniform)
-    monkeypatch.setattr("pintrest_assets.resources.rest_proxy.sleep", waits.append)
+    monkeypatch.setattr("pintrest_assets.resources.proxy_client.uniform", uniform)
+    monkeypatch.setattr("pintrest_assets.resources.proxy_client.sleep", waits.append)
     resource = make_client(proxy, max_retries=5, backoff_seconds=1.0, max_backoff_seconds=4.0)
     proxy.otherwise = reply(503)
     with pytest.raises(RestProxyError, match="gave up after 5 retries"):
