@@ -54,8 +54,9 @@ def test_run_on_the_embedded_default_lands_and_reads_everything_it_sends(tmp_pat
     with dg.DagsterInstance.from_config(str(tmp_path / "home" / "dagster")) as instance:
         runs = instance.get_runs()
         assert {run.tags["pintrest/stage"] for run in runs} == {"emulation", "lake", "transform"}
-        events = [e.dagster_event.event_type_value for run in runs for e in instance.all_logs(run.run_id) if e.dagster_event]
-        assert events.count("STEP_START") > 20 and events.count("RUN_SUCCESS") == 3
+        events = [e.dagster_event.event_type for run in runs for e in instance.all_logs(run.run_id) if e.dagster_event]
+        assert events.count(dg.DagsterEventType.STEP_START) > 20
+        assert events.count(dg.DagsterEventType.RUN_SUCCESS) == 3
     for spec in TOPICS:
         topic = summary["topics"][spec.name]
         assert topic["topic"] == f"pintrest.{spec.name}"
