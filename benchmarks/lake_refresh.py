@@ -1,43 +1,48 @@
-"""Lake refresh cost: an incremental refresh after new objects vs a full re-read, and Spark read throughput.
+"""Lake read cost: the initial read of N one-record objects beside the same records in objects of
+500, and a refresh after new objects with N already read; on a local-directory bucket and on S3.
 
-Part 1. A local-directory bucket holds N sink objects per topic (one record each by default, as
-the original's ``flush.size`` 1 wrote them; realistic record values from the sample data
-generator, serialised as the emulator sends them). The raw JSON and DataFrame assets read them
-all once (the initial read, reported but not the figure of interest). Then 100 new objects land
-per topic and the same assets refresh: they mount and read only the new objects, so the refresh
-should cost about the same with N = 10,000 and N = 50,000 already read. A full re-read (a fresh
-mount and warehouse on the same bucket, reading every object) is timed beside it for each N.
-Refreshes are repeated (100 more objects each time) and the median is printed.
+The original's S3 sink wrote one record per object (``flush.size`` 1). For each N (10,000 and
+50,000 by default), a bucket holds N one-record objects per topic (realistic record values from
+the sample data generator, serialised as the emulator sends them), and a fresh mount and
+warehouse read them all: the initial read. Beside it, the same N records landed as objects of
+500 are read the same way: the cost of one-record objects should be close to it, since the mount
+gathers objects into a few batch files and Spark opens those. Then 100 new objects land per
+topic and the assets refresh, ``--repeats`` times (the median is printed): a refresh mounts and
+reads only the new objects, so it should cost the same at every N.
 
-Part 2. Spark read throughput of df_pin, df_geo and df_user: records per second of each
-DataFrame asset reading its topic's mounted JSON into the warehouse (parse with the explicit
-schema, profile for describe(), write parquet), and of loading the warehouse table back whole as
-a downstream asset does, for objects of one record (the original's layout) and of 500 records.
+The same runs on S3: moto's S3 server, in a process of its own on loopback. There the mount
+fetches each object with a GET, several at a time; the GETs and list requests are counted.
 
-Every figure is a real run of the project's assets through ``dg.materialize`` with the real
-resources (S3MountResource on a directory, SparkResource, WarehouseIOManager). Times are wall
-clock; a run's time splits into its mount step (raw JSON asset), its DataFrame step (Spark,
-plus reading the mount's ledger) and the run's own overhead (planning, events, resources), from
-the steps' durations. One Spark session serves the whole script, as it serves a run; it is
-started and warmed up before anything is timed.
+Every figure is a real run of the raw JSON and DataFrame assets through ``dg.materialize`` with
+the real resources (S3MountResource, SparkResource, the Delta WarehouseIOManager). Times are wall
+clock; a run splits into its mount step (raw JSON asset), its DataFrame step (Spark read, the
+Delta commit) and the run's own overhead (planning, events, resources). One Spark session serves
+the whole script, as it serves a run; it is started and warmed up before anything is timed.
 
-Usage: python benchmarks/lake_refresh.py [--sizes 10000,50000] [--topics pin] [--new 100]
-       [--repeats 3] [--throughput-records 5000] [--flush-sizes 1,500]
+Usage: python benchmarks/lake_refresh.py [--sizes 10000,50000] [--s3-sizes 10000,50000 | --s3-sizes 0]
+       [--topics pin] [--new 100] [--repeats 3] [--big-objects 500]
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import boto3
 import dagster as dg
+from dagster_aws.s3 import S3Resource
 
 from pintrest_assets.defs.lake.dataframes import dataframe_assets
 from pintrest_assets.defs.lake.raw_json import raw_json_assets
@@ -51,33 +56,32 @@ from pintrest_assets.sink_layout import object_key
 from pintrest_assets.topics import TOPICS, TOPICS_BY_NAME, TopicSpec
 
 USER_ID = "bench"
+# The figure before batch files and Delta (make bench at commit 626560e, this machine): the
+# initial read of 50,000 one-record objects of one topic.
+BEFORE = {50_000: 42.8}
 
 # Dagster's console logger writes every event at DEBUG: noise here, and time spent in the runs.
 _QUIET_RUN = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
+# S3 requests sent by the mount's clients, by operation.
+_S3_REQUESTS: collections.Counter = collections.Counter()
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=_counts, default=[10_000, 50_000], help="N on a local bucket (default 10000,50000)")
     parser.add_argument(
-        "--sizes", type=_counts, default=[10_000, 50_000], help="objects already read (default 10000,50000)"
+        "--s3-sizes", type=_counts_or_none, default=[10_000, 50_000], help="N on S3 (moto); 0 skips it (default 10000,50000)"
     )
     parser.add_argument(
-        "--topics", type=_topics, default=[TOPICS_BY_NAME["pin"]], help="topics of part 1: pin,geo,user (default pin)"
+        "--topics", type=_topics, default=[TOPICS_BY_NAME["pin"]], help="topics read: pin,geo,user (default pin)"
     )
     parser.add_argument("--new", type=int, default=100, help="new objects per topic before a refresh (default 100)")
-    parser.add_argument("--repeats", type=int, default=3, help="refreshes per size; the median is printed (default 3)")
-    parser.add_argument("--flush-size", type=int, default=1, help="records per object in part 1 (default 1)")
-    parser.add_argument(
-        "--throughput-records", type=int, default=5000, help="records per topic in part 2; 0 skips it (default 5000)"
-    )
-    parser.add_argument(
-        "--flush-sizes", type=_counts, default=[1, 500], help="records per object in part 2 (default 1,500)"
-    )
+    parser.add_argument("--repeats", type=int, default=3, help="refreshes per N; the median is printed (default 3)")
+    parser.add_argument("--big-objects", type=int, default=500, help="records per object of the comparison (default 500)")
     args = parser.parse_args()
-    if args.new < 1 or args.repeats < 1 or args.flush_size < 1:
-        parser.error("--new, --repeats and --flush-size must be at least 1")
-    if args.throughput_records < 0:
-        parser.error("--throughput-records must be at least 0")
+    if args.new < 1 or args.repeats < 1 or args.big_objects < 2:
+        parser.error("--new and --repeats must be at least 1, --big-objects at least 2")
 
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     work = Path(tempfile.mkdtemp(prefix="pintrest-lake-bench-"))
@@ -91,96 +95,104 @@ def main() -> None:
     t0 = time.perf_counter()
     spark.spark_session.range(1).count()
     print(f"Spark session started in {time.perf_counter() - t0:.1f}s")
-    warm = Lake(work / "warm-up", TOPICS, spark)
-    warm.land(posts, 0, 200, flush_size=1)
+    warm_store = LocalStore(work / "warm-up")
+    warm_store.land(TOPICS, posts, 0, 200, flush_size=1)
+    warm = Lake(work / "warm-up", warm_store, TOPICS, spark)
     print(f"warm-up run (200 objects x 3 topics): {warm.refresh().total:.1f}s\n")
-    warm.remove()
 
     try:
-        _refresh_cost(work, spark, posts, args)
-        if args.throughput_records:
-            _throughput(work, spark, posts, args.throughput_records, args.flush_sizes)
+        print(_table("Local-directory bucket", _suite(LocalStore(work / "local"), work / "local", spark, posts, args.sizes, args), args))
+        if args.s3_sizes:
+            with MotoStore.started(work / "moto") as store:
+                results = _suite(store, work / "s3", spark, posts, args.s3_sizes, args)
+            print(_table("S3 bucket (moto's server, its own process, loopback)", results, args))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _refresh_cost(work: Path, spark: SparkResource, posts: RecordSource, args) -> None:
-    topics, sizes, new, flush = args.topics, args.sizes, args.new, args.flush_size
-    names = ",".join(spec.name for spec in topics)
-    print(
-        f"== Refresh after {new} new objects per topic (topics: {names}; {flush} record(s) per object; "
-        f"median of {args.repeats} refreshes)"
-    )
-    results = {}
-    for size in sizes:
-        lake = Lake(work / f"size-{size}", topics, spark)
-        t0 = time.perf_counter()
-        lake.land(posts, 0, size * flush, flush_size=flush)
-        landed = time.perf_counter() - t0
-        initial = lake.refresh(expect_objects=size)
-        print(
-            f"N={size:,}: landed {size:,} objects per topic in {landed:.1f}s; "
-            f"initial read {initial.total:.1f}s (mount {initial.mount:.1f}s, DataFrame {initial.spark:.1f}s)"
-        )
+@dataclass
+class SizeResult:
+    initial: Timing  # N one-record objects, read by a fresh mount and warehouse
+    big: Timing  # the same N records in objects of --big-objects records, read the same way
+    refresh: Timing  # median refresh after --new objects, N already read
 
+
+def _suite(store, root: Path, spark: SparkResource, posts: RecordSource, sizes: Sequence[int], args) -> dict:
+    """Per N: the initial read of N one-record objects, of the same records in big objects, and refreshes."""
+    topics, new = args.topics, args.new
+    results = {}
+    landed = 0
+    for size in sorted(sizes):
+        t0 = time.perf_counter()
+        store.land(topics, posts, landed, size - landed, flush_size=1)  # the bucket grows to N objects
+        print(f"{store.kind} N={size:,}: landed {size - landed:,} objects per topic in {time.perf_counter() - t0:.1f}s")
+        lake = Lake(root / f"lake-{size}", store, topics, spark)
+        initial = lake.refresh(expect_objects=size)
         refreshes = []
         for r in range(args.repeats):
-            lake.land(posts, (size + r * new) * flush, new * flush, flush_size=flush)
+            store.land(topics, posts, size + r * new, new, flush_size=1)
             refreshes.append(lake.refresh(expect_objects=new))
-        total_objects = size + args.repeats * new
-        # The same bucket, a fresh mount and warehouse: everything read again, as the original did.
-        fresh = Lake(work / f"size-{size}", topics, spark, fresh_state="full")
-        full = fresh.refresh(expect_objects=total_objects)
-        results[size] = (initial, Timing.median(refreshes), full, total_objects)
-        print(f"  refreshes: {', '.join(f'{t.total:.2f}s' for t in refreshes)}; full re-read {full.total:.1f}s")
+        landed = size + args.repeats * new
+
+        big_store = store.sibling(f"big-{size}")
+        big_store.land(topics, posts, 0, size, flush_size=args.big_objects)
+        big = Lake(root / f"big-{size}", big_store, topics, spark).refresh(expect_objects=-(-size // args.big_objects))
+        results[size] = SizeResult(initial, big, Timing.median(refreshes))
+        print(
+            f"  initial {initial.total:.1f}s, in objects of {args.big_objects} {big.total:.1f}s; "
+            f"refreshes {', '.join(f'{t.total:.2f}s' for t in refreshes)}"
+        )
         lake.remove()
-
-    label = 36
     print()
-    print("objects already read".ljust(label) + "".join(f"{size:>12,}" for size in sizes) + _ratio_head(sizes))
-    rows = [
-        ("initial read of N objects", lambda r: r[0].total),
-        (f"refresh after {new} new (median)", lambda r: r[1].total),
-        ("  mount step (raw JSON)", lambda r: r[1].mount),
-        ("  DataFrame step (Spark)", lambda r: r[1].spark),
-        ("  run overhead", lambda r: r[1].overhead),
-        ("full re-read of all objects", lambda r: r[2].total),
-        ("  mount step (raw JSON)", lambda r: r[2].mount),
-        ("  DataFrame step (Spark)", lambda r: r[2].spark),
-    ]
-    for name, value in rows:
-        figures = [value(results[size]) for size in sizes]
-        print(name.ljust(label) + "".join(f"{x:>11.2f}s" for x in figures) + _ratio(figures))
-    ratios = [results[s][2].total / results[s][1].total for s in sizes]
-    print("full re-read / refresh".ljust(label) + "".join(f"{x:>11.1f}x" for x in ratios))
-    print("objects in the full re-read".ljust(label) + "".join(f"{results[s][3]:>12,}" for s in sizes))
-    print()
+    return results
 
 
-def _throughput(
-    work: Path, spark: SparkResource, posts: RecordSource, records: int, flush_sizes: Sequence[int]
-) -> None:
-    print(f"== Spark read throughput, {records:,} records per topic (records/s; seconds in brackets)")
-    columns = ("JSON -> DataFrame (df step)", "mount step", "warehouse load")
-    print(f"{'DataFrame':<10}{'objects':>9}  {columns[0]:>28}  {columns[1]:>22}  {columns[2]:>22}")
-    for flush in flush_sizes:
-        lake = Lake(work / f"throughput-{flush}", TOPICS, spark)
-        lake.land(posts, 0, records, flush_size=flush)
-        objects = -(-records // flush)
-        run = lake.refresh(expect_objects=objects)
-        for spec in TOPICS:
-            if run.rows[spec.dataframe] != records:
-                raise SystemExit(f"{spec.dataframe}: read {run.rows[spec.dataframe]} rows, expected {records}")
-            t0 = time.perf_counter()
-            # A full scan of every column, as a downstream asset loading the table would need.
-            lake.warehouse.table(spec.dataframe).read(spark.spark_session).write.format("noop").mode("overwrite").save()
-            load = time.perf_counter() - t0
-            df_step, mount_step = run.steps[spec.dataframe], run.steps[spec.raw_asset]
-            print(
-                f"{spec.dataframe:<10}{objects:>9,}  {_rate(records, df_step):>28}  "
-                f"{_rate(records, mount_step):>22}  {_rate(records, load):>22}"
-            )
-        lake.remove()
+def _table(title: str, results: dict, args) -> str:
+    sizes = sorted(results)
+    label = 52
+    lines = [f"== {title}: topics {','.join(s.name for s in args.topics)}; N one-record objects per topic"]
+    lines.append("N (objects already read)".ljust(label) + "".join(f"{n:>12,}" for n in sizes) + _ratio_head(sizes))
+
+    def row(name: str, values: Sequence[float], unit: str = "s", fmt: str = "{:>11.2f}") -> None:
+        lines.append(name.ljust(label) + "".join(fmt.format(v) + unit for v in values) + _ratio(values))
+
+    def counts(name: str, values: Sequence[int]) -> None:
+        lines.append(name.ljust(label) + "".join(f"{v:>12,}" for v in values))
+
+    initial = [results[n].initial for n in sizes]
+    big = [results[n].big for n in sizes]
+    refresh = [results[n].refresh for n in sizes]
+    row("initial read of N one-record objects", [t.total for t in initial])
+    row("  mount step (raw JSON)", [t.mount for t in initial])
+    row("  DataFrame step (Spark read, Delta commit)", [t.spark for t in initial])
+    row("  run overhead", [t.overhead for t in initial])
+    counts("  records read per second", [round(n * len(args.topics) / t.total) for n, t in zip(sizes, initial)])
+    if initial[0].requests:
+        counts("  S3 GET requests", [t.requests["GetObject"] for t in initial])
+        counts("  S3 list requests", [t.requests["ListObjectsV2"] for t in initial])
+        counts("  GETs in flight at once", [t.fetch_threads for t in initial])
+    row(f"the same N records in objects of {args.big_objects}", [t.total for t in big])
+    row("  mount step (raw JSON)", [t.mount for t in big])
+    row("  DataFrame step (Spark read, Delta commit)", [t.spark for t in big])
+    row(f"one-record / {args.big_objects}-record objects", [a.total / b.total for a, b in zip(initial, big)], "x", "{:>11.2f}")
+    before = [BEFORE.get(n) for n in sizes]
+    if title.startswith("Local") and any(before):
+        lines.append(
+            "before (flat parquet warehouse, one file per object)".ljust(label)
+            + "".join(f"{b:>11.1f}s" if b else f"{'':>12}" for b in before)
+        )
+        lines.append(
+            "  speed-up of the initial read".ljust(label)
+            + "".join(f"{b / t.total:>11.1f}x" if b else f"{'':>12}" for b, t in zip(before, initial))
+        )
+    row(f"refresh after {args.new} new objects (median)", [t.total for t in refresh])
+    row("  mount step (raw JSON)", [t.mount for t in refresh])
+    row("  DataFrame step (Spark read, Delta commit)", [t.spark for t in refresh])
+    row("  run overhead", [t.overhead for t in refresh])
+    if refresh[0].requests:
+        counts("  S3 GET requests", [t.requests["GetObject"] for t in refresh])
+        counts("  S3 keys listed", [t.requests["keys listed"] for t in refresh])
+    return "\n".join(lines) + "\n"
 
 
 @dataclass(frozen=True)
@@ -190,6 +202,8 @@ class Timing:
     total: float
     steps: dict[str, float]  # step key (the asset name) -> seconds
     rows: dict[str, int]  # DataFrame asset -> rows read in this run
+    requests: dict[str, int] = field(default_factory=dict)  # S3 requests by operation
+    fetch_threads: int = 1
 
     @property
     def mount(self) -> float:
@@ -209,53 +223,138 @@ class Timing:
         return sorted(timings, key=lambda t: t.total)[len(timings) // 2]
 
 
-class Lake:
-    """A local-directory bucket with its mount and warehouse, and the lake assets of some topics."""
+class LocalStore:
+    """A local-directory bucket."""
 
-    def __init__(self, root: Path, topics: Sequence[TopicSpec], spark: SparkResource, fresh_state: str = "state"):
+    kind = "local"
+
+    def __init__(self, root: Path):
+        self.root = root / "bucket"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.url = str(self.root)
+        self.s3: S3Resource | None = None
+
+    def sibling(self, name: str) -> LocalStore:
+        return LocalStore(self.root.parent / name)
+
+    def land(self, topics: Sequence[TopicSpec], posts: RecordSource, first: int, records: int, flush_size: int) -> None:
+        """Objects of ``flush_size`` records for offsets ``first ..``, written straight to the directory
+        as LocalBucket lays keys out (its put fsyncs every object: slow for 50,000)."""
+        for key, data in _objects(topics, posts, first, records, flush_size):
+            path = self.root / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+
+
+class MotoStore:
+    """A bucket on moto's S3 server, run as a process of its own so that it does not share this
+    process's interpreter with the mount it serves."""
+
+    kind = "s3"
+
+    def __init__(self, endpoint: str, bucket: str):
+        self.endpoint = endpoint
+        self.bucket = bucket
+        self.url = f"s3://{bucket}"
+        credentials = {"region_name": "us-east-1", "aws_access_key_id": "bench", "aws_secret_access_key": "bench"}
+        self.client = boto3.client("s3", endpoint_url=endpoint, **credentials)
+        self.client.create_bucket(Bucket=bucket)
+        self.s3 = _CountingS3Resource(endpoint_url=endpoint, **credentials)
+
+    @classmethod
+    def started(cls, log_dir: Path):
+        import contextlib
+
+        @contextlib.contextmanager
+        def server():
+            log_dir.mkdir(parents=True, exist_ok=True)
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            moto = Path(sys.executable).with_name("moto_server")
+            with open(log_dir / "moto.log", "wb") as log:
+                process = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
+            try:
+                deadline = time.monotonic() + 60
+                while not _listening(port):
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        raise SystemExit("moto's S3 server did not start")
+                    time.sleep(0.1)
+                yield cls(f"http://127.0.0.1:{port}", "bench-lake")
+            finally:
+                process.terminate()
+                process.wait(timeout=30)
+
+        return server()
+
+    def sibling(self, name: str) -> MotoStore:
+        return MotoStore(self.endpoint, f"bench-lake-{name}")
+
+    def land(self, topics: Sequence[TopicSpec], posts: RecordSource, first: int, records: int, flush_size: int) -> None:
+        objects = list(_objects(topics, posts, first, records, flush_size))
+        with ThreadPoolExecutor(max_workers=10) as pool:
+            list(pool.map(lambda o: self.client.put_object(Bucket=self.bucket, Key=o[0], Body=o[1]), objects))
+
+
+class _CountingS3Resource(S3Resource):
+    """An S3Resource whose clients count the requests they send."""
+
+    def get_client(self):
+        client = super().get_client()
+        client.meta.events.register("after-call.s3.*", _count_request)
+        return client
+
+
+def _count_request(model, parsed=None, **_):
+    _S3_REQUESTS[model.name] += 1
+    if model.name == "ListObjectsV2" and isinstance(parsed, dict):
+        _S3_REQUESTS["keys listed"] += len(parsed.get("Contents", []))
+
+
+class Lake:
+    """A mount and a warehouse of their own on a bucket, and the lake assets of some topics."""
+
+    def __init__(self, root: Path, store, topics: Sequence[TopicSpec], spark: SparkResource):
         self.root = root
         self.topics = list(topics)
-        self.bucket_dir = root / "bucket"
-        self.bucket_dir.mkdir(parents=True, exist_ok=True)
-        state = root / fresh_state
-        self.s3_mount = S3MountResource(bucket_url=str(self.bucket_dir), mount_dir=str(state / "mnt"), user_id=USER_ID)
-        self.warehouse = WarehouseIOManager(base_dir=str(state / "warehouse"), spark=spark)
+        self.s3_mount = S3MountResource(bucket_url=store.url, mount_dir=str(root / "mnt"), user_id=USER_ID, s3=store.s3)
+        self.warehouse = WarehouseIOManager(base_dir=str(root / "warehouse"), spark=spark)
         self.spark = spark
         wanted = {dg.AssetKey(name) for spec in self.topics for name in (spec.raw_asset, spec.dataframe)}
         self.assets = [a for a in [*raw_json_assets, *dataframe_assets] if a.key in wanted]
 
-    def land(self, posts: RecordSource, first_offset: int, records: int, flush_size: int) -> None:
-        """Sink objects of ``flush_size`` records for offsets ``first_offset ..`` of each topic.
-
-        Written straight to the bucket's directory, as LocalBucket lays keys out: its put fsyncs
-        every object, which would make landing 50,000 objects the slowest part of the benchmark.
-        """
-        for spec in self.topics:
-            topic = spec.topic(USER_ID)
-            for start in range(first_offset, first_offset + records, flush_size):
-                end = min(start + flush_size, first_offset + records)
-                path = self.bucket_dir / object_key(topic, 0, start)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(b"".join(posts.line(spec.name, offset) for offset in range(start, end)))
-
     def refresh(self, expect_objects: int | None = None) -> Timing:
         """Materialise the raw JSON and DataFrame assets; check each read ``expect_objects`` new objects."""
         resources = {"s3_mount": self.s3_mount, "spark": self.spark, "warehouse_io_manager": self.warehouse}
+        _S3_REQUESTS.clear()
         t0 = time.perf_counter()
         result = dg.materialize(self.assets, resources=resources, run_config=_QUIET_RUN)
         total = time.perf_counter() - t0
         steps = {e.step_key: e.event_specific_data.duration_ms / 1000 for e in result.get_step_success_events()}
-        rows = {}
+        rows, threads = {}, 1
         for spec in self.topics:
-            [materialization] = result.asset_materializations_for_node(spec.dataframe)
-            metadata = {k: v.value for k, v in materialization.metadata.items()}
+            metadata = _metadata(result, spec.dataframe)
             if expect_objects is not None and metadata["objects_read"] != expect_objects:
                 raise SystemExit(f"{spec.dataframe} read {metadata['objects_read']} objects, expected {expect_objects}")
             rows[spec.dataframe] = metadata["rows_read"]
-        return Timing(total, steps, rows)
+            threads = _metadata(result, spec.raw_asset)["fetch_threads"]
+        return Timing(total, steps, rows, dict(_S3_REQUESTS), threads)
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _metadata(result, asset: str) -> dict:
+    [materialization] = result.asset_materializations_for_node(asset)
+    return {k: v.value for k, v in materialization.metadata.items()}
+
+
+def _objects(topics, posts, first: int, records: int, flush_size: int):
+    for spec in topics:
+        topic = spec.topic(USER_ID)
+        for start in range(first, first + records, flush_size):
+            end = min(start + flush_size, first + records)
+            yield object_key(topic, 0, start), b"".join(posts.line(spec.name, offset) for offset in range(start, end))
 
 
 class RecordSource:
@@ -279,8 +378,10 @@ class RecordSource:
         return lines[offset]
 
 
-def _rate(records: int, seconds: float) -> str:
-    return f"{records / seconds:,.0f} ({seconds:.2f}s)"
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _ratio_head(sizes: Sequence[int]) -> str:
@@ -303,6 +404,10 @@ def _counts(text: str) -> list[int]:
     if not counts or min(counts) < 1:
         raise argparse.ArgumentTypeError(f"expected numbers of at least 1, got {text!r}")
     return counts
+
+
+def _counts_or_none(text: str) -> list[int]:
+    return [] if text.strip() == "0" else _counts(text)
 
 
 def _topics(text: str) -> list[TopicSpec]:

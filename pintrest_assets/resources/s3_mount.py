@@ -15,6 +15,7 @@ and Dagster both reach.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -203,10 +204,20 @@ class S3MountResource(dg.ConfigurableResource):
 def _fetch(bucket: Bucket, objects: Sequence[ObjectInfo], threads: int) -> Iterator[bytes]:
     """Each object's bytes, in order: several GETs in flight from S3, one read at a time from a
     directory (a local read is faster than handing it to a thread)."""
+    if isinstance(bucket, LocalBucket):
+        # The keys come from the directory's own listing: read them in place without the
+        # per-key path resolution of ``LocalBucket.get`` (most of a 50,000-object sync's time).
+        root = str(bucket.root)
+        return (_read(os.path.join(root, o.key)) for o in objects)
     if threads <= 1 or len(objects) <= 1:
         return (bucket.get(o.key) for o in objects)
     with ThreadPoolExecutor(max_workers=min(threads, len(objects))) as pool:
         return iter(list(pool.map(lambda o: bucket.get(o.key), objects)))
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def _checked(topic: str) -> str:
