@@ -27,6 +27,11 @@ class ConfigError(Exception):
 
 DEFAULT_REST_PROXY_URL = "http://127.0.0.1:8082"
 DEFAULT_USER_ID = "pintrest"
+# The Kinesis proxy's routes are served by the same local gateway as the REST proxy's.
+DEFAULT_KINESIS_PROXY_URL = DEFAULT_REST_PROXY_URL
+# PINTREST_KINESIS_ENDPOINT_URL=aws: AWS's own endpoint for the region boto3 finds.
+KINESIS_ON_AWS = "aws"
+DEFAULT_KINESIS_LOCAL_PORT = 4567
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,12 @@ class Settings:
     spark_master: str
     spark_remote: str | None
     warehouse_dir: Path | None = None  # None: under ``home``
+    # The streaming half. Clients send posts to the Kinesis proxy (API Gateway, or the local
+    # gateway); the local gateway forwards them to the Kinesis endpoint: None is the embedded
+    # kinesalite it starts itself, "aws" AWS's endpoint for boto3's region, else any URL.
+    kinesis_proxy_url: str = DEFAULT_KINESIS_PROXY_URL
+    kinesis_endpoint_url: str | None = None
+    kinesis_local_port: int = DEFAULT_KINESIS_LOCAL_PORT
 
     @property
     def warehouse(self) -> Path:
@@ -54,6 +65,26 @@ class Settings:
     @property
     def gateway_state(self) -> Path:
         return self.home / "gateway"
+
+    @property
+    def kinesis_is_embedded(self) -> bool:
+        """Whether the local gateway runs its own Kinesis server (kinesalite)."""
+        return self.kinesis_endpoint_url is None
+
+    @property
+    def kinesis_dir(self) -> Path:
+        """The embedded Kinesis server's directory: its LevelDB data, log and pid file."""
+        return self.home / "kinesis"
+
+    @property
+    def kinesis_client_endpoint(self) -> str | None:
+        """The ``endpoint_url`` for a boto3 Kinesis client: the embedded server's, the configured
+        URL, or None (AWS's own endpoint, from the region)."""
+        if self.kinesis_endpoint_url is None:
+            return f"http://127.0.0.1:{self.kinesis_local_port}"
+        if self.kinesis_endpoint_url == KINESIS_ON_AWS:
+            return None
+        return self.kinesis_endpoint_url
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -92,6 +123,25 @@ class Settings:
                 f"expected a directory (local, or a mount that Spark and Dagster both reach), got {warehouse!r}",
             )
 
+        kinesis_proxy_url = (env.get("PINTREST_KINESIS_PROXY_URL") or DEFAULT_KINESIS_PROXY_URL).rstrip("/")
+        if urlparse(kinesis_proxy_url).scheme not in {"http", "https"} or not urlparse(kinesis_proxy_url).netloc:
+            raise ConfigError(
+                "PINTREST_KINESIS_PROXY_URL",
+                f"expected http(s)://host[:port][/stage] (the local gateway, or an API Gateway stage), "
+                f"got {kinesis_proxy_url!r}",
+            )
+        kinesis_endpoint_url = (env.get("PINTREST_KINESIS_ENDPOINT_URL") or "").strip().rstrip("/") or None
+        if kinesis_endpoint_url is not None and kinesis_endpoint_url.lower() == KINESIS_ON_AWS:
+            kinesis_endpoint_url = KINESIS_ON_AWS
+        elif kinesis_endpoint_url is not None and (
+            urlparse(kinesis_endpoint_url).scheme not in {"http", "https"} or not urlparse(kinesis_endpoint_url).netloc
+        ):
+            raise ConfigError(
+                "PINTREST_KINESIS_ENDPOINT_URL",
+                f"expected unset (the embedded kinesalite), 'aws', or http(s)://host[:port], got {kinesis_endpoint_url!r}",
+            )
+        kinesis_local_port = _port(env, "PINTREST_KINESIS_LOCAL_PORT", DEFAULT_KINESIS_LOCAL_PORT)
+
         return cls(
             home=home,
             db_url=db_url,
@@ -103,7 +153,19 @@ class Settings:
             spark_master=env.get("PINTREST_SPARK_MASTER") or "local[*]",
             spark_remote=env.get("PINTREST_SPARK_REMOTE") or None,
             warehouse_dir=Path(warehouse).expanduser().resolve() if warehouse else None,
+            kinesis_proxy_url=kinesis_proxy_url,
+            kinesis_endpoint_url=kinesis_endpoint_url,
+            kinesis_local_port=kinesis_local_port,
         )
+
+
+def _port(env, name: str, default: int) -> int:
+    text = (env.get(name) or "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise ConfigError(name, f"expected a TCP port (1-65535), got {text!r}")
+    return int(text)
 
 
 def _db_url(env, home: Path) -> tuple[str, bool]:

@@ -15,6 +15,13 @@ Endpoints; every response is ``application/vnd.kafka.v2+json`` but a 403 (see be
   the gateway started) and ``last_error`` (the sink's last failure to write to the bucket, null
   once it succeeds again). Everything acknowledged has landed when every ``pending`` is 0.
 
+- The API Gateway Kinesis-proxy routes (``kinesis_proxy.ROUTES``; ``application/json``):
+  ``GET /streams``, ``GET``/``POST /streams/{stream-name}``, ``PUT /streams/{stream-name}/record``
+  and ``PUT /streams/{stream-name}/records``, each calling one Kinesis action on the gateway's
+  Kinesis endpoint (``kinesis=``, a boto3 client) as API Gateway's integrations do: see
+  ``gateway/kinesis.py``. Without an endpoint they answer 503. ``GET /status`` has a
+  ``kinesis`` entry: ``{"endpoint", "ready", "error"}``.
+
 ``ROUTES`` lists them as data, with the API each belongs to; requests are dispatched through it,
 and the deployment files (``deploy/api-gateway/``) are checked against it.
 
@@ -44,7 +51,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from pintrest_assets import kinesis_proxy
 from pintrest_assets.bucket import Bucket
+from pintrest_assets.gateway import kinesis as kinesis_routes
 from pintrest_assets.gateway.broker import PARTITION, Broker
 from pintrest_assets.gateway.protocol import (
     RejectedRecord,
@@ -101,6 +110,10 @@ class Gateway:
 
     ``api_key``: every request must send it as ``x-api-key``; required unless ``host`` is a
     loopback address (``ApiKeyRequired`` otherwise). It is kept out of logs and ``repr``.
+
+    ``kinesis``: the boto3 Kinesis client the Kinesis-proxy routes call (``KinesisStack`` in
+    ``gateway/kinesis.py`` makes one from the settings); None: they answer 503 with
+    ``kinesis_unavailable`` as the reason, until ``use_kinesis`` hands one over.
     """
 
     def __init__(
@@ -118,6 +131,8 @@ class Gateway:
         fsync: bool = True,
         topics: Iterable[str] = (),
         api_key: str | None = None,
+        kinesis=None,
+        kinesis_unavailable: str | None = None,
     ):
         if api_key and not (api_key.isascii() and api_key.isprintable() and " " not in api_key):
             raise ApiKeyRequired("the API key must be printable ASCII without spaces (it is sent in a header)")
@@ -131,6 +146,9 @@ class Gateway:
         self.max_request_bytes = max_request_bytes
         self.max_records_per_request = max_records_per_request
         self.initial_topics = list(topics)
+        self._kinesis = kinesis
+        self._kinesis_unavailable = kinesis_unavailable
+        self._kinesis_retry_after: int | None = None
         self._httpd: _HTTPServer | None = None
         self._serving: threading.Thread | None = None
 
@@ -220,7 +238,33 @@ class Gateway:
         self.shutdown()
 
     def status(self) -> dict:
-        return {"bucket": self.bucket.url, "topics": self.broker.status()}
+        kinesis = self._kinesis
+        return {
+            "bucket": self.bucket.url,
+            "topics": self.broker.status(),
+            "kinesis": {
+                "endpoint": kinesis.meta.endpoint_url if kinesis is not None else None,
+                "ready": kinesis is not None,
+                "error": None if kinesis is not None else self._kinesis_unavailable,
+            },
+        }
+
+    # -- the Kinesis endpoint --------------------------------------------------------------------
+
+    def use_kinesis(self, client) -> None:
+        """From now on the Kinesis-proxy routes call ``client`` (a boto3 Kinesis client)."""
+        self._kinesis = client
+
+    def kinesis_unavailable(self, reason: str, retry_after: int | None = None) -> None:
+        """The Kinesis-proxy routes answer 503 with ``reason`` (and a Retry-After, if given)."""
+        self._kinesis, self._kinesis_unavailable, self._kinesis_retry_after = None, reason, retry_after
+
+    def kinesis_client(self):
+        """The client the Kinesis-proxy routes call; raises their 503 when there is none."""
+        client = self._kinesis
+        if client is None:
+            raise kinesis_routes.unavailable(self._kinesis_unavailable, self._kinesis_retry_after)
+        return client
 
     def produce(self, topic: str, partition: int, content_type: str | None, body: bytes) -> dict:
         """One v2 produce request; raises ``RestError`` for a request-level failure."""
@@ -270,8 +314,9 @@ class Route:
     the handler that answers it, and the media type of its answers.
 
     Kinds: ``rest-proxy`` (the Kafka REST Proxy v2, what API Gateway forwards:
-    ``deploy/api-gateway/kafka-rest-proxy.openapi.yaml`` lists the same routes) and
-    ``operator`` (the gateway's own, never exposed through API Gateway).
+    ``deploy/api-gateway/kafka-rest-proxy.openapi.yaml`` lists the same routes), ``kinesis``
+    (API Gateway's Kinesis proxy: ``deploy/api-gateway/kinesis-proxy.openapi.yaml``, each route
+    one Kinesis action) and ``operator`` (the gateway's own, never exposed through API Gateway).
     """
 
     kind: str
@@ -316,6 +361,10 @@ ROUTES: tuple[Route, ...] = (
         lambda gw, req: gw.partition(req.params["topic"], _partition_number(req.params["partition"])),
     ),
     Route("rest-proxy", "POST", "/topics/{topic}/partitions/{partition}", _produce),
+    *(
+        Route("kinesis", method, template, kinesis_routes.route_handler(action), kinesis_proxy.CONTENT_TYPE)
+        for method, template, action in kinesis_proxy.ROUTES
+    ),
     Route("operator", "GET", "/status", lambda gw, req: gw.status()),
 )
 
@@ -410,16 +459,26 @@ class _Handler(BaseHTTPRequestHandler):
             return 403, FORBIDDEN, FORBIDDEN_HEADERS, "application/json"
         route = None
         try:
+            try:
+                route, params = self._find_route()
+                no_route = None
+            except RestError as exc:
+                no_route = exc  # answered once the body is read, so the connection can go on
             body = self._read_body()
-            route, params = self._find_route()
+            if no_route is not None:
+                raise no_route
             request = Request(params, self.headers.get("Content-Type"), body)
             return 200, route.handler(self.server.gateway, request), {}, route.media_type
         except _ClientGone:
             raise
         except RestError as exc:
+            if route is not None and route.kind == "kinesis" and not isinstance(exc, kinesis_routes.KinesisError):
+                return exc.status, {"message": exc.message}, exc.headers, route.media_type  # as API Gateway has it
             return exc.status, exc.body(), exc.headers, route.media_type if route else V2_RESPONSE
         except Exception:
             log.exception("%s %s failed", self.command, self.path)
+            if route is not None and route.kind == "kinesis":
+                return 500, {"message": "Internal server error"}, {}, route.media_type
             return 500, {"error_code": 500, "message": "Internal Server Error"}, {}, V2_RESPONSE
 
     def _find_route(self) -> tuple[Route, dict[str, str]]:

@@ -85,8 +85,7 @@ class ProduceResult:
             topic=self.topic,
             records=self.records + other.records,
             sent=self.sent + other.sent,
-            failed=self.failed
-            + [replace(f, index_in_input=f.index_in_input + self.records) for f in other.failed],
+            failed=self.failed + [replace(f, index_in_input=f.index_in_input + self.records) for f in other.failed],
             first_offset=_min(self.first_offset, other.first_offset),
             last_offset=_max(self.last_offset, other.last_offset),
             offsets=self.offsets + other.offsets,
@@ -176,9 +175,7 @@ class ProxyClientResource(dg.ConfigurableResource):
                 method, self.url.rstrip("/") + path, data=body, headers=headers, timeout=self.timeout_seconds
             )
         except requests.exceptions.SSLError as exc:  # asking again will not fix a certificate
-            raise ConfigError(
-                self.url_setting, f"TLS with {self._display_url('')} failed: {str(exc)[:300]}"
-            ) from None
+            raise ConfigError(self.url_setting, f"TLS with {self._display_url('')} failed: {str(exc)[:300]}") from None
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
             return Retry(describe_transport_error(exc), transport=True)
         self._reached = True

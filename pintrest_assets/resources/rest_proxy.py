@@ -313,4 +313,3 @@ def _error_body(response: requests.Response) -> tuple[int | None, str]:
     except ValueError:
         return None, response.text.strip()[:200]
     return read_error_body(body)
-
