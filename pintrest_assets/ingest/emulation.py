@@ -3,6 +3,11 @@
 The original sent one post at a time, one record per request. Here posts are drawn in chunks
 (one bulk query per table) and each topic's records go out many per request, the three topics
 in parallel; the records and topics are the same.
+
+The same emulation drives either proxy client: ``RestProxyResource`` (Kafka topics, offsets by
+partition number) or ``KinesisProxyResource`` (the streaming half's Kinesis streams, sequence
+numbers by shard id). Both offer ``topic_for(spec)`` and ``produce(name, values)``, which
+returns a ``ProduceResult`` (``resources/proxy_client.py``).
 """
 
 from __future__ import annotations
@@ -19,15 +24,21 @@ from pintrest_assets.topics import TOPICS
 
 @dataclass
 class TopicTally:
-    """What one topic's records became: acknowledged, failed, and where they landed in the log."""
+    """What one topic's records became: acknowledged, failed, and where they landed in the log.
+
+    ``topic`` is the Kafka topic or the Kinesis stream (``kind`` says which: "topic" or
+    "stream"); ``offsets`` maps each Kafka partition (an int) or Kinesis shard id (a str) to
+    the acknowledged offsets or sequence numbers (ints; Kinesis's have some 56 digits).
+    """
 
     topic: str
+    kind: str = "topic"
     sent: int = 0
     failed: int = 0
     retries: int = 0
     requests: int = 0
-    # partition -> acknowledged offsets; kept so a run can check each one landed.
-    offsets: dict[int, list[int]] = field(default_factory=dict)
+    # partition or shard -> acknowledged offsets; kept so a run can check each one landed.
+    offsets: dict[int | str, list[int]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
 
     def add(self, result) -> None:
@@ -69,7 +80,7 @@ class EmulationReport:
 
 def emulate(
     database,
-    rest_proxy,
+    proxy,
     posts: int | None,
     *,
     rate: float | None = None,
@@ -78,7 +89,8 @@ def emulate(
     on_chunk: Callable[[EmulationReport, int], None] | None = None,
     stop: threading.Event | None = None,
 ) -> EmulationReport:
-    """Send ``posts`` random posts (``None``: until ``stop`` is set) to the three topics.
+    """Send ``posts`` random posts (``None``: until ``stop`` is set) to the three topics
+    through ``proxy``, a ``RestProxyResource`` or a ``KinesisProxyResource``.
 
     ``rate`` caps posts per second. ``on_chunk(report, posts_in_chunk)`` is called after each
     chunk is acknowledged (progress bars). Setting ``stop`` ends the emulation after the chunk in
@@ -87,7 +99,8 @@ def emulate(
     """
     rng = rng or random.Random()
     stop = stop or threading.Event()
-    report = EmulationReport(topics={spec.name: TopicTally(rest_proxy.topic_for(spec)) for spec in TOPICS})
+    kind = getattr(proxy, "sends_to", "topic")
+    report = EmulationReport(topics={spec.name: TopicTally(proxy.topic_for(spec), kind) for spec in TOPICS})
     chunk_posts = max(1, min(chunk_posts, int(rate) if rate else chunk_posts))
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=len(TOPICS), thread_name_prefix="produce") as pool:
@@ -95,9 +108,7 @@ def emulate(
             n = chunk_posts if posts is None else min(chunk_posts, posts - report.posts)
             draw = database.draw_posts(n, rng)
             pending = {
-                spec.name: pool.submit(
-                    rest_proxy.produce, rest_proxy.topic_for(spec), [post[spec.name] for post in draw.posts]
-                )
+                spec.name: pool.submit(proxy.produce, proxy.topic_for(spec), [post[spec.name] for post in draw.posts])
                 for spec in TOPICS
             }
             try:

@@ -6,16 +6,23 @@ from pintrest_assets.ingest.emulation import EmulationReport
 
 
 def stream_metadata(report: EmulationReport, topic_name: str) -> dict:
+    """The metadata of one topic's (or Kinesis stream's) materialisation for an emulation batch.
+
+    Kafka: ``topic``, and offsets as numbers. Kinesis: ``stream`` instead of ``topic``, shard ids
+    as the ``offset_ranges`` keys and sequence numbers as decimal strings, since they exceed what
+    a JSON reader such as the UI's JavaScript keeps exactly (2**53).
+    """
     tally = report.topics[topic_name]
+    exact = str if tally.kind == "stream" else _same
     metadata = {
-        "topic": tally.topic,
+        tally.kind: tally.topic,
         "records_sent": tally.sent,
         "records_failed": tally.failed,
-        "first_offset": tally.first_offset,
-        "last_offset": tally.last_offset,
-        # partition -> [first, last] acknowledged offset: what a reconciliation checks in the bucket
+        "first_offset": _optional(exact, tally.first_offset),
+        "last_offset": _optional(exact, tally.last_offset),
+        # partition (or shard) -> [first, last] acknowledged offset: what a reconciliation checks downstream
         "offset_ranges": dg.MetadataValue.json(
-            {str(p): [min(o), max(o)] for p, o in sorted(tally.offsets.items()) if o}
+            {str(p): [exact(min(o)), exact(max(o))] for p, o in sorted(tally.offsets.items()) if o}
         ),
         "retries": tally.retries,
         "requests": tally.requests,
@@ -26,3 +33,11 @@ def stream_metadata(report: EmulationReport, topic_name: str) -> dict:
     if tally.failures:
         metadata["failure_examples"] = dg.MetadataValue.md("\n".join(f"- {m}" for m in tally.failures))
     return metadata
+
+
+def _same(value):
+    return value
+
+
+def _optional(convert, value):
+    return None if value is None else convert(value)
