@@ -16,7 +16,7 @@ import click
 
 from pintrest_assets.commands import pintrest_command
 
-WORKSPACE = Path(__file__).resolve().parent.parent / "workspace.yaml"
+WORKSPACE = Path(__file__).resolve().parents[2] / "workspace.yaml"  # at the repository root
 
 
 @pintrest_command(
@@ -44,7 +44,7 @@ def command(settings, verbose: bool, host: str, port: int) -> int:
             print(f"gateway started on {settings.rest_proxy_url}")
         ui = subprocess.Popen(
             [sys.executable, "-m", "dagster", "dev", "-w", str(WORKSPACE), "-h", host, "-p", str(port)]
-            + ([] if verbose else ["--log-level", "warning"]),
+            + ([] if verbose else ["--log-level", "warning", "--code-server-log-level", "error"]),
             cwd=WORKSPACE.parent,
             start_new_session=True,  # its own process group: one signal stops the UI and its daemon
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),

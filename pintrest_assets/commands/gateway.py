@@ -85,11 +85,9 @@ def command(
     from pintrest_assets.gateway.server import Gateway
 
     if not logging.getLogger().handlers:
-        # --verbose: a line per request; without: what went wrong and what is retried.
-        logging.basicConfig(
-            level=logging.DEBUG if verbose else logging.WARNING,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # --verbose: a line per request; without: what went wrong and what is retried.
+    logging.getLogger("pintrest_assets.gateway").setLevel(logging.DEBUG if verbose else logging.NOTSET)
     bucket = open_bucket(settings.bucket, endpoint_url=settings.s3_endpoint_url)
     try:
         next(iter(bucket.list("topics/")), None)
