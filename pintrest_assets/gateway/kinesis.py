@@ -412,7 +412,6 @@ class KinesisStack:
             raise ConfigError(
                 "PINTREST_HOME", f"another gateway runs the embedded Kinesis in {self.kinesis_dir}; stop it first"
             ) from None
-        self._lock_file = lock
         # A gateway killed without a chance to stop its kinesalite leaves it running on our data.
         _end_orphan(self._pid_file, self.data_dir)
         local = LocalKinesis(
@@ -420,14 +419,19 @@ class KinesisStack:
         )
         try:
             local.start()
-        except KinesaliteUnavailable as exc:
-            setting = "PINTREST_KINESIS_LOCAL_PORT" if "already taken" in str(exc) else "PINTREST_KINESIS_ENDPOINT_URL"
+        except BaseException as exc:
+            lock.close()
+            if not isinstance(exc, KinesaliteUnavailable):
+                raise
+            busy = "already taken" in str(exc) or "EADDRINUSE" in str(exc)
+            setting = "PINTREST_KINESIS_LOCAL_PORT" if busy else "PINTREST_KINESIS_ENDPOINT_URL"
             hint = (
                 "choose another port"
                 if setting == "PINTREST_KINESIS_LOCAL_PORT"
                 else "install Node.js and npm, or point PINTREST_KINESIS_ENDPOINT_URL at a Kinesis"
             )
             raise ConfigError(setting, f"{exc} ({hint})") from None
+        self._lock_file = lock
         self._pid_file.write_text(f"{local.process.pid}\n")
         self.local = local
 
