@@ -11,7 +11,10 @@ Three counts should agree for a topic:
 The counts come from the assets' materialisation metadata in the Dagster instance, so the check
 reads no data. Its cost grows with the batches sent recently, not with all of them: each evaluation
 records a settled tally, the sum of the stream materialisations up to a storage id, and the next
-evaluation adds the ones after it.
+evaluation adds the ones after it. The tally (``Tally``, ``bring_up_to_date``) also serves the
+streaming half's check (``defs/stream/checks.py``), which sums the Kinesis stream
+materialisations the same way: ``kind`` says whether a batch's destination is a Kafka ``topic``
+or a Kinesis ``stream``.
 
 Storage ids are not committed in order on every storage: on PostgreSQL a batch that took id 100
 may become visible after id 101. So a batch settles only once it is older than ``SETTLE_SECONDS``
@@ -51,10 +54,15 @@ Dagster instance's history (for example after the instance was reset but the buc
 
 @dataclass(frozen=True)
 class Tally:
-    """What the REST proxy acknowledged for one Kafka topic, summed over the topic stream's
-    materialisations up to storage id ``through`` (the settled tally), or over all of them."""
+    """What the proxy acknowledged for one destination, a Kafka topic or a Kinesis stream (``kind``
+    names the metadata entry that holds it: "topic" or "stream"), summed over the emulation
+    batches' materialisations up to storage id ``through`` (the settled tally), or over all of them.
 
-    topic: str | None  # None: every topic (nothing has landed yet, so no topic to pick)
+    ``offset_ranges`` maps a partition (or shard id) to the first and last offset (or sequence
+    number) acknowledged; Kinesis's sequence numbers stay decimal strings, compared as integers.
+    """
+
+    topic: str | None  # None: every destination (nothing has been read yet, so none to pick)
     through: int = 0  # storage id of the last stream materialisation counted
     last_batch: int | None = None  # storage id of the last batch sent to the topic
     acknowledged: int = 0
@@ -62,15 +70,16 @@ class Tally:
     batches: int = 0  # topic stream materialisations counted
     offset_ranges: dict[str, list[int]] = field(default_factory=dict)  # partition -> [first, last] acknowledged
     batches_read: int = 0  # stream materialisations read by this evaluation to bring the tally up to date
+    kind: str = "topic"  # the metadata entry naming a batch's destination: "topic" or "stream"
 
     def add(self, record: dg.EventLogRecord) -> "Tally":
-        meta = _metadata(record)
-        if self.topic is not None and meta.get("topic") != self.topic:
+        meta = materialisation_metadata(record)
+        if self.topic is not None and meta.get(self.kind) != self.topic:
             return replace(self, through=record.storage_id, batches_read=self.batches_read + 1)
         ranges = dict(self.offset_ranges)
         for partition, (first, last) in (meta.get("offset_ranges") or {}).items():
             low, high = ranges.get(partition, (first, last))
-            ranges[partition] = [min(low, first), max(high, last)]
+            ranges[partition] = [min(low, first, key=int), max(high, last, key=int)]
         return replace(
             self,
             through=record.storage_id,
@@ -78,7 +87,7 @@ class Tally:
             acknowledged=self.acknowledged + int(meta.get("records_sent", 0)),
             failed=self.failed + int(meta.get("records_failed", 0)),
             batches=self.batches + 1,
-            offset_ranges=dict(sorted(ranges.items(), key=lambda item: int(item[0]))),
+            offset_ranges=dict(sorted(ranges.items(), key=lambda item: _position_order(item[0]))),
             batches_read=self.batches_read + 1,
         )
 
@@ -86,7 +95,7 @@ class Tally:
         """The tally as check metadata, shown in the UI, with the ``settled`` tally the next
         evaluation starts from."""
         return {
-            "topic": self.topic or "",
+            self.kind: self.topic or "",
             "acknowledged": self.acknowledged,
             "failed_at_proxy": self.failed,
             "batches_counted": self.batches,
@@ -106,13 +115,14 @@ class Tally:
         }
 
     @classmethod
-    def from_metadata(cls, meta: dict) -> "Tally | None":
+    def from_metadata(cls, meta: dict, kind: str = "topic") -> "Tally | None":
         """The settled tally ``metadata`` recorded (plain values); None for an evaluation without one."""
         settled = meta.get("settled")
-        if not isinstance(settled, dict):
+        if not isinstance(settled, dict) or kind not in meta:
             return None
         return cls(
-            topic=meta["topic"] or None,
+            kind=kind,
+            topic=meta[kind] or None,
             through=int(settled["through_storage_id"]),
             last_batch=int(settled["last_batch_storage_id"]) or None,
             acknowledged=int(settled["acknowledged"]),
@@ -199,25 +209,16 @@ def reconciliation_result(counts: TopicCounts, spec: TopicSpec) -> dg.AssetCheck
 def count_topic(instance: dg.DagsterInstance, spec: TopicSpec) -> TopicCounts:
     """The topic's counts from the latest raw JSON and DataFrame materialisations, and the stream's
     materialisations for the same Kafka topic (those after the last evaluation's tally)."""
-    raw = _latest(instance, spec.raw_asset)
-    frame = _latest(instance, spec.dataframe)
-    raw_meta = _metadata(raw)
-    frame_meta = _metadata(frame)
+    raw = latest_materialisation(instance, spec.raw_asset)
+    frame = latest_materialisation(instance, spec.dataframe)
+    raw_meta = materialisation_metadata(raw)
+    frame_meta = materialisation_metadata(frame)
     # The topic the bucket holds now: batches sent to another topic (another user id) are not
     # expected there.
     topic = raw_meta.get("topic")
 
-    settled = _previous_tally(instance, spec)
-    if settled is None or settled.topic != topic or _wiped(instance, spec.stream_asset, settled.through):
-        settled = Tally(topic)
-    records = list(_materialisations_after(instance, spec.stream_asset, settled.through))
-    cutoff = time.time() - 2 * SETTLE_SECONDS
-    settle_through = max((r.storage_id for r in records if r.timestamp <= cutoff), default=settled.through)
-    tally = settled
-    for record in records:
-        tally = tally.add(record)
-        if record.storage_id <= settle_through:
-            settled = settled.add(record)
+    check = dg.AssetCheckKey(dg.AssetKey(spec.dataframe), CHECK_NAME)
+    tally, settled = bring_up_to_date(instance, spec.stream_asset, check, topic)
 
     stale = []
     if tally.last_batch is not None and (raw is None or raw.storage_id < tally.last_batch):
@@ -226,7 +227,7 @@ def count_topic(instance: dg.DagsterInstance, spec: TopicSpec) -> TopicCounts:
         stale.append(f"{spec.dataframe} was not refreshed since {spec.raw_asset} was")
     return TopicCounts(
         tally=tally,
-        settled=replace(settled, batches_read=0),
+        settled=settled,
         landed=int(raw_meta["records"]) if "records" in raw_meta else None,
         newest_key=raw_meta.get("newest_key") or None,
         rows=int(frame_meta["dagster/row_count"]) if "dagster/row_count" in frame_meta else None,
@@ -235,15 +236,48 @@ def count_topic(instance: dg.DagsterInstance, spec: TopicSpec) -> TopicCounts:
     )
 
 
-def _previous_tally(instance: dg.DagsterInstance, spec: TopicSpec) -> Tally | None:
+def bring_up_to_date(
+    instance: dg.DagsterInstance,
+    stream_asset: str,
+    check: dg.AssetCheckKey,
+    topic: str | None,
+    kind: str = "topic",
+) -> tuple[Tally, Tally]:
+    """What the proxy acknowledged for ``topic`` (a Kafka topic, or a Kinesis stream with
+    ``kind="stream"``) over every materialisation of ``stream_asset``, and the settled part of it
+    for ``check``'s next evaluation to start from.
+
+    Starts from the settled tally ``check``'s last evaluation recorded, unless the destination
+    changed or the stream's materialisations were wiped since, and reads only the
+    materialisations after it; those older than twice ``SETTLE_SECONDS`` settle.
+    """
+    settled = _previous_tally(instance, check, kind)
+    if settled is None or settled.topic != topic or _wiped(instance, stream_asset, settled.through):
+        settled = Tally(topic, kind=kind)
+    records = list(_materialisations_after(instance, stream_asset, settled.through))
+    cutoff = time.time() - 2 * SETTLE_SECONDS
+    settle_through = max((r.storage_id for r in records if r.timestamp <= cutoff), default=settled.through)
+    tally = settled
+    for record in records:
+        tally = tally.add(record)
+        if record.storage_id <= settle_through:
+            settled = settled.add(record)
+    return tally, replace(settled, batches_read=0)
+
+
+def _previous_tally(instance: dg.DagsterInstance, check: dg.AssetCheckKey, kind: str) -> Tally | None:
     """The settled tally the check's last completed evaluation recorded, if any."""
-    key = dg.AssetCheckKey(dg.AssetKey(spec.dataframe), CHECK_NAME)
     # The newest executions may still be running (planned, without an evaluation).
-    for execution in instance.event_log_storage.get_asset_check_execution_history(key, limit=_RECENT_EXECUTIONS):
+    for execution in instance.event_log_storage.get_asset_check_execution_history(check, limit=_RECENT_EXECUTIONS):
         evaluation = execution.event.dagster_event.event_specific_data if execution.event else None
         if isinstance(evaluation, dg.AssetCheckEvaluation):
-            return Tally.from_metadata({name: value.value for name, value in evaluation.metadata.items()})
+            return Tally.from_metadata({name: value.value for name, value in evaluation.metadata.items()}, kind)
     return None
+
+
+def _position_order(partition: str) -> tuple[int, str]:
+    """Kafka partitions ("0", "1", ..., "10") in numeric order, Kinesis shard ids in theirs."""
+    return len(partition), partition
 
 
 def _wiped(instance: dg.DagsterInstance, asset: str, storage_id: int) -> bool:
@@ -254,7 +288,7 @@ def _wiped(instance: dg.DagsterInstance, asset: str, storage_id: int) -> bool:
     return not instance.fetch_materializations(records_filter, limit=1).records
 
 
-def _latest(instance: dg.DagsterInstance, asset: str) -> dg.EventLogRecord | None:
+def latest_materialisation(instance: dg.DagsterInstance, asset: str) -> dg.EventLogRecord | None:
     records = instance.fetch_materializations(dg.AssetKey(asset), limit=1).records
     return records[0] if records else None
 
@@ -270,7 +304,7 @@ def _materialisations_after(instance: dg.DagsterInstance, asset: str, storage_id
         cursor = page.cursor
 
 
-def _metadata(record: dg.EventLogRecord | None) -> dict:
+def materialisation_metadata(record: dg.EventLogRecord | None) -> dict:
     if record is None or record.asset_materialization is None:
         return {}
     return {key: value.value for key, value in record.asset_materialization.metadata.items()}
