@@ -1,0 +1,160 @@
+"""The Structured Streaming query of a stream table: a Kinesis stream into its Delta table.
+
+::
+
+    spark.readStream.format("pintrest_kinesis")          # kinesis/spark_source.py
+        .option("streamName", "streaming-<user_id>-pin")
+        .option("endpointUrl", ...)                        # none on AWS
+        .option("initialPosition", "trim_horizon")
+        .load()
+        .writeStream.foreachBatch(table.write_batch)        # decode, quarantine, clean, commit
+        .option("checkpointLocation", "<warehouse>/_checkpoints/<user_id>_pin_table")
+        .trigger(availableNow=True)
+        .start()
+
+On Databricks the same query reads ``format("kinesis")`` with the same options and columns.
+``run_available_now`` runs it to what had arrived when it started and stops, which is how
+Dagster materialises a stream table (a sensor runs it again when more arrives);
+``start_query`` with another trigger keeps it running.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from pintrest_assets.kinesis.spark_source import FORMAT, register
+from pintrest_assets.stream.tables import BatchResult, StreamState, StreamTable
+
+# initialPosition of the stream tables: every record the stream retains, as the original's
+# Databricks notebooks read it.
+INITIAL_POSITION = "trim_horizon"
+
+
+def source_options(
+    stream: str,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    *,
+    max_records_per_batch: int | None = None,
+) -> dict[str, str]:
+    """The Kinesis source's options for ``stream`` (Databricks' names)."""
+    options = {"streamName": stream, "initialPosition": INITIAL_POSITION}
+    if endpoint_url:
+        options["endpointUrl"] = endpoint_url
+    if region:
+        options["region"] = region
+    if max_records_per_batch:
+        options["maxRecordsPerBatch"] = str(max_records_per_batch)
+    return options
+
+
+@dataclass
+class StreamRun:
+    """What one run of a stream table's query did."""
+
+    table: str
+    stream: str
+    before: StreamState
+    after: StreamState
+    batches: list[BatchResult] = field(default_factory=list)  # in the order they ran, replays included
+    seconds: float = 0.0
+
+    @property
+    def micro_batches(self) -> int:
+        """Micro-batches appended (replays of batches the table had already are not counted)."""
+        return sum(1 for b in self.batches if not b.replayed)
+
+    @property
+    def replayed(self) -> int:
+        return sum(1 for b in self.batches if b.replayed)
+
+    @property
+    def records(self) -> int:
+        return self.after.records_read - self.before.records_read
+
+    @property
+    def rows(self) -> int:
+        return self.after.rows - self.before.rows
+
+    @property
+    def quarantined(self) -> int:
+        return self.after.quarantined - self.before.quarantined
+
+    @property
+    def records_per_second(self) -> float:
+        return self.records / self.seconds if self.seconds > 0 else 0.0
+
+
+class _Writer:
+    """``foreachBatch``'s function: appends each micro-batch, keeps what each did and the first
+    error as raised (Spark would wrap it in a StreamingQueryException)."""
+
+    def __init__(self, table: StreamTable):
+        self.table = table
+        self.batches: list[BatchResult] = []
+        self.error: BaseException | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, batch, batch_id: int) -> None:
+        try:
+            result = self.table.write_batch(batch, batch_id)
+        except BaseException as exc:
+            with self._lock:
+                self.error = self.error or exc
+            raise
+        with self._lock:
+            self.batches.append(result)
+
+
+def start_query(spark, table: StreamTable, options: Mapping[str, str], *, trigger: Mapping | None = None):
+    """Starts the table's query (``trigger`` as ``DataStreamWriter.trigger``'s keywords; default
+    ``availableNow=True``); returns the query and its writer (``.batches``, ``.error``)."""
+    table.prepare(spark)
+    register(spark)
+    reader = spark.readStream.format(FORMAT)
+    for name, value in options.items():
+        reader = reader.option(name, value)
+    writer = _Writer(table)
+    query = (
+        reader.load()
+        .writeStream.foreachBatch(writer)
+        .option("checkpointLocation", str(table.checkpoint))
+        .queryName(table.name)
+        .trigger(**(trigger or {"availableNow": True}))
+        .start()
+    )
+    return query, writer
+
+
+def run_available_now(spark, table: StreamTable, options: Mapping[str, str], timeout: float | None = None) -> StreamRun:
+    """Runs the table's query with ``trigger(availableNow=True)``: every record that arrived
+    before it started, in micro-batches, then it stops. Raises what stopped it early (a
+    ``TimeoutError`` after ``timeout`` seconds, with the batches done so far committed)."""
+    started = time.perf_counter()
+    before = table.state()
+    query, writer = start_query(spark, table, options)
+    try:
+        finished = query.awaitTermination(timeout) if timeout is not None else query.awaitTermination()
+    except Exception:
+        if writer.error is not None:
+            raise writer.error from None
+        raise
+    finally:
+        if query.isActive:
+            query.stop()
+    if timeout is not None and finished is False:
+        raise TimeoutError(
+            f"{table.name}: the query did not finish within {timeout:g} s; it committed "
+            f"{sum(1 for b in writer.batches if not b.replayed)} micro-batches and stopped"
+        )
+    return StreamRun(
+        table=table.name,
+        stream=options["streamName"],
+        before=before,
+        after=table.state(),
+        batches=list(writer.batches),
+        seconds=time.perf_counter() - started,
+    )

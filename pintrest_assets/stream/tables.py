@@ -1,0 +1,347 @@
+"""A stream table: one topic's Kinesis records, decoded and cleaned as the batch path does, in a
+Delta table of the warehouse, appended to one micro-batch at a time, exactly once.
+
+The table is ``<warehouse>/<user_id>_<topic>_table``; records that do not parse go to
+``<warehouse>/_quarantine/<table>`` (``source_key`` = ``<shard id>/<sequence number>``, the
+record's text, the reason), and the query's checkpoint (Spark's offset and commit logs) is
+``<warehouse>/_checkpoints/<table>``.
+
+**The same reading and cleaning as the batch path.** A record's ``data`` is decoded with the
+topic's explicit schema (``lake/schemas.py``) by the batch path's own parser
+(``lake/parsing.py``): a record that is not JSON, does not match the schema, or has no index
+column is quarantined with its reason, and so is an empty record (which the batch path, reading
+lines, never meets). The good records are cleaned by ``clean_pin`` / ``clean_geo`` /
+``clean_user`` (``transform/cleaning.py``), so a stream table has the columns of the cleaned
+batch table. Duplicates are kept: a stream table holds every record read, one row each, so
+``rows + quarantined = records read``; a post the emulation drew twice is two rows, as in the
+original's stream tables (the batch path's cleaned tables drop them with
+``drop_duplicate_posts``).
+
+**Exactly once.** Spark writes a micro-batch's parquet files into a new directory of the table,
+and delta-rs commits them with the app transaction ``(STREAM_APP_ID, batch id)`` and the table's
+state after the batch (running counts, the last sequence number read per shard) in the commit
+info: the rows and the counts are in the log together, or neither is. Spark logs a batch's
+offsets before running it and marks it committed in the checkpoint after the Delta commit; a
+consumer killed in between replays the batch, with the same id and the same records, and the
+writer skips it because the table's app transaction already has that version. This is what
+Delta's own streaming sink does with its ``txn`` actions. Files written by a batch that died
+before its commit are listed by no commit; vacuum deletes them.
+
+The quarantine table is committed right after the table, with the same app transaction; the
+table's commit lists its files, so if the consumer died in between, the next batch (or the next
+run) commits them: the table's commit decides for both.
+
+A table and its checkpoint go together. A checkpoint lost while the table stays would make the
+query read every retained record again and append it twice; a table lost while its checkpoint
+stays would leave out everything read before. Either is refused with a message saying what to
+delete (``StreamStateMismatch``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from deltalake import DeltaTable
+from deltalake.exceptions import CommitFailedError
+from deltalake.transaction import AddAction, CommitProperties, Transaction
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from pintrest_assets.lake.parsing import good_rows, parse_records, rejected_lines
+from pintrest_assets.lake.schemas import SCHEMAS
+from pintrest_assets.resources import warehouse
+from pintrest_assets.resources.warehouse import QUARANTINE_SCHEMA, ConcurrentCommitError, WarehouseTable
+from pintrest_assets.topics import TOPICS_BY_NAME, TopicSpec
+from pintrest_assets.transform.cleaning import CLEANERS
+
+STREAM_APP_ID = "pintrest.stream"  # app transaction of a stream table's micro-batches: version = batch id
+STATE_KEY = "pintrest.stream"  # commit info key of the table's state after a micro-batch
+CHECKPOINTS_DIR = "_checkpoints"
+EMPTY_RECORD = "empty record"
+
+
+class StreamStateMismatch(RuntimeError):
+    """A stream table and its checkpoint do not belong together (one was deleted or replaced)."""
+
+
+@dataclass(frozen=True)
+class StreamState:
+    """A stream table's state after its latest micro-batch, as that batch's commit recorded it."""
+
+    batch_id: int | None = None  # the latest micro-batch committed; None: none yet
+    query_id: str | None = None  # the streaming query (its checkpoint) the batches came from
+    records_read: int = 0  # records read from the stream in all
+    rows: int = 0
+    quarantined: int = 0
+    # shard id -> the sequence number of the last record read from it (a decimal string)
+    positions: Mapping[str, str] = field(default_factory=dict)
+    # shard id -> ApproximateArrivalTimestamp (epoch seconds) of the newest record read from it
+    arrivals: Mapping[str, float] = field(default_factory=dict)
+    # The quarantine files of the latest batch (add actions as dicts), committed after it.
+    quarantine_files: tuple[dict, ...] = ()
+
+    def to_commit_info(self) -> dict:
+        return {
+            "batch_id": self.batch_id,
+            "query_id": self.query_id,
+            "records_read": self.records_read,
+            "rows": self.rows,
+            "quarantined": self.quarantined,
+            "positions": dict(sorted(self.positions.items())),
+            "arrivals": dict(sorted(self.arrivals.items())),
+            "quarantine_files": list(self.quarantine_files),
+        }
+
+    @classmethod
+    def from_commit_info(cls, info: Mapping) -> StreamState:
+        return cls(
+            batch_id=info["batch_id"],
+            query_id=info["query_id"],
+            records_read=info["records_read"],
+            rows=info["rows"],
+            quarantined=info["quarantined"],
+            positions=dict(info["positions"]),
+            arrivals={k: float(v) for k, v in info["arrivals"].items()},
+            quarantine_files=tuple(info["quarantine_files"]),
+        )
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What one micro-batch did to the table."""
+
+    batch_id: int
+    records: int = 0  # records read from the stream
+    rows: int = 0  # rows appended
+    quarantined: int = 0
+    replayed: bool = False  # a batch the table had committed before a crash: skipped
+    seconds: float = 0.0
+
+
+class StreamTable:
+    """The stream table of one topic in the warehouse, its quarantine table and its checkpoint."""
+
+    def __init__(self, warehouse_dir: str | os.PathLike, name: str, spec: TopicSpec | str):
+        self.spec = TOPICS_BY_NAME[spec] if isinstance(spec, str) else spec
+        self.name = name
+        self.table = WarehouseTable(warehouse_dir, name)
+        self.checkpoint = Path(warehouse_dir) / CHECKPOINTS_DIR / name
+        self._schema: T.StructType | None = None
+
+    @classmethod
+    def for_user(cls, warehouse_dir: str | os.PathLike, spec: TopicSpec, user_id: str) -> StreamTable:
+        """``<user_id>_<topic>_table``."""
+        return cls(warehouse_dir, spec.stream_table(user_id), spec)
+
+    @property
+    def path(self) -> Path:
+        return self.table.path
+
+    @property
+    def quarantine_path(self) -> Path:
+        return self.table.quarantine_path
+
+    @property
+    def raw_schema(self) -> T.StructType:
+        return SCHEMAS[self.spec.name]
+
+    def schema(self, spark) -> T.StructType:
+        """The table's columns: those of the topic's cleaned table."""
+        if self._schema is None:
+            self._schema = clean(spark.createDataFrame([], self.raw_schema), self.spec).schema
+        return self._schema
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def delta(self) -> DeltaTable | None:
+        return self.table.delta()
+
+    def state(self) -> StreamState:
+        """The state after the latest micro-batch committed; an empty state for a table without."""
+        return _stream_state(self.delta())
+
+    def read(self, spark) -> DataFrame:
+        """The whole table as a Spark DataFrame (from its current file list)."""
+        return self.table.read(spark)
+
+    def read_quarantine(self, spark) -> DataFrame:
+        return self.table.read_quarantine(spark)
+
+    # -- the checkpoint ------------------------------------------------------------------------
+
+    def checkpoint_query_id(self) -> str | None:
+        """The id of the query the checkpoint belongs to (Spark's ``metadata`` file); None without one."""
+        try:
+            first = (self.checkpoint / "metadata").read_text().splitlines()[0]
+        except (OSError, IndexError):
+            return None
+        return json.loads(first).get("id")
+
+    def checkpoint_batches(self) -> list[int]:
+        """The micro-batches the checkpoint marks committed."""
+        commits = self.checkpoint / "commits"
+        return sorted(int(p.name) for p in commits.iterdir() if p.name.isdigit()) if commits.is_dir() else []
+
+    def prepare(self, spark) -> StreamState:
+        """Before a query starts: refuses a table and a checkpoint that do not belong together,
+        creates the table empty if it does not exist (readers find it), commits the quarantine
+        files of a batch that died after its commit; returns the table's state."""
+        state = self.state()
+        query_id = self.checkpoint_query_id()
+        if state.batch_id is not None and query_id != state.query_id:
+            lost = "is gone" if query_id is None else f"belongs to another query ({query_id})"
+            raise StreamStateMismatch(
+                f"{self.name}: the table holds micro-batches 0-{state.batch_id} of streaming query "
+                f"{state.query_id}, but its checkpoint {self.checkpoint} {lost}: the query would read the "
+                f"stream again from its trim horizon and append every record twice. Restore the checkpoint, "
+                f"or delete the table ({self.path}) and its quarantine ({self.quarantine_path}) with it to "
+                f"rebuild them from what Kinesis retains."
+            )
+        committed = self.checkpoint_batches()
+        if state.batch_id is None and committed:
+            raise StreamStateMismatch(
+                f"{self.name}: the checkpoint {self.checkpoint} has micro-batches up to {committed[-1]} "
+                f"committed, but the table {self.path} holds none of them (deleted or replaced?): the query "
+                f"would go on after them and leave them out. Delete the checkpoint too, to read the stream "
+                f"again from its trim horizon."
+            )
+        if self.delta() is None:
+            warehouse.commit_files(self.path, None, [], self.schema(spark), "append", None)
+        _commit_quarantine(self.table, state)
+        return state
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def write_batch(self, batch: DataFrame, batch_id: int) -> BatchResult:
+        """Appends one micro-batch of the Kinesis source (its columns: ``partitionKey``, ``data``,
+        ``stream``, ``shardId``, ``sequenceNumber``, ``approximateArrivalTimestamp``), unless
+        the table has it already: ``foreachBatch``'s function."""
+        started = time.perf_counter()
+        delta = self.delta()
+        state = _stream_state(delta)
+        _commit_quarantine(self.table, state)
+        if state.batch_id is not None and batch_id <= state.batch_id:
+            return BatchResult(batch_id, replayed=True, seconds=time.perf_counter() - started)
+
+        spark = batch.sparkSession
+        records = batch.select(
+            F.concat_ws("/", "shardId", "sequenceNumber").alias("key"),
+            F.col("data").cast("string").alias("line"),
+            "shardId",
+            "sequenceNumber",
+            "approximateArrivalTimestamp",
+        ).persist()
+        try:
+            shards = shard_summary(records)
+            count = sum(s["records"] for s in shards.values())
+            adds: list[AddAction] = []
+            quarantine_adds: list[AddAction] = []
+            if count:
+                lines = records.select("key", "line")
+                parsed = parse_records(lines, self.raw_schema, self.spec.index_column)
+                adds = warehouse._write_files(clean(good_rows(parsed), self.spec), self.path)
+                if _rows(adds) < count:
+                    # Rejected records are few: one file per batch.
+                    rejected = rejected_lines(parsed).unionByName(empty_records(lines))
+                    quarantine_adds = warehouse._write_files(rejected.coalesce(1), self.quarantine_path)
+        finally:
+            records.unpersist()
+        rows, quarantined = _rows(adds), _rows(quarantine_adds)
+        if rows + quarantined != count:
+            raise RuntimeError(
+                f"{self.name}: micro-batch {batch_id} read {count} records but wrote {rows} rows and "
+                f"{quarantined} quarantined; nothing was committed"
+            )
+        new = StreamState(
+            batch_id=batch_id,
+            query_id=self.checkpoint_query_id(),
+            records_read=state.records_read + count,
+            rows=state.rows + rows,
+            quarantined=state.quarantined + quarantined,
+            positions={**state.positions, **{s: v["last"] for s, v in shards.items()}},
+            arrivals={**state.arrivals, **{s: v["arrived"] for s, v in shards.items()}},
+            quarantine_files=tuple(asdict(a) for a in quarantine_adds),
+        )
+        properties = CommitProperties(
+            custom_metadata={STATE_KEY: new.to_commit_info()},
+            app_transactions=[Transaction(STREAM_APP_ID, batch_id)],
+        )
+        try:
+            warehouse.commit_files(self.path, delta, adds, self.schema(spark), "append", properties)
+        except CommitFailedError as exc:
+            raise ConcurrentCommitError(
+                f"{self.name}: another writer committed while micro-batch {batch_id} was written; "
+                f"nothing was committed, the query replays it when it runs again ({exc})"
+            ) from exc
+        _commit_quarantine(self.table, new)
+        return BatchResult(batch_id, count, rows, quarantined, seconds=time.perf_counter() - started)
+
+
+def clean(raw: DataFrame, spec: TopicSpec) -> DataFrame:
+    """The batch path's cleaning of the topic (``clean_pin``, ``clean_geo``, ``clean_user``)."""
+    return CLEANERS[spec.name](raw)
+
+
+def shard_summary(records: DataFrame) -> dict[str, dict]:
+    """Per shard of a micro-batch: records, the last sequence number, the newest arrival (epoch s)."""
+    summary = records.groupBy("shardId").agg(
+        F.count(F.lit(1)).alias("records"),
+        # Sequence numbers are decimal strings of up to 128 bits: longer is later.
+        F.max(F.struct(F.length("sequenceNumber"), F.col("sequenceNumber"))).alias("last"),
+        (F.unix_micros(F.max("approximateArrivalTimestamp")) / 1_000_000).alias("arrived"),
+    )
+    return {
+        row["shardId"]: {"records": int(row["records"]), "last": row["last"][1], "arrived": float(row["arrived"])}
+        for row in summary.collect()
+    }
+
+
+def empty_records(lines: DataFrame) -> DataFrame:
+    """Records with no text at all, as quarantine lines (the parser skips blank lines)."""
+    text = F.coalesce(F.col("line"), F.lit(""))
+    return lines.where(~text.rlike(r"\S")).select(
+        F.col("key").alias("source_key"), text.alias("line"), F.lit(EMPTY_RECORD).alias("reason")
+    )
+
+
+def _rows(adds: list[AddAction]) -> int:
+    return sum(json.loads(a.stats)["numRecords"] for a in adds)
+
+
+def _stream_state(table: DeltaTable | None) -> StreamState:
+    """The state the table's latest micro-batch committed, from that commit's info."""
+    if table is None:
+        return StreamState()
+    batch_id = table.transaction_version(STREAM_APP_ID)
+    if batch_id is None:
+        return StreamState()
+    limit = 16
+    while True:
+        history = table.history(limit)
+        for commit in history:
+            info = commit.get(STATE_KEY)
+            if info is not None and info["batch_id"] == batch_id:
+                return StreamState.from_commit_info(info)
+        if len(history) < limit:
+            raise RuntimeError(f"{table.table_uri}: no commit of micro-batch {batch_id} in the table's log")
+        limit *= 8
+
+
+def _commit_quarantine(table: WarehouseTable, state: StreamState) -> None:
+    """Commits the quarantine files of the batch that left ``state``, unless they are committed."""
+    if not state.quarantine_files:
+        return
+    path = table.quarantine_path
+    quarantine = DeltaTable(str(path)) if DeltaTable.is_deltatable(str(path)) else None
+    committed = quarantine.transaction_version(STREAM_APP_ID) if quarantine is not None else None
+    if committed is not None and committed >= state.batch_id:
+        return
+    adds = [AddAction(**a) for a in state.quarantine_files]
+    properties = CommitProperties(app_transactions=[Transaction(STREAM_APP_ID, state.batch_id)])
+    warehouse.commit_files(path, quarantine, adds, QUARANTINE_SCHEMA, "append", properties)
