@@ -362,7 +362,7 @@ class KinesisStack:
             try:
                 client = self.open()
             except Exception as exc:  # noqa: BLE001 - the routes say why, the Kafka routes go on
-                log.error("the Kinesis proxy routes are unavailable: %s", exc)
+                log.warning("the Kinesis proxy routes are unavailable: %s", exc)
                 gateway.kinesis_unavailable(f"no Kinesis behind this gateway: {exc}")
                 return
             if client is not None:
