@@ -183,19 +183,25 @@ class Pipeline:
 
     def _materialize(self, stage: str, asset_names: Iterable[str], run_config: dict | None = None):
         import dagster as dg
+        from tqdm import tqdm
 
         from pintrest_assets import run_summary
         from pintrest_assets.settings import ConfigError
 
         run_id = str(uuid.uuid4())
+        selection = [dg.AssetKey(name) for name in asset_names]
+        steps = len(self.job.get_subset(asset_selection=set(selection)).graph.node_dict)
         # Every event is stored in the instance whatever the console shows: DEBUG with
-        # --verbose, otherwise nothing (a failure is reported below, in one line).
+        # --verbose, otherwise nothing (a failure is reported below, in one line) but a
+        # progress bar of the steps done, on a terminal.
         loggers = {"console": {"config": {"log_level": "DEBUG" if self.verbose else "CRITICAL"}}}
+        bar = tqdm(total=steps, unit="step", desc=stage, file=sys.stderr, leave=False, disable=self.verbose or None)
+        self.instance.add_event_listener(run_id, lambda event: _advance(bar, event))
         try:
             result = self.job.execute_in_process(
                 run_config={**(run_config or {}), "loggers": loggers},
                 instance=self.instance,
-                asset_selection=[dg.AssetKey(name) for name in asset_names],
+                asset_selection=selection,
                 run_id=run_id,
                 tags={"pintrest/launched_by": "pintrest run", "pintrest/stage": stage},
             )
@@ -207,10 +213,24 @@ class Pipeline:
                 f"(run {run_id}: its events are in the Dagster instance; `pintrest dev` shows them, "
                 f"--verbose prints them)"
             ) from exc
+        finally:
+            bar.close()
         for evaluation in result.get_asset_check_evaluations():
             name = f"{evaluation.asset_key.to_user_string()}/{evaluation.check_name}"
             self.checks[name] = run_summary.check_result(evaluation.passed, evaluation.severity.value)
         return result
+
+
+def _advance(bar, event) -> None:
+    """Moves a stage's progress bar on as its run's steps start and finish."""
+    import dagster as dg
+
+    if event.dagster_event is None:
+        return
+    if event.dagster_event.event_type == dg.DagsterEventType.STEP_START:
+        bar.set_postfix_str(event.step_key, refresh=True)
+    elif event.dagster_event.event_type in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_SKIPPED):
+        bar.update(1)
 
 
 def wait_until_landed(settings: Settings, topics: dict[str, dict], timeout: float) -> None:
@@ -222,7 +242,8 @@ def wait_until_landed(settings: Settings, topics: dict[str, dict], timeout: floa
 
     bucket = open_bucket(settings.bucket, endpoint_url=settings.s3_endpoint_url)
     started = time.perf_counter()
-    with tqdm(unit="record", desc="landing", file=sys.stderr, leave=False, disable=None) as bar:
+    sent = sum(t["sent"] for t in topics.values())
+    with tqdm(total=sent, unit="record", desc="landing", file=sys.stderr, leave=False, disable=None) as bar:
 
         def progress(landed: int, expected: int) -> None:
             bar.total, bar.n = expected, landed
@@ -237,7 +258,6 @@ def wait_until_landed(settings: Settings, topics: dict[str, dict], timeout: floa
     for topic in topics.values():
         topic["landed"] = landed[topic["topic"]]
     total = sum(landed.values())
-    sent = sum(t["sent"] for t in topics.values())
     late = f" of {sent:,}; the rest did not land within {timeout:g} s" if total < sent else ""
     print(f"landed {total:,} records in the bucket{late} ({seconds(time.perf_counter() - started)})", flush=True)
 
