@@ -43,6 +43,14 @@ def rest_proxy_for(settings: Settings, *, resolve_secrets: bool = False) -> Rest
     )
 
 
+def kinesis_for(settings: Settings):
+    """The Kinesis endpoint the stream tables read: the embedded kinesalite's, the configured one,
+    or AWS's (``PINTREST_KINESIS_ENDPOINT_URL=aws``; boto3 finds the region and credentials)."""
+    from pintrest_assets.stream.resource import KinesisResource
+
+    return KinesisResource(endpoint_url=settings.kinesis_client_endpoint, user_id=settings.user_id)
+
+
 def resources_for(settings: Settings, *, resolve_secrets: bool = False) -> dict:
     """The resources for ``settings``.
 
@@ -53,6 +61,7 @@ def resources_for(settings: Settings, *, resolve_secrets: bool = False) -> dict:
     # emulate`) takes them from database_for and rest_proxy_for, without loading Spark and boto3.
     from dagster_aws.s3 import S3Resource
 
+    from pintrest_assets.resources.kinesis_proxy import kinesis_proxy_for
     from pintrest_assets.resources.s3_mount import S3MountResource
     from pintrest_assets.resources.spark import build_spark_resource
     from pintrest_assets.resources.warehouse import WarehouseIOManager
@@ -69,5 +78,8 @@ def resources_for(settings: Settings, *, resolve_secrets: bool = False) -> dict:
             s3=S3Resource(endpoint_url=settings.s3_endpoint_url) if settings.bucket_is_s3 else None,
         ),
         "spark": spark,
+        # The streaming half: producers go through the Kinesis proxy, the stream tables read Kinesis.
+        "kinesis_proxy": kinesis_proxy_for(settings, resolve_secrets=resolve_secrets),
+        "kinesis": kinesis_for(settings),
         "warehouse_io_manager": WarehouseIOManager(base_dir=str(settings.warehouse), spark=spark),
     }

@@ -1,0 +1,1 @@
+"""Stream: the three Kinesis streams, sent through the Kinesis proxy, and the Delta stream tables Spark Structured Streaming appends them to; the sensor that keeps those fresh, and their reconciliation."""

@@ -1,0 +1,145 @@
+"""The streaming half: the three Kinesis streams and their Delta stream tables.
+
+``kinesis_streams`` runs one emulation batch through the Kinesis proxy, as ``topic_streams``
+does through the REST proxy (``pintrest emulate --stream`` records its batches as
+materialisations of the same assets). Each stream table materialises by running its
+Structured Streaming query with ``trigger(availableNow=True)``: every record that arrived
+before it started, appended in micro-batches, then it stops (``stream/query.py``).
+"""
+
+import random
+
+import dagster as dg
+
+from pintrest_assets.defs.ingest.assets import EmulationConfig
+from pintrest_assets.defs.lake.reconciliation import bring_up_to_date
+from pintrest_assets.ingest.emulation import emulate
+from pintrest_assets.ingest.stream_metadata import stream_metadata
+from pintrest_assets.lake.schemas import column_schema
+from pintrest_assets.resources.database import PostsDatabase
+from pintrest_assets.resources.kinesis_proxy import KinesisProxyResource
+from pintrest_assets.resources.spark import SparkResource
+from pintrest_assets.resources.warehouse import WarehouseIOManager
+from pintrest_assets.stream.positions import lag_table
+from pintrest_assets.stream.refresh import StreamRefresh, refresh_stream_table
+from pintrest_assets.stream.resource import KinesisResource
+from pintrest_assets.transform.metadata_table import metadata_table
+from pintrest_assets.topics import TOPICS, TopicSpec
+
+GROUP = "stream"
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            spec.kinesis_asset,
+            deps=[spec.table],
+            group_name=GROUP,
+            kinds={"kinesis"},
+            description=f"The `streaming-<user_id>-{spec.name}` Kinesis stream: posts sent through the API Gateway "
+            f"Kinesis proxy. {spec.description}",
+        )
+        for spec in TOPICS
+    ],
+    # One post is three records drawn together: the three streams are always sent together.
+    can_subset=False,
+)
+def kinesis_streams(
+    context: dg.AssetExecutionContext,
+    config: EmulationConfig,
+    database: PostsDatabase,
+    kinesis_proxy: KinesisProxyResource,
+):
+    """Runs one emulation batch: random posts from the database to the three Kinesis streams."""
+    report = emulate(database, kinesis_proxy, config.posts, rate=config.rate, rng=random.Random(config.seed))
+    context.log.info(
+        f"sent {report.records_sent} records of {report.posts} posts to the Kinesis streams "
+        f"in {report.seconds:.1f}s ({report.records_per_second:,.0f} records/s)"
+    )
+    for spec in TOPICS:
+        yield dg.MaterializeResult(asset_key=spec.kinesis_asset, metadata=stream_metadata(report, spec.name))
+    if report.error is not None:
+        raise dg.Failure(
+            f"emulation stopped early: {report.error}",
+            metadata={"records_sent": report.records_sent},
+        )
+
+
+def build_stream_table_asset(spec: TopicSpec) -> dg.AssetsDefinition:
+    """The Delta stream table of one topic (``spec.stream_table_asset``), fed by its Kinesis stream."""
+
+    @dg.asset(
+        name=spec.stream_table_asset,
+        group_name=GROUP,
+        deps=[spec.kinesis_asset],
+        kinds={"spark", "delta", "kinesis"},
+        description=f"The `streaming-<user_id>-{spec.name}` Kinesis stream as the Delta table "
+        f"`<user_id>_{spec.name}_table`, appended to by Spark Structured Streaming: each record decoded with "
+        f"the batch path's explicit schema and cleaned by the same cleaning as `{spec.clean_asset}`; records "
+        "that do not parse are quarantined and counted. A stream table holds records, not unique posts: a post "
+        "the emulation drew twice is two rows (the cleaned batch table keeps one). Materialising runs the query "
+        "with trigger(availableNow=True) from its checkpoint: exactly once across restarts and crashes.",
+    )
+    def stream_table(
+        context: dg.AssetExecutionContext,
+        kinesis: KinesisResource,
+        spark: SparkResource,
+        warehouse_io_manager: dg.ResourceParam[WarehouseIOManager],
+    ) -> dg.MaterializeResult:
+        refresh = refresh_stream_table(
+            spec, kinesis, warehouse_io_manager, lambda: spark.spark_session, log=context.log
+        )
+        acknowledged = acknowledged_so_far(context.instance, spec, refresh.stream)
+        return dg.MaterializeResult(metadata=refresh_metadata(refresh, acknowledged))
+
+    return stream_table
+
+
+def acknowledged_so_far(instance: dg.DagsterInstance, spec: TopicSpec, stream: str) -> int:
+    """Records the Kinesis proxy acknowledged for ``stream``, over every batch recorded so far
+    (the reconciliation's tally, read without recording it)."""
+    from pintrest_assets.defs.stream.checks import check_key
+
+    tally, _ = bring_up_to_date(instance, spec.kinesis_asset, check_key(spec), stream, kind="stream")
+    return tally.acknowledged
+
+
+def refresh_metadata(refresh: StreamRefresh, acknowledged: int) -> dict:
+    """A stream table's materialisation metadata: what this refresh appended, the table's totals
+    (the reconciliation reads them), and how far behind each shard's tip the table is left."""
+    state = refresh.state
+    lag = lag_table(refresh.shards, state.arrivals)
+    waiting = [s for s in refresh.shards if s.waiting]
+    run = refresh.run
+    metadata = {
+        "stream": refresh.stream,
+        "table": refresh.table.name,
+        "path": dg.MetadataValue.path(str(refresh.table.path)),
+        "checkpoint": dg.MetadataValue.path(str(refresh.table.checkpoint)),
+        "dagster/row_count": state.rows,
+        "rows_appended": refresh.rows,
+        "records_read": refresh.records,
+        "quarantined": refresh.quarantined,
+        "micro_batches": refresh.micro_batches,
+        "micro_batches_replayed": run.replayed if run else 0,
+        "records_read_total": state.records_read,
+        "quarantined_total": state.quarantined,
+        "seconds": round(run.seconds, 2) if run else 0.0,
+        "records_per_second": round(run.records_per_second, 1) if run else 0.0,
+        # Lag: records acknowledged by the proxy but not read yet (negative: records put into the
+        # stream outside this instance's batches), and per shard the first unread record's age.
+        "records_behind": acknowledged - state.records_read,
+        "shards_behind": len(waiting),
+        "first_unread_age_s": round(max((s.waiting_seconds() for s in waiting), default=0.0), 1),
+        "lag": metadata_table(list(lag[0]) if lag else ["shard"], [list(row.values()) for row in lag]),
+        "positions": dg.MetadataValue.json(dict(sorted(state.positions.items()))),
+        **{f"maintenance_{k}": v for k, v in refresh.maintenance.items()},
+    }
+    if state.quarantined:
+        metadata["quarantine_path"] = dg.MetadataValue.path(str(refresh.table.quarantine_path))
+    if refresh.schema is not None:
+        metadata["dagster/column_schema"] = column_schema(refresh.schema)
+    return metadata
+
+
+stream_table_assets: list[dg.AssetsDefinition] = [build_stream_table_asset(spec) for spec in TOPICS]
