@@ -105,6 +105,19 @@ class Ledger:
         self.sent: dict[str, dict] = {}
         self.acknowledged: dict[str, tuple[str, str, int]] = {}  # id -> (stream, shard, sequence number)
         self.resent_by_client: set[str] = set()  # ids the project's client may have sent twice
+        self.errors: list[BaseException] = []  # what went wrong in a client thread
+
+    def guard(self, work):
+        """``work`` for a thread: an exception is kept for the test to raise, not lost in the thread."""
+
+        def run(*args) -> None:
+            try:
+                work(*args)
+            except BaseException as exc:  # noqa: BLE001 - raised again by the test
+                with self.lock:
+                    self.errors.append(exc)
+
+        return run
 
     def send(self, values: list[dict]) -> None:
         with self.lock:
@@ -181,7 +194,9 @@ def _project_client(url, stream, worker, ledger, stop):
 def _run_under_load(stack: LocalStack, round_: int, ledger: Ledger, kill_after: int, kinesalite_too: bool) -> None:
     stop = threading.Event()
     workers = [
-        threading.Thread(target=work, args=(stack.url, stream, f"{round_}.{work.__name__}", ledger, stop), daemon=True)
+        threading.Thread(
+            target=ledger.guard(work), args=(stack.url, stream, f"{round_}.{work.__name__}", ledger, stop), daemon=True
+        )
         for stream in STREAMS
         for work in (_put_records, _put_record, _project_client)
     ]
@@ -196,6 +211,8 @@ def _run_under_load(stack: LocalStack, round_: int, ledger: Ledger, kill_after: 
     for thread in workers:
         thread.join(timeout=30)
     assert not any(thread.is_alive() for thread in workers)
+    if ledger.errors:
+        raise ledger.errors[0]
     assert len(ledger.acknowledged) - before >= kill_after, "the load never got going"
 
 
