@@ -10,16 +10,18 @@ Format: UTF-8 text, one line per record, ``<object key> TAB <the record's line, 
 it landed> LF``, objects in the order they were mounted. Keys never hold a tab or a line break,
 so the first tab ends the key. Blank lines are left out: they are not records
 (``sink_layout.count_records``). A batch file is written whole under a temporary name, then
-renamed: a reader sees all of it or none of it, and it never changes after.
+renamed: a reader sees all of it or none of it, and it never changes after. Beside it,
+``<name>.objects.json`` lists its objects (key, size, ETag, records), in file order.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from pintrest_assets.files import write_atomically
 
@@ -35,15 +37,16 @@ def record_lines(key: str, data: bytes) -> tuple[list[bytes], int]:
     if KEY_SEPARATOR in key or "\n" in key or "\r" in key:
         raise ValueError(f"{key!r}: an object key with a tab or a line break cannot be mounted")
     prefix = key.encode() + KEY_SEPARATOR.encode()
+    if data.endswith(b"\n") and data.count(b"\n") == 1 and b"\r" not in data and data.strip():
+        return [prefix + data], 1  # one record: the original sink's flush.size 1, the usual case
     # bytes.splitlines and Spark's text reader both end lines at \n, \r\n and \r; strip() and
     # Spark's \S agree on what is blank.
     lines = [prefix + line + b"\n" for line in data.splitlines() if line.strip()]
     return lines, len(lines)
 
 
-@dataclass(frozen=True)
-class BatchObject:
-    """One object as a batch file holds it."""
+class BatchObject(NamedTuple):
+    """One object as a batch file holds it (a tuple: a sync makes tens of thousands of them)."""
 
     key: str
     size: int  # bytes of the object as landed
@@ -84,10 +87,20 @@ class BatchWriter:
     def _flush(self) -> None:
         name = f"batch-{self.sequence:08d}-{uuid.uuid4().hex[:8]}{SUFFIX}"
         # Spark reads batch files on other machines too (a cluster): durable before listed.
+        write_atomically(objects_path(self.directory / name), json.dumps(self._objects).encode())
         write_atomically(self.directory / name, b"".join(self._lines))
         self.written.append((name, self._objects))
         self.sequence += 1
         self._lines, self._objects, self._bytes = [], [], 0
+
+
+def objects_path(batch: str | os.PathLike) -> Path:
+    """The list of a batch file's objects, beside it: ``[[key, size, etag, records], ...]``."""
+    return Path(f"{batch}.objects.json")
+
+
+def load_objects(batch: str | os.PathLike) -> list[BatchObject]:
+    return [BatchObject(*o) for o in json.loads(objects_path(batch).read_bytes())]
 
 
 @dataclass(frozen=True)
@@ -96,16 +109,3 @@ class BatchSlice:
 
     path: str
     keys: tuple[str, ...] | None  # None: every line of the file
-
-
-def batch_slices(objects: Sequence) -> list[BatchSlice]:
-    """The batch files holding ``objects`` (``MountedObject``s), in order, each read whole when
-    every object it holds is wanted: the usual case, since a reader's cursor moves over whole syncs."""
-    wanted: dict[str, list[str]] = {}
-    held: dict[str, int] = {}
-    for obj in objects:
-        wanted.setdefault(obj.batch, []).append(obj.key)
-        held[obj.batch] = obj.batch_objects
-    return [
-        BatchSlice(path, None if len(keys) == held[path] else tuple(keys)) for path, keys in wanted.items()
-    ]

@@ -1,15 +1,18 @@
 """A topic's mount state: its manifest (where it is mounted from and to, each partition's last key
-mounted, running totals) and its ledger (every batch file and the objects in it), under a lock.
+mounted, running totals) and its ledger (every batch file, with a summary of its objects), under
+a lock.
 
 Files, under ``<mount_dir>/.mount/``:
-- ``<topic>.json``: the manifest, replaced atomically after each sync.
-- ``<topic>.batches.jsonl``: the ledger, one line per batch file, appended after the file is
-  written: ``{"batch": name, "objects": [[key, size, etag, records], ...]}``.
+- ``<topic>.json``: the manifest, replaced atomically at the end of each sync: the sync's commit.
+  It records how long the ledger was then (``ledger_bytes``).
+- ``<topic>.batches.jsonl``: the ledger, one line per batch file, in the order they were written:
+  ``{"batch": name, "objects": n, "records": r, "partitions": {prefix: [first key, last key]}}``.
 - ``<topic>.lock``: a ``filelock`` lock: a sensor run and a click in the UI may mount the same
   topic at once.
 
-A sync that dies before its manifest is saved lists the same objects again next time; the ledger
-then holds a key twice, and its latest line wins.
+A sync that dies before its manifest is saved may leave ledger lines past ``ledger_bytes``: they
+are cut off before the next sync and never read, and the sync lists the same objects again. So
+the ledger holds each key once, and within a partition in key order.
 """
 
 from __future__ import annotations
@@ -18,13 +21,13 @@ import json
 import os
 import shutil
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from filelock import FileLock
 
 from pintrest_assets.files import write_atomically
-from pintrest_assets.mount.batch_files import BatchObject
+from pintrest_assets.mount.batch_files import BatchObject, BatchSlice, load_objects
 from pintrest_assets.sink_layout import partition_of
 
 # 2: objects gathered into batch files (1 kept one file per object, or read the bucket in place).
@@ -32,13 +35,20 @@ MANIFEST_VERSION = 2
 
 
 @dataclass(frozen=True)
-class MountedObject:
-    key: str
-    batch: str  # the batch file holding its lines, where Spark reads it
-    batch_objects: int  # objects in that batch file
-    size: int
-    etag: str
-    records: int  # non-blank lines: one JSON record value per line
+class MountedSelection:
+    """Mounted objects a reader asked for, as the batch files that hold them."""
+
+    slices: tuple[BatchSlice, ...] = ()  # in the order the batch files were written
+    objects: int = 0
+    records: int = 0  # non-blank lines: one JSON record value per line
+    last_keys: dict[str, str] = field(default_factory=dict)  # partition prefix -> last key selected
+
+    def keys(self) -> list[str]:
+        """The selected objects' keys, in key order (reads the batch files' object lists)."""
+        keys = []
+        for s in self.slices:
+            keys += s.keys if s.keys is not None else [o.key for o in load_objects(s.path)]
+        return sorted(keys)
 
 
 class TopicLedger:
@@ -67,6 +77,7 @@ class TopicLedger:
             "records": 0,
             "bytes": 0,
             "batch_files": 0,
+            "ledger_bytes": 0,
         }
 
     def load_manifest(self) -> dict | None:
@@ -80,42 +91,67 @@ class TopicLedger:
         return manifest
 
     def save_manifest(self, manifest: dict) -> None:
+        """Commits a sync: the ledger as it is now, and the manifest's totals and keys."""
+        manifest["ledger_bytes"] = self.ledger_path.stat().st_size if self.ledger_path.exists() else 0
         write_atomically(self.manifest_path, json.dumps(manifest, indent=1).encode())
 
+    def drop_uncommitted(self, manifest: dict) -> None:
+        """Cuts off ledger lines a sync wrote before it died, ahead of its manifest."""
+        if self.ledger_path.exists() and self.ledger_path.stat().st_size > manifest["ledger_bytes"]:
+            os.truncate(self.ledger_path, manifest["ledger_bytes"])
+
     def append(self, batches: Iterable[tuple[str, list[BatchObject]]]) -> None:
-        lines = [
-            json.dumps({"batch": name, "objects": [[o.key, o.size, o.etag, o.records] for o in objects]}) + "\n"
-            for name, objects in batches
-        ]
+        lines = []
+        for name, objects in batches:
+            partitions: dict[str, list[str]] = {}
+            for o in objects:
+                run = partitions.setdefault(partition_of(o.key), [o.key, o.key])
+                run[1] = o.key  # in key order within a partition
+            summary = {"batch": name, "objects": len(objects), "records": sum(o.records for o in objects)}
+            lines.append(json.dumps({**summary, "partitions": partitions}) + "\n")
         if lines:
             with open(self.ledger_path, "a") as f:
                 f.writelines(lines)
                 f.flush()
                 os.fsync(f.fileno())
 
-    def objects_after(self, after: Mapping[str, str], partitions: Iterable[str], location: str) -> list[MountedObject]:
-        """The objects whose key sorts after ``after`` (partition prefix -> key) in its partition,
-        in key order, each in the batch file of its latest ledger line.
+    def select_after(
+        self, manifest: dict, after: Mapping[str, str], location: str
+    ) -> MountedSelection:
+        """The objects whose key sorts after ``after`` (partition prefix -> key) in its partition.
 
         Within a partition the ledger is in key order (each sync mounts keys after the last one
-        mounted), so reading it from its end can stop once every partition in ``partitions`` has
-        reached its key in ``after``: a reader that keeps its own cursor pays for what is new.
+        mounted), so reading it from its end can stop once every partition has reached its key
+        in ``after``: a reader that keeps its own cursor pays for what is new. A batch file whose
+        objects are all new is taken whole from its ledger line; one that straddles a cursor
+        (rare: readers move over whole syncs) is filtered by key from its object list.
         """
-        pending = set(partitions)  # partitions whose cursor has not been reached yet
-        found: dict[str, MountedObject] = {}
-        for line in _lines_backwards(self.ledger_path):
+        pending = set(manifest["last_keys"])  # partitions whose cursor has not been reached yet
+        slices: list[BatchSlice] = []
+        objects = records = 0
+        last_keys: dict[str, str] = {}
+        for line in _lines_backwards(self.ledger_path, end=manifest["ledger_bytes"]):
             entry = json.loads(line)
-            batch, objects = f"{location}/{entry['batch']}", entry["objects"]
-            for key, size, etag, records in reversed(objects):
-                partition = partition_of(key)
-                if key > after.get(partition, ""):
-                    if key not in found:  # backwards, the first line seen is the latest
-                        found[key] = MountedObject(key, batch, len(objects), size, etag, records)
-                else:
+            path = f"{location}/{entry['batch']}"
+            whole, none = True, True
+            for partition, (first, last) in entry["partitions"].items():
+                cursor = after.get(partition, "")
+                if first <= cursor:
                     pending.discard(partition)
+                    whole = False
+                if last > cursor:
+                    none = False
+                    last_keys.setdefault(partition, last)  # backwards: the first seen is the last
+            if whole:
+                slices.append(BatchSlice(path, None))
+                objects, records = objects + entry["objects"], records + entry["records"]
+            elif not none:
+                wanted = [o for o in load_objects(path) if o.key > after.get(partition_of(o.key), "")]
+                slices.append(BatchSlice(path, tuple(o.key for o in wanted)))
+                objects, records = objects + len(wanted), records + sum(o.records for o in wanted)
             if not pending:
                 break
-        return sorted(found.values(), key=lambda o: o.key)
+        return MountedSelection(tuple(reversed(slices)), objects, records, last_keys)
 
     def reset(self, location: str | None) -> None:
         """Forgets everything mounted, and the batch files in ``location``."""
@@ -127,14 +163,15 @@ class TopicLedger:
         self.manifest_path.with_name(f"{self.topic}.objects.jsonl").unlink(missing_ok=True)
 
 
-def _lines_backwards(path: Path, block_size: int = 1 << 20) -> Iterator[bytes]:
-    """The non-empty lines of a file, last first, reading it in blocks from its end."""
+def _lines_backwards(path: Path, end: int | None = None, block_size: int = 1 << 16) -> Iterator[bytes]:
+    """The non-empty lines of a file up to byte ``end`` (default: all of it), last first, reading
+    it in blocks from that end."""
     try:
         f = open(path, "rb")
     except FileNotFoundError:
         return
     with f:
-        end = f.seek(0, os.SEEK_END)
+        end = f.seek(0, os.SEEK_END) if end is None else end
         head = b""  # the start of a line whose beginning is in the block before
         while end > 0:
             start = max(0, end - block_size)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pintrest_assets.bucket import Bucket, ObjectInfo
+from pintrest_assets.bucket import Bucket, LocalBucket, ObjectInfo
 from pintrest_assets.sink_layout import topic_prefix
 
 # The partition "directories" the sink writes under ``topics/<topic>/``.
@@ -44,7 +45,10 @@ def list_new_objects(bucket: Bucket, topic: str, since: Mapping[str, str], limit
             continue
         start_after = since.get(prefix)
         if limit is None:
-            found = list(bucket.list(prefix, start_after=start_after))
+            if isinstance(bucket, LocalBucket):
+                found = _list_directory(bucket, prefix, start_after)
+            else:
+                found = list(bucket.list(prefix, start_after=start_after))
             objects.extend(found)
             if found:
                 last_keys[prefix] = found[-1].key
@@ -61,3 +65,20 @@ def list_new_objects(bucket: Bucket, topic: str, since: Mapping[str, str], limit
             if len(page) < room:
                 break
     return NewObjects(tuple(objects), last_keys)
+
+
+def _list_directory(bucket: LocalBucket, prefix: str, start_after: str | None) -> list[ObjectInfo]:
+    """A partition of a local-directory bucket, in one pass over its directory: the sink writes a
+    partition's objects right in it. ``LocalBucket.list`` walks and joins a path per key, most
+    of the time of a sync of 50,000 objects. ETags as ``LocalBucket`` makes them."""
+    found = []
+    with os.scandir(bucket.root / prefix) as entries:
+        for entry in entries:
+            key = prefix + entry.name
+            if entry.name.startswith(".") or (start_after is not None and key <= start_after):
+                continue
+            if entry.is_file():
+                st = entry.stat()
+                found.append(ObjectInfo(key=key, size=st.st_size, etag=f"{st.st_size:x}-{st.st_mtime_ns:x}"))
+    found.sort(key=lambda o: o.key)
+    return found

@@ -4,7 +4,7 @@ A sync lists the topic's new objects (``mount.listing``), reads each once (from 
 time; from a local-directory bucket, in place) to count its records, and gathers their lines
 into a few batch files under ``<mount_dir>/topics/<topic>/`` (``mount.batch_files``), which
 Spark reads instead of one file per object. The ledger (``mount.ledger``) records which batch
-file holds which object, so a reader with its own cursor finds the new objects' files.
+file holds which objects, so a reader with its own cursor finds the new objects' files.
 
 Syncs are incremental: the manifest keeps, per partition, the last key mounted, and a sync lists
 each partition after that key, so its cost grows with what is new, not with the bucket. The
@@ -26,14 +26,14 @@ from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr
 
 from pintrest_assets.bucket import Bucket, LocalBucket, ObjectInfo, S3Bucket, open_bucket
-from pintrest_assets.mount.batch_files import BatchWriter
-from pintrest_assets.mount.ledger import MountedObject, TopicLedger
+from pintrest_assets.mount.batch_files import BatchObject, BatchWriter
+from pintrest_assets.mount.ledger import MountedSelection, TopicLedger
 from pintrest_assets.mount.listing import NewObjects, list_new_objects
 from pintrest_assets.settings import ConfigError, redact_url
 from pintrest_assets.sink_layout import topic_prefix
 from pintrest_assets.topics import TopicSpec, is_valid_topic_name
 
-__all__ = ["MountedObject", "NewObjects", "S3MountResource", "TopicMount"]
+__all__ = ["MountedSelection", "NewObjects", "S3MountResource", "TopicMount"]
 
 # S3 GETs are latency-bound: several in flight at once. botocore keeps 10 connections per
 # client, so more threads would only wait for one.
@@ -48,7 +48,7 @@ class TopicMount:
 
     topic: str
     root: str  # the directory of the topic's batch files
-    new: tuple[MountedObject, ...]  # mounted by this sync
+    new: tuple[BatchObject, ...]  # mounted by this sync
     new_batch_files: int  # written by this sync
     objects: int  # totals over everything mounted so far
     records: int
@@ -116,6 +116,7 @@ class S3MountResource(dg.ConfigurableResource):
                 # another directory: mounted from scratch.
                 ledger.reset(root)
                 manifest = ledger.empty_manifest(bucket.url, root)
+            ledger.drop_uncommitted(manifest)
 
             listed = list_new_objects(bucket, topic, since=manifest["last_keys"])
             writer = BatchWriter(root, sequence=manifest["batch_files"])
@@ -126,11 +127,7 @@ class S3MountResource(dg.ConfigurableResource):
             batches = writer.close()
             ledger.append(batches)
 
-            new = tuple(
-                MountedObject(o.key, f"{root}/{name}", len(objects), o.size, o.etag, o.records)
-                for name, objects in batches
-                for o in objects
-            )
+            new = tuple(o for _, objects in batches for o in objects)
             manifest["last_keys"].update(listed.last_keys)
             manifest["objects"] += len(new)
             manifest["records"] += sum(o.records for o in new)
@@ -151,20 +148,21 @@ class S3MountResource(dg.ConfigurableResource):
             fetch_threads=threads,
         )
 
-    def mounted_objects(self, topic: str, after: Mapping[str, str] | None = None) -> list[MountedObject]:
-        """What is mounted for ``topic``, in key order: everything, or only the objects whose key
-        sorts after ``after`` (partition prefix -> key) in their partition.
+    def select(self, topic: str, after: Mapping[str, str] | None = None) -> MountedSelection:
+        """What is mounted for ``topic``, as batch files: everything, or only the objects whose
+        key sorts after ``after`` (partition prefix -> key) in their partition.
 
         With ``after``, the ledger is read from its end and only as far back as ``after`` reaches:
-        a reader that keeps its own cursor pays for what is new, not for the history.
+        a reader that keeps its own cursor pays for the batch files that are new, not for the
+        history, nor for each object in them.
         """
         ledger = TopicLedger(self.mount_dir, _checked(topic))
         root = self.topic_root(topic)
         with ledger.locked():
             manifest = ledger.load_manifest()
             if manifest is None or (manifest["bucket"], manifest["location"]) != (self.bucket().url, root):
-                return []
-            return ledger.objects_after(after or {}, partitions=manifest["last_keys"], location=root)
+                return MountedSelection()
+            return ledger.select_after(manifest, after or {}, location=root)
 
     @contextlib.contextmanager
     def _s3_errors(self) -> Iterator[None]:
@@ -208,16 +206,26 @@ def _fetch(bucket: Bucket, objects: Sequence[ObjectInfo], threads: int) -> Itera
         # The keys come from the directory's own listing: read them in place without the
         # per-key path resolution of ``LocalBucket.get`` (most of a 50,000-object sync's time).
         root = str(bucket.root)
-        return (_read(os.path.join(root, o.key)) for o in objects)
+        return (_read(os.path.join(root, o.key), o.size) for o in objects)
     if threads <= 1 or len(objects) <= 1:
         return (bucket.get(o.key) for o in objects)
     with ThreadPoolExecutor(max_workers=min(threads, len(objects))) as pool:
         return iter(list(pool.map(lambda o: bucket.get(o.key), objects)))
 
 
-def _read(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
+def _read(path: str, size: int) -> bytes:
+    """A file's bytes, ``size`` as listed: one read call and no file object for a small file."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        data = os.read(fd, size + 1)
+        if len(data) <= size:
+            return data
+        chunks = [data]  # it grew since it was listed
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _checked(topic: str) -> str:

@@ -12,7 +12,7 @@ from deltalake import DeltaTable
 from pintrest_assets.defs.lake.dataframes import cursor_after, dataframe_assets
 from pintrest_assets.lake.schemas import SCHEMAS
 from pintrest_assets.lake.statistics import merge_stats, summary_markdown
-from pintrest_assets.resources.s3_mount import MountedObject
+from pintrest_assets.resources.s3_mount import MountedSelection
 from pintrest_assets.resources.spark import SparkResource
 from pintrest_assets.resources import warehouse
 from pintrest_assets.resources.warehouse import TableState, WarehouseTable
@@ -126,17 +126,17 @@ def test_summary_markdown_reads_like_describe():
 
 
 def test_cursor_moves_per_partition_to_the_last_key_read():
-    def obj(partition, offset):
-        return MountedObject(object_key("u.pin", partition, offset), "/m/batch.tsv", 4, 1, "e", 1)
-
     before = {"topics/u.pin/partition=0/": object_key("u.pin", 0, 4), "topics/u.pin/partition=2/": object_key("u.pin", 2, 9)}
-    after = cursor_after(before, [obj(0, 5), obj(0, 12), obj(1, 0), obj(1, 3)])
-    assert after == {
+    read = MountedSelection(
+        objects=4,
+        last_keys={"topics/u.pin/partition=0/": object_key("u.pin", 0, 12), "topics/u.pin/partition=1/": object_key("u.pin", 1, 3)},
+    )
+    assert cursor_after(before, read) == {
         "topics/u.pin/partition=0/": object_key("u.pin", 0, 12),
         "topics/u.pin/partition=1/": object_key("u.pin", 1, 3),
         "topics/u.pin/partition=2/": object_key("u.pin", 2, 9),
     }
-    assert cursor_after(before, []) == before
+    assert cursor_after(before, MountedSelection()) == before
 
 
 # --- on Spark -------------------------------------------------------------------------------------

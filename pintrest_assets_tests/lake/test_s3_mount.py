@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from pintrest_assets.bucket import LocalBucket
-from pintrest_assets.mount.batch_files import BatchSlice, BatchWriter, batch_slices, record_lines
+from pintrest_assets.mount.batch_files import BatchSlice, BatchWriter, load_objects, record_lines
 from pintrest_assets.mount.ledger import TopicLedger, _lines_backwards
 from pintrest_assets.resources.s3_mount import S3_FETCH_THREADS, S3MountResource
 from pintrest_assets.settings import ConfigError
@@ -43,7 +43,8 @@ def test_sync_fetches_only_new_objects_into_batch_files(s3_mount, s3_bucket, s3_
     assert _batch_lines(mount) == [
         (key, line) for key in first for line in s3_bucket.get(key).decode().splitlines()
     ]
-    assert {o.batch for o in mount.new} == {str(p) for p in Path(mount.root).glob("batch-*.tsv")}
+    [batch] = Path(mount.root).glob("batch-*.tsv")
+    assert load_objects(batch) == list(mount.new)  # the batch file's object list, beside it
 
     later = [bucket_land(s3_bucket, TOPIC, offset) for offset in (10, 11, 12)]
     s3_requests.clear()
@@ -74,37 +75,48 @@ def test_partitions_are_synced_each_after_its_own_last_key(s3_mount, s3_bucket, 
     assert [o.key for o in s3_mount.mount_topic(TOPIC).new] == [newer]
     assert s3_requests["keys listed"] == 1
     after = {f"topics/{TOPIC}/partition=0/": p0[1], f"topics/{TOPIC}/partition=1/": p1[1]}
-    assert [o.key for o in s3_mount.mounted_objects(TOPIC, after=after)] == [p0[2], newer]
+    assert s3_mount.select(TOPIC, after=after).keys() == [p0[2], newer]
 
 
-def test_mounted_objects_after_a_cursor_read_only_the_ledger_tail(tmp_path, bucket_land):
+def test_a_selection_after_a_cursor_reads_only_the_ledger_tail(tmp_path, bucket_land):
     bucket = LocalBucket(tmp_path / "bucket")
     resource = S3MountResource(bucket_url=str(bucket.root), mount_dir=str(tmp_path / "mnt"), user_id="u")
-    p0 = [bucket_land(bucket, TOPIC, offset, partition=0) for offset in range(30)]
+    p0 = [bucket_land(bucket, TOPIC, offset, partition=0, records=2) for offset in range(0, 60, 2)]
     p1 = [bucket_land(bucket, TOPIC, offset, partition=1) for offset in range(5)]
     first = resource.mount_topic(TOPIC)
-    p0 += [bucket_land(bucket, TOPIC, offset, partition=0) for offset in (30, 31, 32)]
+    p0 += [bucket_land(bucket, TOPIC, offset, partition=0) for offset in (60, 61, 62)]
     second = resource.mount_topic(TOPIC)
+    [first_batch] = Path(first.root).glob("batch-00000000-*.tsv")
+    [second_batch] = Path(first.root).glob("batch-00000001-*.tsv")
     cursor = {f"topics/{TOPIC}/partition=0/": p0[29], f"topics/{TOPIC}/partition=1/": p1[-1]}
 
     ledger = tmp_path / "mnt" / ".mount" / f"{TOPIC}.batches.jsonl"
     ledger.write_text("not JSON: proves the head is never read\n" + ledger.read_text())
-    new = resource.mounted_objects(TOPIC, after=cursor)
-    assert [o.key for o in new] == p0[30:]
-    [batch] = {o.batch for o in second.new}
-    assert {(o.batch, o.batch_objects) for o in new} == {(batch, 3)}
-    assert batch_slices(new) == [BatchSlice(batch, None)]  # the whole file
+    manifest_path = tmp_path / "mnt" / ".mount" / f"{TOPIC}.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps({**manifest, "ledger_bytes": ledger.stat().st_size}))
+    new = resource.select(TOPIC, after=cursor)
+    # The whole batch file, from its ledger line alone.
+    assert (new.slices, new.objects, new.records) == ((BatchSlice(str(second_batch), None),), 3, 3)
+    assert new.last_keys == {f"topics/{TOPIC}/partition=0/": p0[-1]}
+    assert new.keys() == p0[30:]
     with pytest.raises(json.JSONDecodeError):
-        resource.mounted_objects(TOPIC)  # everything: the whole ledger
+        resource.select(TOPIC)  # everything: the whole ledger
     ledger.write_text(ledger.read_text().split("\n", 1)[1])
-    assert [o.key for o in resource.mounted_objects(TOPIC)] == sorted(p0 + p1)
+    manifest_path.write_text(json.dumps(manifest))
+    everything = resource.select(TOPIC)
+    assert everything.keys() == sorted(p0 + p1)
+    assert (everything.objects, everything.records) == (len(p0) + len(p1), 2 * 30 + 3 + 5)
     # A partition without a cursor is new as a whole; a cursor inside a batch file reads part of it.
     only_p0 = {f"topics/{TOPIC}/partition=0/": p0[29]}
-    assert [o.key for o in resource.mounted_objects(TOPIC, after=only_p0)] == sorted(p0[30:] + p1)
-    inside = {f"topics/{TOPIC}/partition=0/": p0[31], f"topics/{TOPIC}/partition=1/": p1[-1]}
-    [first_batch] = {o.batch for o in first.new}
-    assert batch_slices(resource.mounted_objects(TOPIC, after=inside)) == [BatchSlice(batch, (p0[32],))]
-    assert first_batch != batch
+    assert resource.select(TOPIC, after=only_p0).keys() == sorted(p0[30:] + p1)
+    inside = {f"topics/{TOPIC}/partition=0/": p0[27], f"topics/{TOPIC}/partition=1/": p1[2]}
+    straddling = resource.select(TOPIC, after=inside)
+    assert straddling.slices == (
+        BatchSlice(str(first_batch), (p0[28], p0[29], p1[3], p1[4])),
+        BatchSlice(str(second_batch), None),
+    )
+    assert (straddling.objects, straddling.records) == (7, 2 + 2 + 1 + 1 + 3)
 
 
 def test_a_sync_that_died_before_its_manifest_is_mounted_again_once(tmp_path, bucket_land, monkeypatch):
@@ -121,15 +133,18 @@ def test_a_sync_that_died_before_its_manifest_is_mounted_again_once(tmp_path, bu
         patch.setattr(TopicLedger, "save_manifest", die)
         with pytest.raises(OSError):
             resource.mount_topic(TOPIC)
+    # Readers see the last committed sync only.
+    assert resource.select(TOPIC).keys() == keys[:2]
     keys.append(bucket_land(bucket, TOPIC, 4))
     again = resource.mount_topic(TOPIC)
     assert [o.key for o in again.new] == keys[2:]
     assert (again.objects, again.records) == (5, 5)
-    mounted = resource.mounted_objects(TOPIC)
-    assert [o.key for o in mounted] == keys
-    # The dead sync's batch file holds objects mounted again since: none of it is read.
-    assert batch_slices(mounted) == [BatchSlice(first.new[0].batch, None), BatchSlice(again.new[0].batch, None)]
-    assert len(list(Path(first.root).glob("batch-*.tsv"))) == 3
+    mounted = resource.select(TOPIC)
+    assert mounted.keys() == keys and mounted.objects == 5
+    # The dead sync's batch file is in no ledger line: never read.
+    batches = sorted(Path(first.root).glob("batch-*.tsv"))
+    assert len(batches) == 3 and len(mounted.slices) == 2
+    assert all(s.keys is None for s in mounted.slices)
 
 
 @pytest.mark.parametrize("block_size", [1, 7, 64, 1 << 16])
@@ -137,8 +152,9 @@ def test_ledger_lines_read_backwards_across_blocks(tmp_path, block_size):
     path = tmp_path / "ledger"
     lines = [b"a", b"bbbbbbbbbbbbbbb", b"cc", b"d" * 40, b"e"]
     path.write_bytes(b"\n".join(lines) + b"\n")
-    assert list(_lines_backwards(path, block_size)) == lines[::-1]
-    assert list(_lines_backwards(tmp_path / "missing", block_size)) == []
+    assert list(_lines_backwards(path, block_size=block_size)) == lines[::-1]
+    assert list(_lines_backwards(path, end=len(b"a\nbbbbbbbbbbbbbbb\n"), block_size=block_size)) == lines[1::-1]
+    assert list(_lines_backwards(tmp_path / "missing", block_size=block_size)) == []
 
 
 def test_concurrent_syncs_mount_each_object_once(s3_mount, s3_bucket, s3_requests, bucket_land):

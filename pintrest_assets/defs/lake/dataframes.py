@@ -13,7 +13,7 @@ for the price of the new rows.
 # No ``from __future__ import annotations``: Dagster reads the context annotation of a
 # generator asset as written, and a string would not match.
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import dagster as dg
 from pyspark.sql import DataFrame
@@ -27,8 +27,7 @@ from pintrest_assets.lake.statistics import (
     profile,
     summary_markdown,
 )
-from pintrest_assets.mount.batch_files import batch_slices
-from pintrest_assets.resources.s3_mount import MountedObject, S3MountResource
+from pintrest_assets.resources.s3_mount import MountedSelection, S3MountResource
 from pintrest_assets.resources.spark import SparkResource
 from pintrest_assets.resources.warehouse import (
     TableAppend,
@@ -36,16 +35,14 @@ from pintrest_assets.resources.warehouse import (
     WarehouseIOManager,
     WarehouseTable,
 )
-from pintrest_assets.sink_layout import partition_of
 from pintrest_assets.topics import TOPICS, TopicSpec
 
 
-def cursor_after(cursor: Mapping[str, str], objects: Sequence[MountedObject]) -> dict[str, str]:
-    """The cursor moved past ``objects``: per partition prefix, the last key read."""
+def cursor_after(cursor: Mapping[str, str], selection: MountedSelection) -> dict[str, str]:
+    """The cursor moved past the selected objects: per partition prefix, the last key read."""
     moved = dict(cursor)
-    for obj in objects:
-        prefix = partition_of(obj.key)
-        moved[prefix] = max(obj.key, moved.get(prefix, ""))
+    for prefix, key in selection.last_keys.items():
+        moved[prefix] = max(key, moved.get(prefix, ""))
     return moved
 
 
@@ -71,39 +68,28 @@ def build_dataframe_asset(spec: TopicSpec) -> dg.AssetsDefinition:
     ):
         table = warehouse_io_manager.table(spec.dataframe)
         base = table.state()
-        objects = s3_mount.mounted_objects(s3_mount.topic_for(spec), after=base.cursor)
-        if not objects:
+        new = s3_mount.select(s3_mount.topic_for(spec), after=base.cursor)
+        if not new.objects:
             # Nothing to read: no Spark session is started.
             context.log.info(f"{spec.dataframe}: no new objects; the table keeps its {base.rows} rows")
-            yield _output(table, base, schema, objects, _NOTHING_READ, rows=None, quarantine=None, batch_files=0)
+            yield _output(table, base, schema, new, _NOTHING_READ, rows=None, quarantine=None)
             return
 
-        slices = batch_slices(objects)
-        lines = read_batches(spark.spark_session, slices)
+        lines = read_batches(spark.spark_session, new.slices)
         parsed = parse_records(lines, schema, spec.index_column).cache()
         try:
             batch = profile(parsed, schema)
-            records = sum(o.records for o in objects)
-            if batch.rows + batch.rejected != records:
+            if batch.rows + batch.rejected != new.records:
                 context.log.warning(
-                    f"{spec.dataframe}: Spark read {batch.rows + batch.rejected} lines from {len(objects)} objects "
-                    f"where the mount counted {records} records (batch files changed since they were mounted?)"
+                    f"{spec.dataframe}: Spark read {batch.rows + batch.rejected} lines from {new.objects} objects "
+                    f"where the mount counted {new.records} records (batch files changed since they were mounted?)"
                 )
             context.log.info(
-                f"{spec.dataframe}: {len(objects)} new objects in {len(slices)} batch files, {batch.rows} rows, "
+                f"{spec.dataframe}: {new.objects} new objects in {len(new.slices)} batch files, {batch.rows} rows, "
                 f"{batch.rejected} lines quarantined"
             )
             quarantine = rejected_lines(parsed) if batch.rejected else None
-            yield _output(
-                table,
-                base,
-                schema,
-                objects,
-                batch,
-                rows=good_rows(parsed),
-                quarantine=quarantine,
-                batch_files=len(slices),
-            )
+            yield _output(table, base, schema, new, batch, rows=good_rows(parsed), quarantine=quarantine)
         finally:
             # Written by now: the IO manager handles an output when it is yielded.
             parsed.unpersist()
@@ -118,25 +104,24 @@ def _output(
     table: WarehouseTable,
     base: TableState,
     schema: T.StructType,
-    objects: Sequence[MountedObject],
+    new: MountedSelection,
     batch: BatchProfile,
     *,
     rows: DataFrame | None,
     quarantine: DataFrame | None,
-    batch_files: int,
 ) -> dg.Output:
-    cursor = cursor_after(base.cursor, objects)
+    cursor = cursor_after(base.cursor, new)
     summary = merge_stats(base.summary, batch.stats)
     total = base.rows + batch.rows
     metadata = {
         "dagster/row_count": total,
         "rows_read": batch.rows,
-        "objects_read": len(objects),
-        "batch_files_read": batch_files,
-        "records_in_objects": sum(o.records for o in objects),
+        "objects_read": new.objects,
+        "batch_files_read": len(new.slices),
+        "records_in_objects": new.records,
         "quarantined": batch.rejected,
         "quarantined_total": base.quarantined + batch.rejected,
-        "objects_total": base.objects + len(objects),
+        "objects_total": base.objects + new.objects,
         "dagster/column_schema": column_schema(schema),
         "describe": dg.MetadataValue.md(
             summary_markdown(
@@ -157,7 +142,7 @@ def _output(
             row_count=batch.rows,
             quarantine=quarantine,
             quarantined=batch.rejected,
-            objects=len(objects),
+            objects=new.objects,
             cursor=cursor,
             summary=summary,
         ),
