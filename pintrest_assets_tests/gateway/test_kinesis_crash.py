@@ -23,9 +23,11 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from pintrest_assets import kinesis_proxy
+from pintrest_assets.gateway.kinesis import _end_orphan
 from pintrest_assets.kinesis.streams import kinesis_client
 from pintrest_assets.resources.kinesis_proxy import KinesisProxyError, KinesisProxyResource
 from pintrest_assets_tests.gateway.conftest import REPO, wait_until
@@ -74,7 +76,11 @@ class LocalStack:
             assert kinesis["ready"] or "starting" in (kinesis["error"] or ""), kinesis
             return kinesis["ready"]
 
-        wait_until(ready, timeout=60, interval=0.1)
+        try:
+            wait_until(ready, timeout=60, interval=0.1)
+        except BaseException:
+            self.stop()
+            raise
         self.kinesalite_pid = int((home / "kinesis" / "kinesalite.pid").read_text())
         self.endpoint_url = f"http://127.0.0.1:{kinesis_port}"
 
@@ -91,10 +97,34 @@ class LocalStack:
         self.stderr.close()
 
     def stop(self) -> int:
+        """SIGTERM: the gateway stops its kinesalite and exits."""
         self.proc.terminate()
-        self.proc.wait(timeout=60)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
         self.stderr.close()
         return self.proc.returncode
+
+
+@pytest.fixture
+def start_stack(tmp_path):
+    """Start local stacks; at the end, any still running is stopped, and a kinesalite a killed
+    gateway left behind is ended."""
+    started: list[LocalStack] = []
+
+    def start(home: Path, kinesis_port: int) -> LocalStack:
+        stack = LocalStack(home, kinesis_port)
+        started.append(stack)
+        return stack
+
+    yield start
+    for stack in started:
+        if stack.proc.poll() is None:
+            stack.stop()
+    for stack in started[-1:]:
+        _end_orphan(stack.home / "kinesis" / "kinesalite.pid", stack.home / "kinesis" / "data")
 
 
 class Ledger:
@@ -216,15 +246,15 @@ def _run_under_load(stack: LocalStack, round_: int, ledger: Ledger, kill_after: 
     assert len(ledger.acknowledged) - before >= kill_after, "the load never got going"
 
 
-def test_sigkill_of_the_stack_under_load_loses_no_acknowledged_record(tmp_path):
+def test_sigkill_of_the_stack_under_load_loses_no_acknowledged_record(tmp_path, start_stack):
     home, port = tmp_path / "home", free_port()
     ledger = Ledger()
 
     # Killed twice: the gateway with its kinesalite, then the gateway alone.
-    _run_under_load(LocalStack(home, port), 0, ledger, kill_after=3_000, kinesalite_too=True)
-    _run_under_load(LocalStack(home, port), 1, ledger, kill_after=1_500, kinesalite_too=False)
+    _run_under_load(start_stack(home, port), 0, ledger, kill_after=3_000, kinesalite_too=True)
+    _run_under_load(start_stack(home, port), 1, ledger, kill_after=1_500, kinesalite_too=False)
 
-    stack = LocalStack(home, port)  # ends the kinesalite the last kill left behind, starts its own
+    stack = start_stack(home, port)  # ends the kinesalite the last kill left behind, starts its own
     after = {"id": "after", "payload": "after the crashes"}
     ledger.send([after])
     answer = requests.put(
