@@ -46,7 +46,7 @@ class KinesisResource(dg.ConfigurableResource):
         """A boto3 Kinesis client (throttling retried with back-off)."""
         from pintrest_assets.kinesis.streams import kinesis_client
 
-        return kinesis_client(self.endpoint_url, self.region, max_attempts=5, read_timeout=30)
+        return kinesis_client(self.endpoint_url, self.region, max_attempts=3, read_timeout=30)
 
     def source_options(self, spec: TopicSpec) -> dict[str, str]:
         """The Kinesis source's options for the topic's stream."""
