@@ -10,6 +10,15 @@ lines, or if an error-severity check fails.
 
 Each stage prints one line as it finishes; Dagster's events go to the instance, and to the
 terminal with ``--verbose``.
+
+``pintrest run --stream`` runs the streaming half instead: the same database and gateway (whose
+Kinesis-proxy routes put records into the embedded kinesalite, or the configured Kinesis),
+one emulation batch through the Kinesis proxy into the three Kinesis streams
+(``kinesis_streams``), the three stream tables read from them by Spark Structured Streaming
+with ``trigger(availableNow=True)``, and their reconciliation checks; a summary per stream goes
+to ``$PINTREST_HOME/stream_run_summary.json``. Exits non-zero if a record was refused, if the
+records read differ from the rows plus the quarantined records, or if a check fails (the stream
+tables do not hold exactly the records the proxy acknowledged).
 """
 
 from __future__ import annotations
@@ -43,18 +52,26 @@ if TYPE_CHECKING:
 @click.option("--posts", type=click.IntRange(min=1), default=1000, show_default=True, help="Posts to emulate.")
 @click.option("--seed", type=int, help="Fix which posts are drawn.")
 @click.option(
+    "--stream",
+    is_flag=True,
+    help="Run the streaming half: posts through the Kinesis proxy into the Kinesis streams, read by Spark "
+    "Structured Streaming into the stream tables, and their checks.",
+)
+@click.option(
     "--land-timeout",
     type=click.FloatRange(min=0),
     default=120.0,
     show_default=True,
     help="Seconds to wait for the records to land.",
 )
-def command(settings: Settings, verbose: bool, posts: int, seed: int | None, land_timeout: float) -> int:
+def command(settings: Settings, verbose: bool, posts: int, seed: int | None, stream: bool, land_timeout: float) -> int:
     import json
 
     from pintrest_assets import run_summary
     from pintrest_assets.gateway.process import local_gateway
 
+    if stream:
+        return run_stream(settings, verbose, posts, seed)
     prepare_database(settings)
     pipeline = Pipeline(settings, verbose)
     try:
@@ -181,6 +198,67 @@ class Pipeline:
             flush=True,
         )
 
+    def emulate_streams(self, posts: int, seed: int | None) -> dict[str, dict]:
+        """Materialises the Kinesis streams: one emulation batch through the Kinesis proxy."""
+        from pintrest_assets.topics import TOPICS
+
+        started = time.perf_counter()
+        result = self._materialize(
+            "emulation",
+            [spec.kinesis_asset for spec in TOPICS],
+            {"ops": {"kinesis_streams": {"config": {"posts": posts, "seed": seed}}}},
+        )
+        sent = {spec.name: _metadata(result, spec.kinesis_asset) for spec in TOPICS}
+        acknowledged = sum(s["records_sent"] for s in sent.values())
+        failed = sum(s["records_failed"] for s in sent.values())
+        drawn = max(s["posts_drawn"] for s in sent.values())
+        print(
+            f"emulated {drawn:,} posts through the Kinesis proxy: {acknowledged:,} records acknowledged"
+            + (f", {failed:,} failed" if failed else "")
+            + f" ({seconds(time.perf_counter() - started)})",
+            flush=True,
+        )
+        return {
+            name: {
+                "stream": s["stream"],
+                "sent": s["records_sent"],
+                "failed": s["records_failed"],
+                "offset_ranges": s["offset_ranges"],
+            }
+            for name, s in sent.items()
+        }
+
+    def stream_tables(self, streams: dict[str, dict]) -> None:
+        """Reads the streams into the stream tables (availableNow) and checks them; adds to ``streams``."""
+        from pintrest_assets.topics import TOPICS
+
+        started = time.perf_counter()
+        result = self._materialize("stream tables", [spec.stream_table_asset for spec in TOPICS])
+        for spec in TOPICS:
+            table = _metadata(result, spec.stream_table_asset)
+            streams[spec.name].update(
+                {
+                    "table": table["table"],
+                    "records_read": table["records_read"],
+                    "rows_read": table["rows_appended"],
+                    "quarantined": table["quarantined"],
+                    "micro_batches": table["micro_batches"],
+                    "records_read_total": table["records_read_total"],
+                    "rows_total": table["dagster/row_count"],
+                    "quarantined_total": table["quarantined_total"],
+                }
+            )
+        read = sum(s["records_read"] for s in streams.values())
+        rows = sum(s["rows_read"] for s in streams.values())
+        quarantined = sum(s["quarantined"] for s in streams.values())
+        batches = sum(s["micro_batches"] for s in streams.values())
+        print(
+            f"read {read:,} records from the Kinesis streams in {batches} micro-batches into "
+            f"{', '.join(s['table'] for s in streams.values())}: {rows:,} rows, {quarantined:,} quarantined "
+            f"({seconds(time.perf_counter() - started)})",
+            flush=True,
+        )
+
     def _materialize(self, stage: str, asset_names: Iterable[str], run_config: dict | None = None):
         import dagster as dg
         from tqdm import tqdm
@@ -231,6 +309,109 @@ def _advance(bar, event) -> None:
         bar.set_postfix_str(event.step_key, refresh=True)
     elif event.dagster_event.event_type in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_SKIPPED):
         bar.update(1)
+
+
+# --- the streaming half -----------------------------------------------------------------------
+
+STREAM_COLUMNS = ("sent", "failed", "records_read", "rows_read", "quarantined", "rows_total")
+
+
+def run_stream(settings: Settings, verbose: bool, posts: int, seed: int | None) -> int:
+    """``pintrest run --stream``: see the module's documentation."""
+    import json
+
+    from pintrest_assets import run_summary
+    from pintrest_assets.gateway.process import local_gateway
+
+    prepare_database(settings)
+    pipeline = Pipeline(settings, verbose)
+    try:
+        with local_gateway(settings.kinesis_proxy_url, quiet=not verbose) as started:
+            url = settings.kinesis_proxy_url
+            print(f"gateway started on {url}" if started else f"Kinesis proxy: {url}", flush=True)
+            wait_for_kinesis(settings)
+            streams = pipeline.emulate_streams(posts, seed)
+            # Inside: the embedded Kinesis runs as long as the gateway does.
+            pipeline.stream_tables(streams)
+    except StageFailed as failed:
+        print(f"pintrest run: {failed}", file=sys.stderr)
+        return 1
+    print(run_summary.render_checks(pipeline.checks), flush=True)
+    summary = {"streams": streams, "checks": pipeline.checks}
+    path = settings.home / "stream_run_summary.json"
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    print(render_streams(streams.values()))
+    print(
+        "\nA stream table holds every record read, one row each: a post the emulation drew twice is two rows "
+        "(the batch path's cleaned tables keep one)."
+    )
+    print(f"summary written to {path}")
+    problems = stream_problems(summary)
+    for problem in problems:
+        print(f"pintrest run: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def wait_for_kinesis(settings: Settings, timeout: float = 300.0) -> None:
+    """Waits until a local gateway's Kinesis-proxy routes have their Kinesis (the embedded
+    kinesalite starts in the background, and its first start installs it); a remote proxy (API
+    Gateway) is not asked."""
+    from urllib.parse import urlparse
+
+    import requests
+
+    from pintrest_assets.gateway.process import LOCAL_HOSTS
+    from pintrest_assets.settings import ConfigError
+
+    if urlparse(settings.kinesis_proxy_url).hostname not in LOCAL_HOSTS:
+        return
+    deadline = time.monotonic() + timeout
+    reason = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            status = requests.get(f"{settings.kinesis_proxy_url}/status", timeout=5).json().get("kinesis") or {}
+        except (requests.RequestException, ValueError) as exc:
+            status, reason = {}, str(exc)
+        if status.get("ready"):
+            print(f"Kinesis: {status.get('endpoint')}", flush=True)
+            return
+        reason = status.get("error") or reason
+        time.sleep(0.5)
+    raise ConfigError(
+        "PINTREST_KINESIS_PROXY_URL",
+        f"the gateway on {settings.kinesis_proxy_url} serves no Kinesis after {timeout:g} s: {reason}",
+    )
+
+
+def render_streams(streams: Iterable[dict]) -> str:
+    """One line per stream: sent, failed, records read, rows read, quarantined, rows in all."""
+    lines = [f"{'stream':<28}" + "".join(f"{c:>14}" for c in STREAM_COLUMNS)]
+    for stream in streams:
+        lines.append(f"{stream['stream']:<28}" + "".join(f"{stream[c]:>14,}" for c in STREAM_COLUMNS))
+    return "\n".join(lines)
+
+
+def stream_problems(summary: dict) -> list[str]:
+    """Why a streaming run failed: a record refused by the proxy, a record sent and not read, a
+    record read that became neither a row nor a quarantined record, or a failed check (the
+    reconciliation: the stream tables hold exactly the records the proxy acknowledged)."""
+    found = []
+    for name, s in summary["streams"].items():
+        if s["failed"]:
+            found.append(f"{name}: {s['sent']} sent, {s['failed']} failed")
+        if s["records_read"] < s["sent"]:
+            found.append(f"{name}: {s['sent']} records acknowledged, {s['records_read']} read from {s['stream']}")
+        if s["rows_read"] + s["quarantined"] != s["records_read"]:
+            found.append(
+                f"{name}: {s['records_read']} records read, but {s['rows_read']} rows + {s['quarantined']} quarantined"
+            )
+        if s["rows_total"] + s["quarantined_total"] != s["records_read_total"]:
+            found.append(
+                f"{name}: {s['records_read_total']} records read in all, but {s['table']} holds "
+                f"{s['rows_total']} rows + {s['quarantined_total']} quarantined"
+            )
+    found += [f"check {name} {state}" for name, state in summary["checks"].items() if state != "passed"]
+    return found
 
 
 def wait_until_landed(settings: Settings, topics: dict[str, dict], timeout: float) -> None:

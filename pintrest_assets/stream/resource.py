@@ -7,8 +7,6 @@ endpoint, or AWS (``endpoint_url`` None: boto3 finds the region and the credenti
 
 from __future__ import annotations
 
-from typing import Optional
-
 import dagster as dg
 from pydantic import Field
 
@@ -19,11 +17,11 @@ from pintrest_assets.topics import TopicSpec
 class KinesisResource(dg.ConfigurableResource):
     """The Kinesis API the stream tables' queries read (``PINTREST_KINESIS_ENDPOINT_URL``)."""
 
-    endpoint_url: Optional[str] = Field(
+    endpoint_url: str | None = Field(
         default=None,
         description="A Kinesis API other than AWS's (the embedded kinesalite, LocalStack); None: AWS's own.",
     )
-    region: Optional[str] = Field(default=None, description="The streams' region; None: boto3's (else us-east-1).")
+    region: str | None = Field(default=None, description="The streams' region; None: boto3's (else us-east-1).")
     user_id: str = Field(
         default=DEFAULT_USER_ID,
         description="Streams are streaming-<user_id>-<topic>; their tables <user_id>_<topic>_table.",

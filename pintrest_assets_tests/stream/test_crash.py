@@ -33,24 +33,24 @@ def posts(first: int, count: int) -> list[dict]:
 
 
 def consumer(kinesalite, user_id: str, tmp_path: Path, marker: Path, mode: str) -> subprocess.Popen:
-    log = open(tmp_path / f"{mode}.log", "ab")
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pintrest_assets_tests.stream.consumer_child",
-            kinesalite.endpoint_url,
-            user_id,
-            str(tmp_path / "warehouse"),
-            str(marker),
-            mode,
-            "500",
-        ],
-        stdout=subprocess.PIPE if mode == "finish" else log,
-        stderr=log,
-        start_new_session=True,  # its own group: the kill reaches Python and the Spark JVM together
-        env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"},
-    )
+    with open(tmp_path / f"{mode}.log", "ab") as log:  # the child keeps its own copy
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pintrest_assets_tests.stream.consumer_child",
+                kinesalite.endpoint_url,
+                user_id,
+                str(tmp_path / "warehouse"),
+                str(marker),
+                mode,
+                "500",
+            ],
+            stdout=subprocess.PIPE if mode == "finish" else log,
+            stderr=log,
+            start_new_session=True,  # its own group: the kill reaches Python and the Spark JVM together
+            env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"},
+        )
 
 
 def finish(kinesalite, user_id: str, tmp_path: Path) -> dict:

@@ -111,7 +111,7 @@ def test_streams_to_stream_tables_reconciled(instance, resources, user_id, kines
         lag = meta["lag"]
         assert len(lag.records) == SHARDS and all(r.data["at_tip"] for r in lag.records)
         assert set(meta["positions"]) == {r.data["shard"] for r in lag.records}
-        assert [c.name for c in meta["dagster/column_schema"].columns][0] == "ind"
+        assert meta["dagster/column_schema"].columns[0].name == "ind"
     evaluations = {e.asset_key.to_user_string(): e for e in done.get_asset_check_evaluations()}
     assert set(evaluations) == {spec.stream_table_asset for spec in TOPICS}
     assert all(e.passed for e in evaluations.values()), [e.description for e in evaluations.values()]
@@ -128,7 +128,10 @@ def test_streams_to_stream_tables_reconciled(instance, resources, user_id, kines
     done = refresh(instance, resources)
     meta = metadata(done, "pin_stream_table")
     assert (meta["rows_appended"], meta["quarantined"], meta["quarantined_total"], meta["dagster/row_count"]) == (
-        30, 1, 1, 150
+        30,
+        1,
+        1,
+        150,
     )
     evaluations = {e.asset_key.to_user_string(): e for e in done.get_asset_check_evaluations()}
     assert evaluations["geo_stream_table"].passed and evaluations["user_stream_table"].passed

@@ -23,8 +23,8 @@ from pintrest_assets.resources.warehouse import WarehouseIOManager
 from pintrest_assets.stream.positions import lag_table
 from pintrest_assets.stream.refresh import StreamRefresh, refresh_stream_table
 from pintrest_assets.stream.resource import KinesisResource
-from pintrest_assets.transform.metadata_table import metadata_table
 from pintrest_assets.topics import TOPICS, TopicSpec
+from pintrest_assets.transform.metadata_table import metadata_table
 
 GROUP = "stream"
 
