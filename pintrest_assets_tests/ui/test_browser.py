@@ -110,6 +110,26 @@ def test_lineage_shows_source_table_to_dataframe(dev_server, page, spec):
     page.screenshot(path=ARTIFACTS / f"lineage-{spec.dataframe}.png")
 
 
+def test_stream_group_lineage_runs_from_source_tables_through_streams_to_stream_tables(dev_server, page):
+    page.goto(f"{dev_server['url']}/locations/pintrest_assets.definitions/asset-groups/stream")
+    for spec in TOPICS:
+        # The source tables show as links to their group, upstream of the streams.
+        for name in (spec.table, spec.kinesis_asset, spec.stream_table_asset):
+            page.get_by_text(name, exact=True).first.wait_for(state="visible")
+    page.screenshot(path=ARTIFACTS / "lineage-stream-group.png")
+    for spec in TOPICS:
+        page.goto(
+            f"{dev_server['url']}/assets/{spec.stream_table_asset}?view=lineage&lineageScope=upstream&lineageDepth=5"
+        )
+        for name in (spec.table, spec.kinesis_asset, spec.stream_table_asset):
+            page.get_by_text(name, exact=True).first.wait_for(state="visible")
+        body = page.inner_text("body")
+        # Upstream of a stream table are its own source table and stream only: not the batch path's topic.
+        assert spec.stream_asset not in body and spec.dataframe not in body
+        assert not [o.kinesis_asset for o in TOPICS if o is not spec and o.kinesis_asset in body]
+        page.screenshot(path=ARTIFACTS / f"lineage-{spec.stream_table_asset}.png")
+
+
 def test_materialise_all_by_clicking_succeeds(dev_server, page):
     page.goto(dev_server["url"] + "/asset-groups")
     page.get_by_role("button", name=re.compile(r"Materialize all")).first.click()
