@@ -51,7 +51,7 @@ def main() -> None:
         bucket = LocalBucket(work / f"bucket-{method}")
         port = _free_port()
         gateway = subprocess.Popen(
-            [sys.executable, "-m", "pintrest_assets.cli", "gateway", "--port", str(port), "--flush-size", str(args.flush_size), "--rotate-interval-ms", "1000"]
+            [sys.executable, "-m", "pintrest_assets.cli", "gateway", "--no-kinesis", "--port", str(port), "--flush-size", str(args.flush_size), "--rotate-interval-ms", "1000"]
             + (["--no-fsync"] if args.no_fsync else []),
             env={**_env(), "PINTREST_HOME": str(work / f"home-{method}"), "PINTREST_BUCKET": str(bucket.root)},
             stdout=subprocess.DEVNULL,

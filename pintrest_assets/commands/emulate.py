@@ -20,11 +20,12 @@ DEFAULT_POSTS = 1000
 
 @pintrest_command(
     "emulate",
-    short_help="Send random posts to the three topics.",
+    short_help="Send random posts to the three topics, or with --stream to the three Kinesis streams.",
     help=(
         "Draw random posts from the posts database and send them to the three topics through the REST proxy, "
-        "as the original user_posting_emulation.py did, with a progress bar. Ctrl-C stops cleanly and reports "
-        "what was sent. The batch is recorded in the Dagster instance as a materialisation of each topic stream."
+        "as the original user_posting_emulation.py did, with a progress bar; with --stream, to the three Kinesis "
+        "streams through the Kinesis proxy, as user_posting_emulation_streaming.py did. Ctrl-C stops cleanly and "
+        "reports what was sent. The batch is recorded in the Dagster instance as a materialisation of each stream."
     ),
     verbose_help="Show Dagster's log and Python's warnings",
 )
@@ -36,17 +37,26 @@ DEFAULT_POSTS = 1000
     "--rate", type=click.FloatRange(min=0, min_open=True), help="Posts per second (default: as fast as acknowledged)."
 )
 @click.option("--seed", type=int, help="Fix which posts are drawn.")
-def command(settings, verbose: bool, posts: int | None, forever: bool, rate: float | None, seed: int | None) -> int:
+@click.option(
+    "--stream",
+    is_flag=True,
+    help="Send to the three Kinesis streams (streaming-<user_id>-pin, -geo, -user) through the Kinesis proxy "
+    "(PINTREST_KINESIS_PROXY_URL).",
+)
+def command(
+    settings, verbose: bool, posts: int | None, forever: bool, rate: float | None, seed: int | None, stream: bool
+) -> int:
     if forever and posts is not None:
         raise click.UsageError("--posts and --forever exclude each other")
-    # The database and REST proxy resources load Dagster; nothing here loads Spark.
+    # The database and proxy resources load Dagster; nothing here loads Spark.
     from tqdm import tqdm
 
     from pintrest_assets.ingest.emulation import emulate
     from pintrest_assets.resources.by_settings import database_for, rest_proxy_for
+    from pintrest_assets.resources.kinesis_proxy import kinesis_proxy_for
 
     database = database_for(settings, resolve_secrets=True)
-    rest_proxy = rest_proxy_for(settings, resolve_secrets=True)
+    proxy = (kinesis_proxy_for if stream else rest_proxy_for)(settings, resolve_secrets=True)
     database.check()
     total = None if forever else (posts or DEFAULT_POSTS)
     stop = threading.Event()
@@ -56,7 +66,7 @@ def command(settings, verbose: bool, posts: int | None, forever: bool, rate: flo
     with tqdm(total=total, unit="post", desc="emulating", file=sys.stderr, leave=False, disable=None) as bar:
         report = emulate(
             database,
-            rest_proxy,
+            proxy,
             total,
             rate=rate,
             rng=random.Random(seed),
@@ -72,19 +82,21 @@ def command(settings, verbose: bool, posts: int | None, forever: bool, rate: flo
 
 
 def _record_in_instance(report: EmulationReport, settings) -> None:
-    """Records the batch as materialisations of the topic streams, as a run of the asset would."""
+    """Records the batch as materialisations of the topic or Kinesis streams, as a run of the asset would."""
     import dagster as dg
 
     from pintrest_assets.ingest.stream_metadata import stream_metadata
     from pintrest_assets.instance import project_instance
     from pintrest_assets.topics import TOPICS
 
+    # Kinesis batches are the Kinesis stream assets': each reconciliation reads its own kind of positions.
+    streaming = any(tally.kind == "stream" for tally in report.topics.values())
     instance = project_instance(settings)
     for spec in TOPICS:
         instance.report_runless_asset_event(
             dg.AssetMaterialization(
-                spec.stream_asset,
-                description="sent by `pintrest emulate`",
+                spec.kinesis_asset if streaming else spec.stream_asset,
+                description="sent by `pintrest emulate --stream`" if streaming else "sent by `pintrest emulate`",
                 metadata=stream_metadata(report, spec.name),
             )
         )

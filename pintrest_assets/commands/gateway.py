@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import sys
 
 import click
@@ -24,11 +25,17 @@ class TopicName(click.ParamType):
 
 @pintrest_command(
     "gateway",
-    short_help="Serve the local Kafka REST proxy and S3 sink.",
-    help="Serve the Kafka REST Proxy v2 locally and land records in the bucket as the S3 sink does.",
+    short_help="Serve the local Kafka REST proxy and S3 sink, and the Kinesis proxy.",
+    help="Serve the Kafka REST Proxy v2 locally and land records in the bucket as the S3 sink does; serve the "
+    "API Gateway Kinesis-proxy routes in front of the embedded kinesalite or PINTREST_KINESIS_ENDPOINT_URL.",
     verbose_help="Log every request, and Python's warnings",
 )
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface to listen on; any but loopback needs PINTREST_REST_PROXY_API_KEY, then required as x-api-key.",
+)
 @click.option(
     "--port", type=click.IntRange(0, 65535), default=8082, show_default=True, help="Port to listen on (0: any free one)."
 )
@@ -62,6 +69,13 @@ class TopicName(click.ParamType):
     help="Create this topic at start (repeatable; with --no-auto-create, the topics that accept records).",
 )
 @click.option(
+    "--kinesis/--no-kinesis",
+    default=True,
+    show_default=True,
+    help="Serve the Kinesis-proxy routes (/streams/...) in front of the embedded kinesalite (needs Node.js) "
+    "or PINTREST_KINESIS_ENDPOINT_URL.",
+)
+@click.option(
     "--no-fsync",
     "fsync",
     is_flag=True,
@@ -78,11 +92,13 @@ def command(
     rotate_interval_ms: int,
     auto_create_topics: bool,
     topics: tuple[str, ...],
+    kinesis: bool,
     fsync: bool,
 ) -> int:
     from pintrest_assets.bucket import open_bucket
     from pintrest_assets.gateway.broker import StateDirInUse
-    from pintrest_assets.gateway.server import Gateway
+    from pintrest_assets.gateway.kinesis import KinesisStack
+    from pintrest_assets.gateway.server import ApiKeyRequired, Gateway
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -90,23 +106,38 @@ def command(
     logging.getLogger("pintrest_assets.gateway").setLevel(logging.DEBUG if verbose else logging.NOTSET)
     bucket = open_bucket(settings.bucket, endpoint_url=settings.s3_endpoint_url)
     try:
+        # A missing key fails before any network call.
+        gateway = Gateway(
+            bucket,
+            settings.gateway_state,
+            host=host,
+            port=port,
+            flush_size=flush_size,
+            rotate_interval_ms=rotate_interval_ms,
+            auto_create_topics=auto_create_topics,
+            fsync=fsync,
+            topics=list(topics),
+            api_key=os.environ.get("PINTREST_REST_PROXY_API_KEY") or None,
+        )
+    except ApiKeyRequired as exc:
+        return _fail(str(exc))
+    try:
         next(iter(bucket.list("topics/")), None)
     except Exception as exc:
         return _fail(f"PINTREST_BUCKET: cannot reach {bucket.url}: {exc}")
-    gateway = Gateway(
-        bucket,
-        settings.gateway_state,
-        host=host,
-        port=port,
-        flush_size=flush_size,
-        rotate_interval_ms=rotate_interval_ms,
-        auto_create_topics=auto_create_topics,
-        fsync=fsync,
-        topics=list(topics),
-    )
+    # Kinesis starts in the background once the gateway listens; until then its routes answer 503.
+    stack = KinesisStack.from_settings(settings) if kinesis else None
 
     def announce(gw: Gateway) -> None:
-        print(f"gateway listening on {gw.url}, landing in {bucket.url} (state in {settings.gateway_state})", flush=True)
+        if stack is not None:
+            stack.attach(gw)  # before the banner: a client that reads it finds Kinesis starting
+        key = ", x-api-key required" if gw.requires_api_key else ""
+        print(
+            f"gateway listening on {gw.url}, landing in {bucket.url} (state in {settings.gateway_state}){key}",
+            flush=True,
+        )
+        if stack is not None:
+            print(f"Kinesis proxy routes forward to {stack.describe()}", flush=True)
 
     try:
         left = gateway.serve_forever(on_start=announce)
@@ -118,6 +149,9 @@ def command(
         if exc.filename:  # the state directory
             return _fail(f"{exc.filename}: {exc.strerror}")
         return _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    finally:
+        if stack is not None:
+            stack.close()  # after the gateway: requests in flight are answered first
     if left:
         return _fail(
             f"{left} acknowledged records could not land in {bucket.url}; "

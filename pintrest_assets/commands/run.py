@@ -75,7 +75,7 @@ def command(settings: Settings, verbose: bool, posts: int, seed: int | None, str
     prepare_database(settings)
     pipeline = Pipeline(settings, verbose)
     try:
-        with local_gateway(settings.rest_proxy_url, quiet=not verbose) as started:
+        with local_gateway(settings.rest_proxy_url, kinesis=False, quiet=not verbose) as started:
             print(f"gateway started on {settings.rest_proxy_url}" if started else f"REST proxy: {settings.rest_proxy_url}")
             topics = pipeline.emulate(posts, seed)
             wait_until_landed(settings, topics, land_timeout)
@@ -313,6 +313,8 @@ def _advance(bar, event) -> None:
 
 # --- the streaming half -----------------------------------------------------------------------
 
+# What the gateway's status says while its Kinesis starts (``KinesisStack.attach``).
+KINESIS_STARTING = "Kinesis is starting"
 STREAM_COLUMNS = ("sent", "failed", "records_read", "rows_read", "quarantined", "rows_total")
 
 
@@ -365,21 +367,25 @@ def wait_for_kinesis(settings: Settings, timeout: float = 300.0) -> None:
 
     if urlparse(settings.kinesis_proxy_url).hostname not in LOCAL_HOSTS:
         return
+    url = settings.kinesis_proxy_url
     deadline = time.monotonic() + timeout
     reason = "no answer"
     while time.monotonic() < deadline:
         try:
-            status = requests.get(f"{settings.kinesis_proxy_url}/status", timeout=5).json().get("kinesis") or {}
-        except (requests.RequestException, ValueError) as exc:
-            status, reason = {}, str(exc)
-        if status.get("ready"):
-            print(f"Kinesis: {status.get('endpoint')}", flush=True)
-            return
-        reason = status.get("error") or reason
+            status = requests.get(f"{url}/status", timeout=5).json().get("kinesis")
+        except (requests.RequestException, ValueError, AttributeError) as exc:
+            status, reason = None, str(exc)
+        if isinstance(status, dict):
+            if status.get("ready"):
+                print(f"Kinesis: {status.get('endpoint')}", flush=True)
+                return
+            reason = status.get("error") or "it has no Kinesis endpoint"
+            # While the gateway starts its Kinesis it says so; anything else will not change.
+            if not reason.startswith(KINESIS_STARTING):
+                raise ConfigError("PINTREST_KINESIS_PROXY_URL", f"the gateway on {url} serves no Kinesis: {reason}")
         time.sleep(0.5)
     raise ConfigError(
-        "PINTREST_KINESIS_PROXY_URL",
-        f"the gateway on {settings.kinesis_proxy_url} serves no Kinesis after {timeout:g} s: {reason}",
+        "PINTREST_KINESIS_PROXY_URL", f"the gateway on {url} serves no Kinesis after {timeout:g} s: {reason}"
     )
 
 

@@ -16,11 +16,14 @@ LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost"})
 
 
 @contextlib.contextmanager
-def local_gateway(rest_proxy_url: str, *, quiet: bool = True, start_timeout: float = 30) -> Iterator[bool]:
+def local_gateway(
+    rest_proxy_url: str, *, kinesis: bool = True, quiet: bool = True, start_timeout: float = 30
+) -> Iterator[bool]:
     """Starts ``pintrest gateway`` for a local REST proxy URL that nothing serves, and stops it after.
 
     Yields whether it started one: a remote URL, or a local one something already listens on,
-    is left to what serves it. ``quiet`` keeps the gateway's banner off stdout; its errors go
+    is left to what serves it. ``kinesis`` serves the Kinesis-proxy routes too (starting the
+    embedded kinesalite when no endpoint is set). ``quiet`` keeps the gateway's banner off stdout; its errors go
     to stderr either way. On leaving, the gateway lands what it holds before it exits.
     """
     url = urlparse(rest_proxy_url)
@@ -29,7 +32,8 @@ def local_gateway(rest_proxy_url: str, *, quiet: bool = True, start_timeout: flo
         yield False
         return
     process = subprocess.Popen(
-        [sys.executable, "-m", "pintrest_assets.cli", "gateway", "--host", host, "--port", str(port)],
+        [sys.executable, "-m", "pintrest_assets.cli", "gateway", "--host", host, "--port", str(port)]
+        + ([] if kinesis else ["--no-kinesis"]),
         stdout=subprocess.DEVNULL if quiet else None,
         start_new_session=True,  # Ctrl-C in the terminal reaches the command, which stops it in order
     )

@@ -89,7 +89,7 @@ class GatewayProcess:
     def __init__(self, home: Path, *args: str, env: dict[str, str] | None = None):
         self.env = dict(os.environ, PINTREST_HOME=str(home), **(env or {}))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pintrest_assets.cli", "gateway", "--port", "0", *args],
+            [sys.executable, "-m", "pintrest_assets.cli", "gateway", "--port", "0", "--no-kinesis", *args],
             cwd=REPO,
             env=self.env,
             stdout=subprocess.PIPE,

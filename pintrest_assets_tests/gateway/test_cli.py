@@ -15,7 +15,7 @@ from pintrest_assets_tests.gateway.conftest import REPO, landed_objects, produce
 
 def run_gateway(tmp_path, *args, env=None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "pintrest_assets.cli", "gateway", *args],
+        [sys.executable, "-m", "pintrest_assets.cli", "gateway", "--no-kinesis", *args],
         cwd=REPO,
         env=dict(os.environ, PINTREST_HOME=str(tmp_path / "home"), **(env or {})),
         capture_output=True,
