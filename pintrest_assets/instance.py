@@ -1,7 +1,10 @@
 """The Dagster instance the commands share: ``$PINTREST_HOME/dagster`` unless DAGSTER_HOME is set.
 
 ``pintrest run`` records its runs there and ``pintrest emulate`` its batches, so ``pintrest dev``
-shows them all in the UI.
+shows them all in the UI. Its storage is files under that directory, or PostgreSQL when
+``PINTREST_DAGSTER_PG_URL`` is set (runs, event log and schedules, through dagster-postgres), so a
+team shares one instance. The URL holds a password: ``dagster.yaml`` names the variable, never
+its value, and Dagster reads it when the instance loads.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from pintrest_assets.settings import Settings
 if TYPE_CHECKING:
     import dagster as dg
 
-# Storage defaults to files under DAGSTER_HOME. Runs go one at a time: on one machine each run
-# brings its own Spark JVM, and a sensor refresh and a manual run must not append to the same
-# tables at once (the warehouse refuses the second commit rather than double-count).
+# The first line marks a dagster.yaml the project wrote, and may rewrite when the settings change.
+MARK = "# written by pintrest from the PINTREST_* settings; remove this line to keep your own edits\n"
+
+# Runs go one at a time: on one machine each run brings its own Spark JVM.
 INSTANCE_CONFIG = """\
 telemetry:
   enabled: false
@@ -26,15 +30,31 @@ concurrency:
     max_concurrent_runs: 1
 """
 
+POSTGRES_STORAGE = """\
+storage:
+  postgres:
+    postgres_url:
+      env: PINTREST_DAGSTER_PG_URL
+"""
+
+
+def instance_config(settings: Settings) -> str:
+    """The dagster.yaml for ``settings``."""
+    return MARK + INSTANCE_CONFIG + (POSTGRES_STORAGE if settings.dagster_pg_url else "")
+
 
 def use_project_instance(settings: Settings) -> str:
-    """Points DAGSTER_HOME at the project's instance (unless set) and returns it."""
+    """Points DAGSTER_HOME at the project's instance (unless set), writes its dagster.yaml and returns it."""
     os.environ.setdefault("DAGSTER_HOME", str(settings.home / "dagster"))
+    if settings.dagster_pg_url:
+        # The driver-qualified URL, for this process and the ones it starts (dagster dev, runs).
+        os.environ["PINTREST_DAGSTER_PG_URL"] = settings.dagster_pg_url
     home = Path(os.environ["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text(INSTANCE_CONFIG)
+    wanted = instance_config(settings)
+    if not config.exists() or (config.read_text().startswith(MARK) and config.read_text() != wanted):
+        config.write_text(wanted)
     return str(home)
 
 

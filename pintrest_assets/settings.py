@@ -52,6 +52,9 @@ class Settings:
     kinesis_proxy_url: str = DEFAULT_KINESIS_PROXY_URL
     kinesis_endpoint_url: str | None = None
     kinesis_local_port: int = DEFAULT_KINESIS_LOCAL_PORT
+    # The Dagster instance's storage: None keeps it in files under the instance directory; a
+    # PostgreSQL URL (PINTREST_DAGSTER_PG_URL, a secret) puts runs, events and schedules there.
+    dagster_pg_url: str | None = None
 
     @property
     def warehouse(self) -> Path:
@@ -141,6 +144,7 @@ class Settings:
                 f"expected unset (the embedded kinesalite), 'aws', or http(s)://host[:port], got {kinesis_endpoint_url!r}",
             )
         kinesis_local_port = _port(env, "PINTREST_KINESIS_LOCAL_PORT", DEFAULT_KINESIS_LOCAL_PORT)
+        dagster_pg_url = _postgres_url(env.get("PINTREST_DAGSTER_PG_URL") or None)
 
         return cls(
             home=home,
@@ -156,7 +160,22 @@ class Settings:
             kinesis_proxy_url=kinesis_proxy_url,
             kinesis_endpoint_url=kinesis_endpoint_url,
             kinesis_local_port=kinesis_local_port,
+            dagster_pg_url=dagster_pg_url,
         )
+
+
+def _postgres_url(url: str | None) -> str | None:
+    """The URL with the psycopg2 driver that dagster-postgres installs: a bare ``postgresql://``
+    would have SQLAlchemy look for psycopg 3."""
+    if url is None:
+        return None
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in {"postgresql", "postgres", "postgresql+psycopg2"}:
+        raise ConfigError(
+            "PINTREST_DAGSTER_PG_URL",
+            f"expected postgresql://user:password@host:5432/database, got a {scheme or 'schemeless'} URL",
+        )
+    return f"postgresql+psycopg2://{rest}"
 
 
 def _port(env, name: str, default: int) -> int:
