@@ -11,7 +11,7 @@ install: $(STAMP)
 $(STAMP): setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --python $(BIN)/python -e '.[test]'
+	$(BIN)/uv pip install --python $(BIN)/python --compile-bytecode -e '.[test]'
 	touch $@
 
 dev: install
@@ -20,7 +20,7 @@ dev: install
 run: install
 	$(BIN)/pintrest run
 
-# The Debian packages the tests need (chromium, mariadb-server, postgresql): installed by `test`
+# The Debian packages the tests need (chromium, mariadb-server, postgresql, nodejs): installed by `test`
 # when it runs as root with apt-get, else named with the command that installs them.
 test: install
 	@bash scripts/provision-test-system.sh

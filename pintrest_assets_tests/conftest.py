@@ -11,6 +11,7 @@ A test whose server is not installed is skipped, with the command that installs 
 
 import logging
 import os
+import shutil
 import tempfile
 import uuid
 
@@ -52,6 +53,13 @@ def _skip_as_failure(report):
         report.outcome = "failed"
         report.longrepr = f"{NO_SKIP}=1 forbids skipping. {reason}"
     return report
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Tests marked ``kinesis`` run kinesalite, which needs Node.js and npm."""
+    if item.get_closest_marker("kinesis") and not (shutil.which("node") and shutil.which("npm")):
+        pytest.skip("Node.js and npm are not installed (kinesalite needs them): run `sudo make test-system`")
 
 
 # Every way to skip ends in one of these reports: a marker, a fixture or pytest.skip() in a test's

@@ -4,6 +4,7 @@
 #   chromium        the browser test of the Dagster UI (pintrest_assets_tests/ui)
 #   mariadb-server  the MySQL-path tests (a private mariadbd started by the tests)
 #   postgresql      the PostgreSQL tests (a private postgres started by the tests)
+#   nodejs, npm     the Kinesis tests (kinesalite, installed with npm on first use)
 #
 # The tests start their own servers from these binaries, so the packages' services are not
 # started here. As root with apt-get, the missing packages are installed quietly, with one line
@@ -33,12 +34,14 @@ missing=()   # "package:what needs it"
 has chromium || missing+=("chromium:browser test")
 { has mariadbd && has mariadb-install-db; } || missing+=("mariadb-server:MySQL tests")
 has_postgres || missing+=("postgresql:PostgreSQL tests")
+{ has node && has npm; } || missing+=("nodejs npm:Kinesis tests")
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 packages=() needs=""
 for item in "${missing[@]}"; do
-    packages+=("${item%%:*}")
+    read -ra names <<<"${item%%:*}"
+    packages+=("${names[@]}")
     needs="${needs:+$needs, }${item#*:}"
 done
 what="${packages[*]} (for the $needs)"

@@ -77,6 +77,8 @@ class SparkResource(LazyPySparkResource):
             # A local driver talks to itself only: loopback keeps it off the network and
             # silences the "hostname resolves to a loopback address" warning.
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+            # Python workers (streaming sources, UDFs) run this interpreter, which has the project.
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         starts_jvm = "spark.remote" not in self.spark_config and getattr(SparkContext, "_gateway", None) is None
         if starts_jvm and not is_verbose():
             with _jvm_notices_dropped():

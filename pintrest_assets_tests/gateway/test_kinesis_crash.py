@@ -34,6 +34,8 @@ from pintrest_assets_tests.gateway.conftest import REPO, wait_until
 from pintrest_assets_tests.gateway.test_kinesis_routes import read_stream
 from pintrest_assets_tests.net import free_port
 
+pytestmark = pytest.mark.kinesis  # kinesalite: Node.js and npm
+
 USER_ID = "crash"
 STREAMS = tuple(f"streaming-{USER_ID}-{name}" for name in ("pin", "geo", "user"))
 BATCH = 97

@@ -26,6 +26,8 @@ from pintrest_assets.settings import ConfigError, Settings
 from pintrest_assets_tests.gateway.conftest import wait_until
 from pintrest_assets_tests.net import free_port
 
+pytestmark = pytest.mark.kinesis  # kinesalite: Node.js and npm
+
 USER_ID = "u"
 PIN = f"streaming-{USER_ID}-pin"
 OPENAPI = Path(__file__).resolve().parents[2] / "deploy" / "api-gateway" / "kinesis-proxy.openapi.yaml"

@@ -24,6 +24,8 @@ from pintrest_assets.topics import TOPICS
 from pintrest_assets_tests.gateway.test_kinesis_routes import read_stream
 from pintrest_assets_tests.net import free_port
 
+pytestmark = pytest.mark.kinesis  # kinesalite: Node.js and npm
+
 USER_ID = "streamer"
 
 

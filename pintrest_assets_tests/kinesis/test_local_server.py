@@ -12,6 +12,8 @@ from pintrest_assets.kinesis.streams import create_stream, kinesis_client, wait_
 from pintrest_assets_tests.kinesis.conftest import put_posts
 from pintrest_assets_tests.net import free_port, is_listening
 
+pytestmark = pytest.mark.kinesis  # kinesalite: Node.js and npm
+
 
 def _all_records(client, stream: str) -> list[tuple[str, str, bytes]]:
     """(shard, sequence number, data) of every record of the stream, from TRIM_HORIZON."""

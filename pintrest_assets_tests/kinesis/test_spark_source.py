@@ -14,6 +14,8 @@ from pintrest_assets.kinesis.spark_source import FORMAT, SHARD_END, register
 from pintrest_assets.kinesis.streams import wait_until_active
 from pintrest_assets_tests.kinesis.conftest import put_posts
 
+pytestmark = pytest.mark.kinesis  # kinesalite: Node.js and npm
+
 POST = "index int, title string, follower_count string"
 
 

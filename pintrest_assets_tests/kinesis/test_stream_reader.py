@@ -20,6 +20,8 @@ from pintrest_assets.kinesis.spark_source import (
 from pintrest_assets.kinesis.streams import create_stream, kinesis_client, wait_until_active
 from pintrest_assets_tests.kinesis.conftest import put_posts
 
+pytestmark = pytest.mark.kinesis  # kinesalite: Node.js and npm
+
 
 def reader(endpoint_url: str, stream: str, **options) -> KinesisStreamReader:
     """A reader as Spark makes it: options lower-cased."""

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from pintrest_assets.kinesis.streams import ensure_streams, stream_name, stream_names, stream_status
 from pintrest_assets.topics import TOPICS, TOPICS_BY_NAME
+
+pytestmark = pytest.mark.kinesis  # kinesalite: Node.js and npm
 
 
 def test_one_stream_per_topic_named_as_the_original():
