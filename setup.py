@@ -5,6 +5,7 @@ setup(
     version="0.1.0",
     description="The Pinterest data pipeline as Dagster software-defined assets.",
     packages=find_packages(exclude=["pintrest_assets_tests*"]),
+    package_data={"pintrest_assets.resources": ["*.properties"]},
     python_requires=">=3.11",
     install_requires=[
         # A matched set: newer dagster releases have no matching integrations yet.
