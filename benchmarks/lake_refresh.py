@@ -5,8 +5,9 @@ The original's S3 sink wrote one record per object (``flush.size`` 1). For each 
 50,000 by default), a bucket holds N one-record objects per topic (realistic record values from
 the sample data generator, serialised as the emulator sends them), and a fresh mount and
 warehouse read them all: the initial read. Beside it, the same N records landed as objects of
-500 are read the same way: the cost of one-record objects should be close to it, since the mount
-gathers objects into a few batch files and Spark opens those. Then 100 new objects land per
+500 are read the same way, in turns with it (medians of three on a local bucket): the cost of
+one-record objects should be close to it, since the mount gathers objects into a few batch files
+and Spark opens those. Then 100 new objects land per
 topic and the assets refresh, ``--repeats`` times (the median is printed): a refresh mounts and
 reads only the new objects, so it should cost the same at every N.
 
@@ -69,16 +70,23 @@ _S3_REQUESTS: collections.Counter = collections.Counter()
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", type=_counts, default=[10_000, 50_000], help="N on a local bucket (default 10000,50000)")
     parser.add_argument(
-        "--s3-sizes", type=_counts_or_none, default=[10_000, 50_000], help="N on S3 (moto); 0 skips it (default 10000,50000)"
+        "--sizes", type=_counts, default=[10_000, 50_000], help="N on a local bucket (default 10000,50000)"
+    )
+    parser.add_argument(
+        "--s3-sizes",
+        type=_counts_or_none,
+        default=[10_000, 50_000],
+        help="N on S3 (moto); 0 skips it (default 10000,50000)",
     )
     parser.add_argument(
         "--topics", type=_topics, default=[TOPICS_BY_NAME["pin"]], help="topics read: pin,geo,user (default pin)"
     )
     parser.add_argument("--new", type=int, default=100, help="new objects per topic before a refresh (default 100)")
     parser.add_argument("--repeats", type=int, default=3, help="refreshes per N; the median is printed (default 3)")
-    parser.add_argument("--big-objects", type=int, default=500, help="records per object of the comparison (default 500)")
+    parser.add_argument(
+        "--big-objects", type=int, default=500, help="records per object of the comparison (default 500)"
+    )
     args = parser.parse_args()
     if args.new < 1 or args.repeats < 1 or args.big_objects < 2:
         parser.error("--new and --repeats must be at least 1, --big-objects at least 2")
@@ -101,7 +109,13 @@ def main() -> None:
     print(f"warm-up run (200 objects x 3 topics): {warm.refresh().total:.1f}s\n")
 
     try:
-        print(_table("Local-directory bucket", _suite(LocalStore(work / "local"), work / "local", spark, posts, args.sizes, args), args))
+        print(
+            _table(
+                "Local-directory bucket",
+                _suite(LocalStore(work / "local"), work / "local", spark, posts, args.sizes, args),
+                args,
+            )
+        )
         if args.s3_sizes:
             with MotoStore.started(work / "moto") as store:
                 results = _suite(store, work / "s3", spark, posts, args.s3_sizes, args)
@@ -112,37 +126,47 @@ def main() -> None:
 
 @dataclass
 class SizeResult:
-    initial: Timing  # N one-record objects, read by a fresh mount and warehouse
-    big: Timing  # the same N records in objects of --big-objects records, read the same way
+    initial: Timing  # N one-record objects, read by a fresh mount and warehouse (median)
+    big: Timing  # the same N records in objects of --big-objects records, read the same way (median)
     refresh: Timing  # median refresh after --new objects, N already read
 
 
 def _suite(store, root: Path, spark: SparkResource, posts: RecordSource, sizes: Sequence[int], args) -> dict:
-    """Per N: the initial read of N one-record objects, of the same records in big objects, and refreshes."""
+    """Per N: the initial read of N one-record objects and of the same records in big objects,
+    taken in turns (``store.initial_reads`` times each, medians kept: a shared machine's load
+    then weighs on both alike), and refreshes after new objects."""
     topics, new = args.topics, args.new
     results = {}
     landed = 0
     for size in sorted(sizes):
         t0 = time.perf_counter()
         store.land(topics, posts, landed, size - landed, flush_size=1)  # the bucket grows to N objects
+        big_store = store.sibling(f"big-{size}")
+        big_store.land(topics, posts, 0, size, flush_size=args.big_objects)
         print(f"{store.kind} N={size:,}: landed {size - landed:,} objects per topic in {time.perf_counter() - t0:.1f}s")
-        lake = Lake(root / f"lake-{size}", store, topics, spark)
-        initial = lake.refresh(expect_objects=size)
+
+        initial, big, lake = [], [], None
+        for r in range(store.initial_reads):
+            if lake is not None:
+                lake.remove()  # the last one is kept for the refreshes
+            lake = Lake(root / f"lake-{size}-{r}", store, topics, spark)
+            initial.append(lake.refresh(expect_objects=size))
+            big_lake = Lake(root / f"big-{size}-{r}", big_store, topics, spark)
+            big.append(big_lake.refresh(expect_objects=-(-size // args.big_objects)))
+            big_lake.remove()
         refreshes = []
         for r in range(args.repeats):
             store.land(topics, posts, size + r * new, new, flush_size=1)
             refreshes.append(lake.refresh(expect_objects=new))
         landed = size + args.repeats * new
+        lake.remove()
 
-        big_store = store.sibling(f"big-{size}")
-        big_store.land(topics, posts, 0, size, flush_size=args.big_objects)
-        big = Lake(root / f"big-{size}", big_store, topics, spark).refresh(expect_objects=-(-size // args.big_objects))
-        results[size] = SizeResult(initial, big, Timing.median(refreshes))
+        results[size] = SizeResult(Timing.median(initial), Timing.median(big), Timing.median(refreshes))
         print(
-            f"  initial {initial.total:.1f}s, in objects of {args.big_objects} {big.total:.1f}s; "
+            f"  initial {', '.join(f'{t.total:.1f}s' for t in initial)}; "
+            f"in objects of {args.big_objects} {', '.join(f'{t.total:.1f}s' for t in big)}; "
             f"refreshes {', '.join(f'{t.total:.2f}s' for t in refreshes)}"
         )
-        lake.remove()
     print()
     return results
 
@@ -174,7 +198,12 @@ def _table(title: str, results: dict, args) -> str:
     row(f"the same N records in objects of {args.big_objects}", [t.total for t in big])
     row("  mount step (raw JSON)", [t.mount for t in big])
     row("  DataFrame step (Spark read, Delta commit)", [t.spark for t in big])
-    row(f"one-record / {args.big_objects}-record objects", [a.total / b.total for a, b in zip(initial, big)], "x", "{:>11.2f}")
+    row(
+        f"one-record / {args.big_objects}-record objects",
+        [a.total / b.total for a, b in zip(initial, big)],
+        "x",
+        "{:>11.2f}",
+    )
     before = [BEFORE.get(n) for n in sizes]
     if title.startswith("Local") and any(before):
         lines.append(
@@ -227,6 +256,7 @@ class LocalStore:
     """A local-directory bucket."""
 
     kind = "local"
+    initial_reads = 3  # seconds each: medians of three
 
     def __init__(self, root: Path):
         self.root = root / "bucket"
@@ -251,6 +281,7 @@ class MotoStore:
     process's interpreter with the mount it serves."""
 
     kind = "s3"
+    initial_reads = 1  # minutes each at moto's pace, bound by its GETs, not by the machine's load
 
     def __init__(self, endpoint: str, bucket: str):
         self.endpoint = endpoint

@@ -25,7 +25,9 @@ def read_batches(spark, slices: Sequence[BatchSlice]) -> DataFrame:
     """
     whole = [s.path for s in slices if s.keys is None]
     parts = [_split(spark.read.text(whole))] if whole else []
-    parts += [_split(spark.read.text(s.path)).where(F.col("key").isin(list(s.keys))) for s in slices if s.keys is not None]
+    parts += [
+        _split(spark.read.text(s.path)).where(F.col("key").isin(list(s.keys))) for s in slices if s.keys is not None
+    ]
     if not parts:
         raise ValueError("no batch files to read")
     return reduce(DataFrame.unionAll, parts)
@@ -42,7 +44,9 @@ def parse_records(lines: DataFrame, schema: T.StructType, key_column: str) -> Da
     record = F.from_json("line", with_corrupt, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT_RECORD})
     problem = F.when(
         F.col(f"record.{CORRUPT_RECORD}").isNotNull(),
-        F.when(F.try_parse_json("line").isNull(), F.lit("not valid JSON")).otherwise(F.lit("does not match the schema")),
+        F.when(F.try_parse_json("line").isNull(), F.lit("not valid JSON")).otherwise(
+            F.lit("does not match the schema")
+        ),
     ).when(F.col(f"record.{key_column}").isNull(), F.lit(f"no {key_column}"))
     return (
         lines.where(F.col("line").rlike(r"\S"))

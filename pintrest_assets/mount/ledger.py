@@ -115,9 +115,7 @@ class TopicLedger:
                 f.flush()
                 os.fsync(f.fileno())
 
-    def select_after(
-        self, manifest: dict, after: Mapping[str, str], location: str
-    ) -> MountedSelection:
+    def select_after(self, manifest: dict, after: Mapping[str, str], location: str) -> MountedSelection:
         """The objects whose key sorts after ``after`` (partition prefix -> key) in its partition.
 
         Within a partition the ledger is in key order (each sync mounts keys after the last one
@@ -166,11 +164,9 @@ class TopicLedger:
 def _lines_backwards(path: Path, end: int | None = None, block_size: int = 1 << 16) -> Iterator[bytes]:
     """The non-empty lines of a file up to byte ``end`` (default: all of it), last first, reading
     it in blocks from that end."""
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
+    if not path.exists():
         return
-    with f:
+    with open(path, "rb") as f:
         end = f.seek(0, os.SEEK_END) if end is None else end
         head = b""  # the start of a line whose beginning is in the block before
         while end > 0:

@@ -53,9 +53,7 @@ from pintrest_assets.settings import ConfigError
 APP_ID = "pintrest.append"  # app transaction of incremental appends: version = appends so far
 STATE_KEY = "pintrest"  # commit info key of an append's table state
 QUARANTINE_DIR = "_quarantine"
-QUARANTINE_SCHEMA = T.StructType(
-    [T.StructField(name, T.StringType()) for name in ("source_key", "line", "reason")]
-)
+QUARANTINE_SCHEMA = T.StructType([T.StructField(name, T.StringType()) for name in ("source_key", "line", "reason")])
 # The table file of the warehouse format before Delta Lake.
 _OLD_FORMAT_FILE = "_table.json"
 # Spark writes INT96 timestamps by default, which Delta readers take for nanoseconds.
@@ -270,7 +268,9 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         quarantine_files = ()
         if batch.quarantine is not None and batch.quarantined:
             # Rejected lines are few: one file per batch.
-            quarantine_files = tuple(asdict(a) for a in _write_files(batch.quarantine.coalesce(1), table.quarantine_path))
+            quarantine_files = tuple(
+                asdict(a) for a in _write_files(batch.quarantine.coalesce(1), table.quarantine_path)
+            )
         new = TableState(
             appends=base.appends + 1,
             schema=batch.schema,

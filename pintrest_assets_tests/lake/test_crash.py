@@ -37,14 +37,14 @@ def _kill_when_marked(process: subprocess.Popen, marker: Path, then=lambda: None
 def _refresh_in_child(lake, tmp_path: Path, mode: str) -> tuple[subprocess.Popen, Path]:
     marker = tmp_path / f"{mode}.marker"
     args = [str(lake.bucket.root), lake.s3_mount.mount_dir, lake.warehouse.base_dir, lake.s3_mount.user_id]
-    log = open(tmp_path / f"{mode}.log", "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pintrest_assets_tests.lake.refresh_child", *args, str(marker), mode],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"},
-    )
+    with open(tmp_path / f"{mode}.log", "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pintrest_assets_tests.lake.refresh_child", *args, str(marker), mode],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"},
+        )
     return process, marker
 
 
@@ -62,7 +62,7 @@ def test_a_refresh_killed_leaves_the_old_version_and_the_next_reads_every_record
     moment, spark_lake, bucket_land, tmp_path
 ):
     lake = spark_lake
-    _land(lake, bucket_land, range(0, 100))
+    _land(lake, bucket_land, range(100))
     assert lake.refresh("pin").success
     before = DeltaTable(str(lake.table("df_pin").path))
     version, state = before.version(), lake.table("df_pin").state()

@@ -12,9 +12,9 @@ from deltalake import DeltaTable
 from pintrest_assets.defs.lake.dataframes import cursor_after, dataframe_assets
 from pintrest_assets.lake.schemas import SCHEMAS
 from pintrest_assets.lake.statistics import merge_stats, summary_markdown
+from pintrest_assets.resources import warehouse
 from pintrest_assets.resources.s3_mount import MountedSelection
 from pintrest_assets.resources.spark import SparkResource
-from pintrest_assets.resources import warehouse
 from pintrest_assets.resources.warehouse import TableState, WarehouseTable
 from pintrest_assets.sink_layout import object_key
 from pintrest_assets.topics import TOPICS
@@ -69,8 +69,20 @@ def test_schemas_follow_the_source_tables():
             "save_location": "string",
             "category": "string",
         },
-        "geo": {"ind": "bigint", "timestamp": "string", "latitude": "double", "longitude": "double", "country": "string"},
-        "user": {"ind": "bigint", "first_name": "string", "last_name": "string", "age": "bigint", "date_joined": "string"},
+        "geo": {
+            "ind": "bigint",
+            "timestamp": "string",
+            "latitude": "double",
+            "longitude": "double",
+            "country": "string",
+        },
+        "user": {
+            "ind": "bigint",
+            "first_name": "string",
+            "last_name": "string",
+            "age": "bigint",
+            "date_joined": "string",
+        },
     }
     assert all(spec.index_column in SCHEMAS[spec.name].fieldNames() for spec in TOPICS)
 
@@ -100,7 +112,9 @@ def test_merged_stats_equal_the_stats_of_all_rows(split):
     )
     whole = {"age": _stats(ages), "name": _stats(names)}
     assert merged["name"] == whole["name"]
-    assert {k: merged["age"][k] for k in ("count", "min", "max")} == {k: whole["age"][k] for k in ("count", "min", "max")}
+    assert {k: merged["age"][k] for k in ("count", "min", "max")} == {
+        k: whole["age"][k] for k in ("count", "min", "max")
+    }
     assert merged["age"]["mean"] == pytest.approx(whole["age"]["mean"])
     assert merged["age"]["m2"] == pytest.approx(whole["age"]["m2"])
 
@@ -126,10 +140,16 @@ def test_summary_markdown_reads_like_describe():
 
 
 def test_cursor_moves_per_partition_to_the_last_key_read():
-    before = {"topics/u.pin/partition=0/": object_key("u.pin", 0, 4), "topics/u.pin/partition=2/": object_key("u.pin", 2, 9)}
+    before = {
+        "topics/u.pin/partition=0/": object_key("u.pin", 0, 4),
+        "topics/u.pin/partition=2/": object_key("u.pin", 2, 9),
+    }
     read = MountedSelection(
         objects=4,
-        last_keys={"topics/u.pin/partition=0/": object_key("u.pin", 0, 12), "topics/u.pin/partition=1/": object_key("u.pin", 1, 3)},
+        last_keys={
+            "topics/u.pin/partition=0/": object_key("u.pin", 0, 12),
+            "topics/u.pin/partition=1/": object_key("u.pin", 1, 3),
+        },
     )
     assert cursor_after(before, read) == {
         "topics/u.pin/partition=0/": object_key("u.pin", 0, 12),
@@ -157,7 +177,9 @@ def test_reads_three_topics_and_quarantines_what_does_not_parse(spark_lake, buck
     ]
     odd_key = _put_lines(lake, "pin", 5, pin_lines)
     bucket_land(lake.bucket, lake.topic("geo"), 0, records=2)
-    geo_key = _put_lines(lake, "geo", 2, [json.dumps({"ind": 2, "latitude": "north", "longitude": 1.5}), json.dumps({"ind": 3})])
+    geo_key = _put_lines(
+        lake, "geo", 2, [json.dumps({"ind": 2, "latitude": "north", "longitude": 1.5}), json.dumps({"ind": 3})]
+    )
     bucket_land(lake.bucket, lake.topic("user"), 0, records=4)
     bucket_land(lake.bucket, lake.topic("user"), 0, records=1, partition=1)
 
@@ -200,7 +222,11 @@ def test_reads_three_topics_and_quarantines_what_does_not_parse(spark_lake, buck
         key=lambda q: q["line"],
     )
     assert _quarantine(lake.table("df_geo")) == [
-        {"source_key": geo_key, "line": json.dumps({"ind": 2, "latitude": "north", "longitude": 1.5}), "reason": "does not match the schema"}
+        {
+            "source_key": geo_key,
+            "line": json.dumps({"ind": 2, "latitude": "north", "longitude": 1.5}),
+            "reason": "does not match the schema",
+        }
     ]
     assert _quarantine(lake.table("df_user")) == []
 
@@ -252,7 +278,9 @@ def test_a_refresh_reads_only_new_objects_and_appends_them(spark_lake, bucket_la
     assert result.success
     assert seen["indices"] == landed
     # The running summary agrees with Spark's describe() of the whole table.
-    summary_rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1] for line in third["describe"].splitlines()[4:]}
+    summary_rows = {
+        line.split(" | ")[0].lstrip("| "): line.split(" | ")[1] for line in third["describe"].splitlines()[4:]
+    }
     assert summary_rows["count"] == seen["describe"]["count"] == "13"
     assert float(summary_rows["mean"]) == pytest.approx(float(seen["describe"]["mean"]), rel=1e-5)
     assert float(summary_rows["stddev"]) == pytest.approx(float(seen["describe"]["stddev"]), rel=1e-5)

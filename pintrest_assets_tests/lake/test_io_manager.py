@@ -155,7 +155,9 @@ def test_two_appends_racing_from_one_state_commit_once(tmp_path, spark_resource)
     def commit_after_the_other(path, delta, adds, schema, mode, properties):
         if not racing:
             racing["first"] = True
-            other = TableAppend(TableState(appends=1), SCHEMA, session.createDataFrame([(7, "b")], SCHEMA), 1, None, 0, 1, {"p/": "b"})
+            other = TableAppend(
+                TableState(appends=1), SCHEMA, session.createDataFrame([(7, "b")], SCHEMA), 1, None, 0, 1, {"p/": "b"}
+            )
             io_manager.handle_output(dg.build_output_context(asset_key=dg.AssetKey("places")), other)
         return commit_files(path, delta, adds, schema, mode, properties)
 

@@ -40,9 +40,7 @@ def test_sync_fetches_only_new_objects_into_batch_files(s3_mount, s3_bucket, s3_
     assert mount.bytes == sum(len(s3_bucket.get(k)) for k in first)
     assert mount.root == str(tmp_path / "mnt" / "topics" / TOPIC)
     # Each record's line, byte for byte, behind its object's key.
-    assert _batch_lines(mount) == [
-        (key, line) for key in first for line in s3_bucket.get(key).decode().splitlines()
-    ]
+    assert _batch_lines(mount) == [(key, line) for key in first for line in s3_bucket.get(key).decode().splitlines()]
     [batch] = Path(mount.root).glob("batch-*.tsv")
     assert load_objects(batch) == list(mount.new)  # the batch file's object list, beside it
 
@@ -85,7 +83,7 @@ def test_a_selection_after_a_cursor_reads_only_the_ledger_tail(tmp_path, bucket_
     p1 = [bucket_land(bucket, TOPIC, offset, partition=1) for offset in range(5)]
     first = resource.mount_topic(TOPIC)
     p0 += [bucket_land(bucket, TOPIC, offset, partition=0) for offset in (60, 61, 62)]
-    second = resource.mount_topic(TOPIC)
+    resource.mount_topic(TOPIC)
     [first_batch] = Path(first.root).glob("batch-00000000-*.tsv")
     [second_batch] = Path(first.root).glob("batch-00000001-*.tsv")
     cursor = {f"topics/{TOPIC}/partition=0/": p0[29], f"topics/{TOPIC}/partition=1/": p1[-1]}
@@ -198,7 +196,9 @@ def test_a_mount_follows_a_change_of_bucket_and_drops_an_older_format(tmp_path, 
     S3MountResource(bucket_url=str(local.root), mount_dir=str(mount_dir), user_id="u").mount_topic(TOPIC)
 
     def mount(bucket_url):
-        return S3MountResource(bucket_url=bucket_url, mount_dir=str(mount_dir), user_id="u", s3=s3_resource).mount_topic(TOPIC)
+        return S3MountResource(
+            bucket_url=bucket_url, mount_dir=str(mount_dir), user_id="u", s3=s3_resource
+        ).mount_topic(TOPIC)
 
     key = bucket_land(s3_bucket, TOPIC, 0, records=2)
     moved = mount(s3_bucket.url)  # another bucket: mounted from scratch
@@ -246,8 +246,14 @@ def test_a_missing_bucket_names_its_setting(tmp_path, s3_resource):
 
 @pytest.mark.parametrize(
     "data, records",
-    [(b"", 0), (b"{}\n", 1), (b'{"a": 1}\n{"a": 2}\n', 2), (b'{"a": 1}\n{"a": 2}', 2), (b"{}\n\n{}\n", 2),
-     (b"{}\r\n \t\r\n{}\r{}", 3)],
+    [
+        (b"", 0),
+        (b"{}\n", 1),
+        (b'{"a": 1}\n{"a": 2}\n', 2),
+        (b'{"a": 1}\n{"a": 2}', 2),
+        (b"{}\n\n{}\n", 2),
+        (b"{}\r\n \t\r\n{}\r{}", 3),
+    ],
 )
 def test_records_are_the_non_blank_lines_and_batch_lines_agree(data, records):
     assert count_records(data) == records
