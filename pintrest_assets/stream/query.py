@@ -133,21 +133,53 @@ def run_available_now(spark, table: StreamTable, options: Mapping[str, str], tim
     """Runs the table's query with ``trigger(availableNow=True)``: every record that arrived
     before it started, in micro-batches, then it stops. Raises what stopped it early (a
     ``TimeoutError`` after ``timeout`` seconds, with the batches done so far committed)."""
+    [outcome] = run_available_now_together(spark, [(table, options)], timeout)
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+def run_available_now_together(
+    spark, queries: list[tuple[StreamTable, Mapping[str, str]]], timeout: float | None = None
+) -> list[StreamRun | BaseException]:
+    """Runs several tables' queries at once (each ``trigger(availableNow=True)``), in one Spark
+    session: their start-up and per-batch waits overlap. Returns, in order, each one's
+    ``StreamRun``, or the exception that stopped it (the others run to their end regardless)."""
     started = time.perf_counter()
-    before = table.state()
-    query, writer = start_query(spark, table, options)
+    running: list[tuple | BaseException] = []
+    for table, options in queries:
+        try:
+            before = table.state()
+            query, writer = start_query(spark, table, options)
+            running.append((table, options, before, query, writer))
+        except Exception as exc:  # noqa: BLE001 - reported in its place, the others go on
+            running.append(exc)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    outcomes: list[StreamRun | BaseException] = []
+    for item in running:
+        if isinstance(item, BaseException):
+            outcomes.append(item)
+            continue
+        table, options, before, query, writer = item
+        outcomes.append(_finish(table, options, before, query, writer, deadline, started))
+    return outcomes
+
+
+def _finish(table, options, before, query, writer, deadline, started) -> StreamRun | BaseException:
     try:
-        finished = query.awaitTermination(timeout) if timeout is not None else query.awaitTermination()
-    except Exception:
-        if writer.error is not None:
-            raise writer.error from None
-        raise
+        if deadline is None:
+            query.awaitTermination()
+            finished = True
+        else:
+            finished = query.awaitTermination(max(0.0, deadline - time.monotonic()))
+    except Exception as exc:  # noqa: BLE001 - the writer's own error says more than Spark's wrapper
+        return writer.error or exc
     finally:
         if query.isActive:
             query.stop()
-    if timeout is not None and finished is False:
-        raise TimeoutError(
-            f"{table.name}: the query did not finish within {timeout:g} s; it committed "
+    if not finished:
+        return TimeoutError(
+            f"{table.name}: the query did not finish in time; it committed "
             f"{sum(1 for b in writer.batches if not b.replayed)} micro-batches and stopped"
         )
     return StreamRun(

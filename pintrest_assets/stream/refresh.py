@@ -2,7 +2,8 @@
 
 First a probe of the stream's shards against the table's positions (``positions.unread``): if
 no record waits and the table exists, nothing starts Spark. Otherwise the table's query runs
-with ``trigger(availableNow=True)`` (``query.run_available_now``), the shards are probed again
+with ``trigger(availableNow=True)``, together with the other tables' that have records waiting
+(``query.run_available_now_together``: one Spark session, their waits overlap), the shards are probed again
 to say how far behind their tips the table is left, and every ``maintain_every`` Delta commits
 the warehouse compacts and vacuums the table.
 """
@@ -16,7 +17,7 @@ from pyspark.sql import types as T
 
 from pintrest_assets.settings import ConfigError
 from pintrest_assets.stream.positions import ShardPosition, unread
-from pintrest_assets.stream.query import StreamRun, run_available_now
+from pintrest_assets.stream.query import StreamRun, run_available_now_together
 from pintrest_assets.stream.tables import StreamState, StreamTable
 from pintrest_assets.topics import TopicSpec
 
@@ -74,51 +75,71 @@ def probe(kinesis, spec: TopicSpec, state: StreamState) -> list[ShardPosition]:
         ) from None
 
 
-def refresh_stream_table(
-    spec: TopicSpec,
+def refresh_stream_tables(
+    specs: list[TopicSpec],
     kinesis,
     warehouse_io_manager,
     spark_session: Callable[[], object],
     log=None,
-) -> StreamRefresh:
-    """Appends what the topic's Kinesis stream holds beyond the table's positions.
+) -> list[StreamRefresh | Exception]:
+    """Appends what each topic's Kinesis stream holds beyond its table's positions; the tables
+    with records waiting run their queries together. Returns, in order, each table's
+    ``StreamRefresh`` or the exception that stopped it.
 
     ``kinesis`` is a ``KinesisResource``; ``warehouse_io_manager`` the ``WarehouseIOManager``
-    (its ``base_dir`` holds the table, its ``maintain`` compacts it); ``spark_session`` returns
-    the session, called only if the query runs.
+    (its ``base_dir`` holds the tables, its ``maintain`` compacts them); ``spark_session``
+    returns the session, called only if a query runs.
     """
-    table = StreamTable.for_user(warehouse_io_manager.base_dir, spec, kinesis.user_id)
-    stream = kinesis.stream_for(spec)
-    before = table.state()
-    shards = probe(kinesis, spec, before)
-    if table.delta() is not None and not any(s.waiting for s in shards):
-        if log is not None:
-            log.info(f"{table.name}: no record waits in {stream}; the table keeps its {before.rows} rows")
-        return StreamRefresh(spec, stream, table, before, shards, schema=_schema(table))
+    outcomes: dict[str, StreamRefresh | Exception] = {}
+    to_run = []
+    for spec in specs:
+        table = StreamTable.for_user(warehouse_io_manager.base_dir, spec, kinesis.user_id)
+        stream = kinesis.stream_for(spec)
+        before = table.state()
+        try:
+            shards = probe(kinesis, spec, before)
+        except ConfigError as exc:
+            outcomes[spec.name] = exc
+            continue
+        if table.delta() is not None and not any(s.waiting for s in shards):
+            if log is not None:
+                log.info(f"{table.name}: no record waits in {stream}; the table keeps its {before.rows} rows")
+            outcomes[spec.name] = StreamRefresh(spec, stream, table, before, shards, schema=_schema(table))
+        else:
+            to_run.append((spec, table, stream))
 
-    spark = spark_session()
-    version_before = _version(table)
-    run = run_available_now(spark, table, kinesis.source_options(spec))
-    if log is not None:
-        log.info(
-            f"{table.name}: {run.records} records read from {stream} in {run.micro_batches} micro-batches "
-            f"({run.records_per_second:,.0f} records/s): {run.rows} rows appended, {run.quarantined} quarantined"
-            + (f", {run.replayed} micro-batches replayed after a crash and skipped" if run.replayed else "")
-        )
-    maintenance = {}
-    version_after = _version(table)
-    every = warehouse_io_manager.maintain_every
-    if any(v % every == 0 for v in range(version_before + 1, version_after + 1)):
-        maintenance = warehouse_io_manager.maintain(table.table)
+    if to_run:
+        spark = spark_session()
+        versions = {spec.name: _version(table) for spec, table, _ in to_run}
+        runs = run_available_now_together(spark, [(table, kinesis.source_options(spec)) for spec, table, _ in to_run])
+        for (spec, table, stream), run in zip(to_run, runs):
+            if isinstance(run, BaseException):
+                outcomes[spec.name] = run
+                continue
+            if log is not None:
+                log.info(
+                    f"{table.name}: {run.records} records read from {stream} in {run.micro_batches} micro-batches "
+                    f"({run.records_per_second:,.0f} records/s): {run.rows} rows appended, "
+                    f"{run.quarantined} quarantined"
+                    + (f", {run.replayed} micro-batches replayed after a crash and skipped" if run.replayed else "")
+                )
+            outcomes[spec.name] = _after_run(spec, table, stream, run, kinesis, warehouse_io_manager, versions)
+    return [outcomes[spec.name] for spec in specs]
+
+
+def _after_run(spec, table, stream, run, kinesis, warehouse_io_manager, versions) -> StreamRefresh | Exception:
+    """Where the table stands after its run; compacted and vacuumed every ``maintain_every`` commits."""
+    try:
+        every = warehouse_io_manager.maintain_every
+        if any(v % every == 0 for v in range(versions[spec.name] + 1, _version(table) + 1)):
+            maintenance = warehouse_io_manager.maintain(table.table)
+        else:
+            maintenance = {}
+        shards = probe(kinesis, spec, run.after)
+    except Exception as exc:  # noqa: BLE001 - reported in its place
+        return exc
     return StreamRefresh(
-        spec,
-        stream,
-        table,
-        run.after,
-        probe(kinesis, spec, run.after),
-        run=run,
-        schema=_schema(table),
-        maintenance=maintenance,
+        spec, stream, table, run.after, shards, run=run, schema=_schema(table), maintenance=maintenance
     )
 
 

@@ -5,6 +5,7 @@ and the sensor, on a real kinesalite."""
 from __future__ import annotations
 
 import json
+import shutil
 import uuid
 
 import dagster as dg
@@ -12,7 +13,7 @@ import pytest
 
 from pintrest_assets.bucket import LocalBucket
 from pintrest_assets.defs.sources.assets import source_tables
-from pintrest_assets.defs.stream.assets import kinesis_streams, stream_table_assets
+from pintrest_assets.defs.stream.assets import kinesis_streams, stream_tables
 from pintrest_assets.defs.stream.checks import stream_reconciliation_checks
 from pintrest_assets.defs.stream.sensors import stream_tables_sensor
 from pintrest_assets.gateway import Gateway
@@ -26,7 +27,7 @@ from pintrest_assets_tests.net import free_port
 from pintrest_assets_tests.stream.conftest import SHARDS, put_raw
 
 STREAM_TABLES = [dg.AssetKey(spec.stream_table_asset) for spec in TOPICS]
-ASSETS = [*source_tables, kinesis_streams, *stream_table_assets, *stream_reconciliation_checks]
+ASSETS = [*source_tables, kinesis_streams, stream_tables, *stream_reconciliation_checks]
 
 
 @pytest.fixture
@@ -93,7 +94,7 @@ def metadata(result, asset: str) -> dict:
     return {k: v.value for k, v in materialization.metadata.items()}
 
 
-def test_streams_to_stream_tables_reconciled(instance, resources, user_id, kinesis):
+def test_streams_to_stream_tables_reconciled(instance, resources, user_id, kinesis, tmp_path):
     sent = emulate(instance, resources, 120)
     for spec in TOPICS:
         meta = metadata(sent, spec.kinesis_asset)
@@ -143,6 +144,23 @@ def test_streams_to_stream_tables_reconciled(instance, resources, user_id, kines
     # Nothing waits: a refresh starts no query and appends nothing.
     meta = metadata(refresh(instance, resources), "geo_stream_table")
     assert (meta["rows_appended"], meta["micro_batches"], meta["dagster/row_count"]) == (0, 0, 150)
+
+    # A table whose checkpoint is gone is refused alone: the other two refresh.
+    shutil.rmtree(tmp_path / "warehouse" / "_checkpoints" / TOPICS[0].stream_table(user_id))
+    emulate(instance, resources, 10, seed=8)
+    result = dg.materialize(
+        ASSETS,
+        resources=resources,
+        instance=instance,
+        selection=dg.AssetSelection.assets(*STREAM_TABLES),
+        raise_on_error=False,
+    )
+    assert not result.success
+    done = {e.event_specific_data.materialization.asset_key for e in result.get_asset_materialization_events()}
+    assert done == {dg.AssetKey("geo_stream_table"), dg.AssetKey("user_stream_table")}
+    assert metadata(result, "user_stream_table")["dagster/row_count"] == 160
+    [failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert "its checkpoint" in str(failure.event_specific_data.error)
 
 
 def tick(instance, kinesis: KinesisResource, cursor=None):

@@ -21,7 +21,7 @@ from pintrest_assets.resources.kinesis_proxy import KinesisProxyResource
 from pintrest_assets.resources.spark import SparkResource
 from pintrest_assets.resources.warehouse import WarehouseIOManager
 from pintrest_assets.stream.positions import lag_table
-from pintrest_assets.stream.refresh import StreamRefresh, refresh_stream_table
+from pintrest_assets.stream.refresh import StreamRefresh, refresh_stream_tables
 from pintrest_assets.stream.resource import KinesisResource
 from pintrest_assets.topics import TOPICS, TopicSpec
 from pintrest_assets.transform.metadata_table import metadata_table
@@ -65,13 +65,11 @@ def kinesis_streams(
         )
 
 
-def build_stream_table_asset(spec: TopicSpec) -> dg.AssetsDefinition:
-    """The Delta stream table of one topic (``spec.stream_table_asset``), fed by its Kinesis stream."""
-
-    @dg.asset(
-        name=spec.stream_table_asset,
-        group_name=GROUP,
+def _stream_table_spec(spec: TopicSpec) -> dg.AssetSpec:
+    return dg.AssetSpec(
+        spec.stream_table_asset,
         deps=[spec.kinesis_asset],
+        group_name=GROUP,
         kinds={"spark", "delta", "kinesis"},
         description=f"The `streaming-<user_id>-{spec.name}` Kinesis stream as the Delta table "
         f"`<user_id>_{spec.name}_table`, appended to by Spark Structured Streaming: each record decoded with "
@@ -80,19 +78,35 @@ def build_stream_table_asset(spec: TopicSpec) -> dg.AssetsDefinition:
         "the emulation drew twice is two rows (the cleaned batch table keeps one). Materialising runs the query "
         "with trigger(availableNow=True) from its checkpoint: exactly once across restarts and crashes.",
     )
-    def stream_table(
-        context: dg.AssetExecutionContext,
-        kinesis: KinesisResource,
-        spark: SparkResource,
-        warehouse_io_manager: dg.ResourceParam[WarehouseIOManager],
-    ) -> dg.MaterializeResult:
-        refresh = refresh_stream_table(
-            spec, kinesis, warehouse_io_manager, lambda: spark.spark_session, log=context.log
-        )
-        acknowledged = acknowledged_so_far(context.instance, spec, refresh.stream)
-        return dg.MaterializeResult(metadata=refresh_metadata(refresh, acknowledged))
 
-    return stream_table
+
+@dg.multi_asset(
+    name="stream_tables",
+    specs=[_stream_table_spec(spec) for spec in TOPICS],
+    # Each table on its own, or several together: the queries of one step run at once.
+    can_subset=True,
+)
+def stream_tables(
+    context: dg.AssetExecutionContext,
+    kinesis: KinesisResource,
+    spark: SparkResource,
+    warehouse_io_manager: dg.ResourceParam[WarehouseIOManager],
+):
+    """Runs the selected stream tables' queries with trigger(availableNow=True), together."""
+    specs = [spec for spec in TOPICS if dg.AssetKey(spec.stream_table_asset) in context.selected_asset_keys]
+    outcomes = refresh_stream_tables(specs, kinesis, warehouse_io_manager, lambda: spark.spark_session, log=context.log)
+    failed = []
+    for spec, outcome in zip(specs, outcomes):
+        if isinstance(outcome, Exception):
+            context.log.error(f"{spec.stream_table_asset}: {type(outcome).__name__}: {outcome}")
+            failed.append((spec, outcome))
+            continue
+        acknowledged = acknowledged_so_far(context.instance, spec, outcome.stream)
+        yield dg.MaterializeResult(asset_key=spec.stream_table_asset, metadata=refresh_metadata(outcome, acknowledged))
+    if len(failed) == 1:
+        raise failed[0][1]
+    if failed:
+        raise dg.Failure("; ".join(f"{spec.stream_table_asset}: {type(exc).__name__}: {exc}" for spec, exc in failed))
 
 
 def acknowledged_so_far(instance: dg.DagsterInstance, spec: TopicSpec, stream: str) -> int:
@@ -140,6 +154,3 @@ def refresh_metadata(refresh: StreamRefresh, acknowledged: int) -> dict:
     if refresh.schema is not None:
         metadata["dagster/column_schema"] = column_schema(refresh.schema)
     return metadata
-
-
-stream_table_assets: list[dg.AssetsDefinition] = [build_stream_table_asset(spec) for spec in TOPICS]
