@@ -225,17 +225,17 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             delta = _delta_or_none(path)
             if delta is None:
                 continue
+            compacted, vacuumed = {}, []
             try:
                 compacted = delta.optimize.compact()
+                vacuumed = DeltaTable(str(path)).vacuum(
+                    retention_hours=self.vacuum_retention_hours,
+                    enforce_retention_duration=False,
+                    dry_run=False,
+                    full=True,  # also the files of runs that died before their commit
+                )
             except CommitFailedError:
-                compacted = {}  # a concurrent append won: compacted next time
-            delta = DeltaTable(str(path))
-            vacuumed = delta.vacuum(
-                retention_hours=self.vacuum_retention_hours,
-                enforce_retention_duration=False,
-                dry_run=False,
-                full=True,  # also the files of runs that died before their commit
-            )
+                pass  # another run committed meanwhile: maintained next time, the data is committed
             done[f"{label}compacted_files"] = compacted.get("numFilesRemoved", 0)
             done[f"{label}vacuumed_files"] = len(vacuumed)
         return done
