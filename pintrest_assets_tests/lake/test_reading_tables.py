@@ -1,32 +1,26 @@
 """The warehouse's tables read outside the project, exactly as the README shows: pandas (through
 deltalake), DuckDB and Spark, for df_pin and one answer."""
 
+import re
+from pathlib import Path
+
 import dagster as dg
 import pytest
 
 from pintrest_assets.defs.transform.answers import answer_assets
 from pintrest_assets.defs.transform.clean_tables import clean_table_assets
 
-# The README's snippets, run as written from a directory whose .pintrest is the project's home.
-PANDAS = """
-from deltalake import DeltaTable
-pins = DeltaTable(".pintrest/warehouse/df_pin").to_pandas()
-answer = DeltaTable(".pintrest/warehouse/most_popular_category_by_country").to_pandas()
-"""
+README = Path(__file__).resolve().parents[2] / "README.md"
 
-DUCKDB = """
-import duckdb, deltalake
-pins = deltalake.DeltaTable(".pintrest/warehouse/df_pin").to_pyarrow_dataset()
-pins_per_category = duckdb.sql("SELECT category, count(*) AS pins FROM pins GROUP BY category").fetchall()
-answer = deltalake.DeltaTable(".pintrest/warehouse/most_popular_category_by_country").to_pyarrow_dataset()
-answer_rows = duckdb.sql("SELECT * FROM answer ORDER BY country").fetchall()
-"""
 
-SPARK = """
-from deltalake import DeltaTable
-pins = spark.read.parquet(*DeltaTable(".pintrest/warehouse/df_pin").file_uris())
-answer = spark.read.parquet(*DeltaTable(".pintrest/warehouse/most_popular_category_by_country").file_uris())
-"""
+def readme_blocks(section: str) -> list[str]:
+    """The python code blocks of a README section, as written."""
+    text = README.read_text().split(f"### {section}\n", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+# The README's blocks, run as written from a directory whose .pintrest is the project's home.
+PANDAS, DUCKDB, SPARK = readme_blocks("Reading the tables")
 
 ANSWER = "most_popular_category_by_country"
 
