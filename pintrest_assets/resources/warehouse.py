@@ -13,8 +13,16 @@ its rows and the table's source cursor together, in one Delta commit: the commit
 app transaction ``(APP_ID, n)`` for the table's n-th append, and its commit info holds the
 table's state after it (cursor, running totals, column statistics) under ``STATE_KEY``. Either
 the commit is in the log, and with it the rows and the cursor that says they were read, or
-neither is. Two runs appending from the same state conflict on the app transaction, and the
-second fails without writing.
+neither is.
+
+Concurrent writers (a sensor's refresh and ``pintrest run``, which runs outside the instance's
+run queue) are settled by optimistic concurrency with a bounded retry. Two appends read from the
+same state conflict on the app transaction: the first commits, the second's commit fails and its
+files stay uncommitted (vacuum deletes them). ``WarehouseIOManager.append_with_retry`` then
+starts that append again from the table's new state: the asset's ``build_batch`` reads the
+objects after the new cursor (none, if the other writer read them all), the batch is written and
+committed; up to ``commit_attempts`` times, with a short jittered wait between. An overwrite that
+meets a concurrent commit commits the same files again over the newer version, as often.
 
 Lines rejected on read go to a Delta table of their own, ``<base_dir>/_quarantine/<asset
 name>``. Their files are written before the append and listed in its state; the quarantine
@@ -30,9 +38,10 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -130,6 +139,16 @@ class TableAppend:
     summary: Mapping[str, dict] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class CommittedAppend:
+    """What an asset returns after committing its batch with ``append_with_retry``: the IO
+    manager only maintains the table and reports it."""
+
+    version: int | None  # the Delta version of the commit; None when nothing was new
+    batch: TableAppend
+    attempts: int  # 1, or more when concurrent commits made the append start again
+
+
 class WarehouseTable:
     """One asset's Delta table, and its quarantine table."""
 
@@ -194,13 +213,58 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         description="Vacuum deletes files that left the table (or were never committed) longer ago than "
         "this. A reader holding an older file list, or a run still writing, needs it longer than it takes.",
     )
+    commit_attempts: int = Field(
+        default=5,
+        ge=1,
+        description="How many times an append or an overwrite that meets a concurrent commit is tried, "
+        "from the table's new state, before its run fails.",
+    )
+    retry_wait_seconds: float = Field(
+        default=0.5,
+        ge=0,
+        description="The wait before a retried commit: up to this, times the attempt, at random.",
+    )
 
     def table(self, name: str) -> WarehouseTable:
         return WarehouseTable(self.base_dir, name)
 
-    def handle_output(self, context: dg.OutputContext, obj: DataFrame | TableAppend) -> None:
+    def append_with_retry(
+        self,
+        name: str,
+        build_batch: Callable[[TableState], TableAppend],
+        log: Callable[[str], None] | None = None,
+    ) -> CommittedAppend:
+        """Appends ``build_batch(state)`` to table ``name``, ``state`` being the table's latest.
+
+        When another writer committed an append after ``state`` was read, nothing of this attempt
+        is committed: the table's new state is read and ``build_batch`` called again with it (it
+        selects what is new after the new cursor), up to ``commit_attempts`` times.
+        """
+        table = self.table(name)
+        for attempt in range(1, self.commit_attempts + 1):
+            batch = build_batch(table.state())
+            try:
+                return CommittedAppend(self._append(table, batch), batch, attempt)
+            except ConcurrentCommitError as exc:
+                if attempt == self.commit_attempts:
+                    raise ConcurrentCommitError(
+                        f"{name}: other runs committed to the table during each of {attempt} attempts to "
+                        f"append; nothing of this run was committed, the next refresh reads what it did not "
+                        f"({exc})"
+                    ) from exc
+                if log is not None:
+                    log(f"{exc}; attempt {attempt + 1} of {self.commit_attempts} starts from the new state")
+                self._wait(attempt)
+        raise AssertionError("unreachable")
+
+    def _wait(self, attempt: int) -> None:
+        time.sleep(random.uniform(0, self.retry_wait_seconds * attempt))
+
+    def handle_output(self, context: dg.OutputContext, obj: DataFrame | TableAppend | CommittedAppend) -> None:
         table = self.table(_table_name(context))
-        if isinstance(obj, TableAppend):
+        if isinstance(obj, CommittedAppend):
+            version = obj.version  # committed by the asset, through append_with_retry
+        elif isinstance(obj, TableAppend):
             version = self._append(table, obj)
         elif isinstance(obj, DataFrame):
             version, rows = self._replace(table, obj)
@@ -252,14 +316,19 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         if current.appends != base.appends:
             raise ConcurrentCommitError(
                 f"{table.name}: another run committed append {current.appends} after this run read append "
-                f"{base.appends}; nothing was committed, run it again"
+                f"{base.appends}; nothing was committed"
             )
         # Rejected lines of an append that committed but died before its quarantine did.
         _commit_quarantine(table, current)
         if not batch.objects:
             # Nothing read: nothing to commit, but downstream assets load an empty table.
             if delta is None:
-                commit_files(table.path, None, [], batch.schema, "append", None)
+                try:
+                    commit_files(table.path, None, [], batch.schema, "append", None)
+                except Exception:
+                    if not _created_meanwhile(table.path):
+                        raise
+                    # Another run created the table meanwhile: it is there for downstream assets.
             return None
 
         adds = []
@@ -287,10 +356,11 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         )
         try:
             version = commit_files(table.path, delta, adds, batch.schema, "append", properties)
-        except CommitFailedError as exc:
+        except Exception as exc:
+            if not (isinstance(exc, CommitFailedError) or (delta is None and _created_meanwhile(table.path))):
+                raise
             raise ConcurrentCommitError(
-                f"{table.name}: another run committed while this one appended; nothing was committed, "
-                f"run it again ({exc})"
+                f"{table.name}: another run committed while this one appended; nothing was committed ({exc})"
             ) from exc
         _commit_quarantine(table, new)
         return version
@@ -298,8 +368,22 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
     def _replace(self, table: WarehouseTable, df: DataFrame) -> tuple[int, int]:
         delta = table.delta()
         adds = _write_files(df, table.path)
-        version = commit_files(table.path, delta, adds, df.schema, "overwrite", None)
-        return version, sum(json.loads(a.stats)["numRecords"] for a in adds)
+        rows = sum(json.loads(a.stats)["numRecords"] for a in adds)
+        for attempt in range(1, self.commit_attempts + 1):
+            try:
+                return commit_files(table.path, delta, adds, df.schema, "overwrite", None), rows
+            except Exception as exc:
+                if not (isinstance(exc, CommitFailedError) or (delta is None and _created_meanwhile(table.path))):
+                    raise
+                if attempt == self.commit_attempts:
+                    raise ConcurrentCommitError(
+                        f"{table.name}: other runs committed to the table during each of {attempt} attempts to "
+                        f"replace it; its previous version stays ({exc})"
+                    ) from exc
+                # The same result replaces the newer version just as well.
+                self._wait(attempt)
+                delta = table.delta()
+        raise AssertionError("unreachable")
 
 
 def read_delta(spark, table: DeltaTable) -> DataFrame:
@@ -394,6 +478,11 @@ def _append_state(table: DeltaTable) -> TableState:
         if len(history) < limit:
             raise RuntimeError(f"{table.table_uri}: no commit of append {appends} in the table's log")
         limit *= 8
+
+
+def _created_meanwhile(path: Path) -> bool:
+    """Whether a table this run found missing exists now: another run created it first."""
+    return DeltaTable.is_deltatable(str(path))
 
 
 def _delta_or_none(path: Path) -> DeltaTable | None:

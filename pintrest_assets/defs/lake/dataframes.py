@@ -8,6 +8,10 @@ object is accounted for: a row of the table, or a quarantined line kept with its
 the reason it was rejected. The original's ``display(df.describe())`` is kept as running
 per-column statistics that each refresh merges its new rows into: a summary of the whole table
 for the price of the new rows.
+
+A refresh commits through ``WarehouseIOManager.append_with_retry``: when another run (a sensor's
+refresh, ``pintrest run``) appended to the table after this one read its state, the refresh
+starts again from the new state, reading only the objects after the new cursor.
 """
 
 # No ``from __future__ import annotations``: Dagster reads the context annotation of a
@@ -30,6 +34,7 @@ from pintrest_assets.lake.statistics import (
 from pintrest_assets.resources.s3_mount import MountedSelection, S3MountResource
 from pintrest_assets.resources.spark import SparkResource
 from pintrest_assets.resources.warehouse import (
+    CommittedAppend,
     TableAppend,
     TableState,
     WarehouseIOManager,
@@ -67,18 +72,26 @@ def build_dataframe_asset(spec: TopicSpec) -> dg.AssetsDefinition:
         warehouse_io_manager: dg.ResourceParam[WarehouseIOManager],
     ):
         table = warehouse_io_manager.table(spec.dataframe)
-        base = table.state()
-        new = s3_mount.select(s3_mount.topic_for(spec), after=base.cursor)
-        if not new.objects:
-            # Nothing to read: no Spark session is started.
-            context.log.info(f"{spec.dataframe}: no new objects; the table keeps its {base.rows} rows")
-            yield _output(table, base, schema, new, _NOTHING_READ, rows=None, quarantine=None)
-            return
+        read: dict = {}  # what the latest attempt read: its selection and profile
+        cached: list[DataFrame] = []
 
-        lines = read_batches(spark.spark_session, new.slices)
-        parsed = parse_records(lines, schema, spec.index_column).cache()
-        try:
+        def build_batch(base: TableState) -> TableAppend:
+            # An attempt before this one lost its commit: its rows are not needed any more.
+            while cached:
+                cached.pop().unpersist()
+            new = s3_mount.select(s3_mount.topic_for(spec), after=base.cursor)
+            read.update(base=base, new=new)
+            if not new.objects:
+                # Nothing to read: no Spark session is started.
+                context.log.info(f"{spec.dataframe}: no new objects; the table keeps its {base.rows} rows")
+                read["batch"] = _NOTHING_READ
+                return _batch(base, schema, new, _NOTHING_READ, rows=None, quarantine=None)
+
+            lines = read_batches(spark.spark_session, new.slices)
+            parsed = parse_records(lines, schema, spec.index_column).cache()
+            cached.append(parsed)
             batch = profile(parsed, schema)
+            read["batch"] = batch
             if batch.rows + batch.rejected != new.records:
                 context.log.warning(
                     f"{spec.dataframe}: Spark read {batch.rows + batch.rejected} lines from {new.objects} objects "
@@ -89,10 +102,17 @@ def build_dataframe_asset(spec: TopicSpec) -> dg.AssetsDefinition:
                 f"{batch.rejected} lines quarantined"
             )
             quarantine = rejected_lines(parsed) if batch.rejected else None
-            yield _output(table, base, schema, new, batch, rows=good_rows(parsed), quarantine=quarantine)
+            return _batch(base, schema, new, batch, rows=good_rows(parsed), quarantine=quarantine)
+
+        try:
+            committed = warehouse_io_manager.append_with_retry(
+                spec.dataframe, build_batch, log=context.log.warning
+            )
         finally:
-            # Written by now: the IO manager handles an output when it is yielded.
-            parsed.unpersist()
+            for parsed in cached:
+                parsed.unpersist()
+        # The IO manager only reports the table: the batch is committed.
+        yield _output(table, committed, schema, read["new"], read["batch"])
 
     return dataframe
 
@@ -100,8 +120,7 @@ def build_dataframe_asset(spec: TopicSpec) -> dg.AssetsDefinition:
 _NOTHING_READ = BatchProfile(rows=0, rejected=0, stats={})
 
 
-def _output(
-    table: WarehouseTable,
+def _batch(
     base: TableState,
     schema: T.StructType,
     new: MountedSelection,
@@ -109,9 +128,29 @@ def _output(
     *,
     rows: DataFrame | None,
     quarantine: DataFrame | None,
+) -> TableAppend:
+    return TableAppend(
+        base=base,
+        schema=schema,
+        rows=rows,
+        row_count=batch.rows,
+        quarantine=quarantine,
+        quarantined=batch.rejected,
+        objects=new.objects,
+        cursor=cursor_after(base.cursor, new),
+        summary=merge_stats(base.summary, batch.stats),
+    )
+
+
+def _output(
+    table: WarehouseTable,
+    committed: CommittedAppend,
+    schema: T.StructType,
+    new: MountedSelection,
+    batch: BatchProfile,
 ) -> dg.Output:
-    cursor = cursor_after(base.cursor, new)
-    summary = merge_stats(base.summary, batch.stats)
+    append = committed.batch
+    base = append.base
     total = base.rows + batch.rows
     metadata = {
         "dagster/row_count": total,
@@ -122,32 +161,20 @@ def _output(
         "quarantined": batch.rejected,
         "quarantined_total": base.quarantined + batch.rejected,
         "objects_total": base.objects + new.objects,
+        "commit_attempts": committed.attempts,
         "dagster/column_schema": column_schema(schema),
         "describe": dg.MetadataValue.md(
             summary_markdown(
-                summary,
+                append.summary,
                 schema.fieldNames(),
                 f"describe() of the whole table: {total:,} rows, {batch.rows:,} of them read in this refresh",
             )
         ),
-        "cursor": dg.MetadataValue.json(dict(sorted(cursor.items()))),
+        "cursor": dg.MetadataValue.json(dict(sorted(append.cursor.items()))),
     }
     if metadata["quarantined_total"]:
         metadata["quarantine_path"] = dg.MetadataValue.path(str(table.quarantine_path))
-    return dg.Output(
-        TableAppend(
-            base=base,
-            schema=schema,
-            rows=rows,
-            row_count=batch.rows,
-            quarantine=quarantine,
-            quarantined=batch.rejected,
-            objects=new.objects,
-            cursor=cursor,
-            summary=summary,
-        ),
-        metadata=metadata,
-    )
+    return dg.Output(committed, metadata=metadata)
 
 
 dataframe_assets: list[dg.AssetsDefinition] = [build_dataframe_asset(spec) for spec in TOPICS]

@@ -87,7 +87,7 @@ def build_answer_asset(answer: Answer) -> dg.AssetsDefinition:
     @dg.asset(
         name=answer.name,
         group_name=TRANSFORM_GROUP,
-        kinds={"spark", "parquet"},
+        kinds={"spark", "delta"},
         io_manager_key="warehouse_io_manager",
         ins={name: dg.AssetIn(name) for name in answer.inputs},
         automation_condition=ON_NEW_DATA,

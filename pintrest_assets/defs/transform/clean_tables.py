@@ -31,7 +31,7 @@ def build_clean_table_asset(spec: TopicSpec) -> dg.AssetsDefinition:
     @dg.asset(
         name=name,
         group_name=TRANSFORM_GROUP,
-        kinds={"spark", "parquet"},
+        kinds={"spark", "delta"},
         io_manager_key="warehouse_io_manager",
         ins={"raw": dg.AssetIn(spec.dataframe)},
         automation_condition=ON_NEW_DATA,
