@@ -328,7 +328,7 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
                 except Exception:
                     if not _created_meanwhile(table.path):
                         raise
-                    # Another run created the table meanwhile: it is there for downstream assets.
+                    # Another run created the table meanwhile: there for downstream assets too.
             return None
 
         adds = []
@@ -409,9 +409,18 @@ def commit_files(
 ) -> int:
     """Commits parquet files written into the table's directory, creating the table if need be;
     returns the new version. ``delta`` is the snapshot the write started from: delta-rs checks
-    every commit since for conflicts."""
+    every commit since for conflicts.
+
+    A creation is never retried by delta-rs: two creations racing are not told apart, and the
+    loser's would be committed again as the next version, add actions and app transaction
+    included. It fails instead, and the caller sees the table another run created."""
     arrow = _arrow_schema(schema)
     if delta is None:
+        properties = CommitProperties(
+            custom_metadata=properties.custom_metadata if properties else None,
+            app_transactions=properties.app_transactions if properties else None,
+            max_commit_retries=0,
+        )
         create_table_with_add_actions(
             str(path), Schema.from_arrow(arrow), adds, mode="error", commit_properties=properties
         )
