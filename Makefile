@@ -33,6 +33,7 @@ bench: install
 	$(BIN)/python benchmarks/emulation_throughput.py
 	$(BIN)/python benchmarks/lake_refresh.py
 	$(BIN)/python benchmarks/reconciliation.py
+	$(BIN)/python benchmarks/streaming.py
 
 clean:
 	rm -rf .pintrest
