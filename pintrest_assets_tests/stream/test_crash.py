@@ -21,7 +21,7 @@ from pintrest_assets.stream.tables import StreamTable
 from pintrest_assets.topics import TOPICS_BY_NAME
 from pintrest_assets_tests.stream.conftest import put
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.kinesis]  # kinesalite: Node.js and npm
 
 PIN = TOPICS_BY_NAME["pin"]
 BEFORE, DURING = 6000, 3000  # records put before the consumer starts, and while it runs

@@ -29,6 +29,8 @@ from pintrest_assets_tests.stream.conftest import SHARDS, put_raw
 STREAM_TABLES = [dg.AssetKey(spec.stream_table_asset) for spec in TOPICS]
 ASSETS = [*source_tables, kinesis_streams, stream_tables, *stream_reconciliation_checks]
 
+pytestmark = pytest.mark.kinesis  # kinesalite: Node.js and npm
+
 
 @pytest.fixture
 def gateway(tmp_path, kinesalite):

@@ -20,6 +20,8 @@ from pintrest_assets_tests.stream.conftest import SHARDS, draw, put, put_raw
 
 PIN = TOPICS_BY_NAME["pin"]
 
+pytestmark = pytest.mark.kinesis  # kinesalite: Node.js and npm
+
 
 def table_of(tmp_path, spec, user_id) -> StreamTable:
     return StreamTable.for_user(tmp_path / "warehouse", spec, user_id)

@@ -17,7 +17,7 @@ from pintrest_assets.resources.database import PostsDatabase
 from pintrest_assets.topics import TOPICS
 from pintrest_assets_tests.net import free_port, is_listening
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.kinesis]  # kinesalite: Node.js and npm
 
 POSTS, SEED = 200, 11
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 
 from pintrest_assets.sample_data.seed import seed
 from pintrest_assets.topics import TOPICS
@@ -36,6 +37,13 @@ def _wait_for(url: str, process: subprocess.Popen, timeout: float) -> None:
         except OSError:
             time.sleep(1)
     pytest.fail(f"{url} did not answer within {timeout}s")
+
+
+def _location_name() -> str:
+    """The code location's name in the UI, as workspace.yaml gives it."""
+    [entry] = yaml.safe_load((Path(__file__).resolve().parents[2] / "workspace.yaml").read_text())["load_from"]
+    module = entry["python_module"]
+    return module.get("location_name") or module["module_name"]
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +119,7 @@ def test_lineage_shows_source_table_to_dataframe(dev_server, page, spec):
 
 
 def test_stream_group_lineage_runs_from_source_tables_through_streams_to_stream_tables(dev_server, page):
-    page.goto(f"{dev_server['url']}/locations/pintrest_assets.definitions/asset-groups/stream")
+    page.goto(f"{dev_server['url']}/locations/{_location_name()}/asset-groups/stream")
     for spec in TOPICS:
         # The source tables show as links to their group, upstream of the streams.
         for name in (spec.table, spec.kinesis_asset, spec.stream_table_asset):
