@@ -105,9 +105,7 @@ def build_dataframe_asset(spec: TopicSpec) -> dg.AssetsDefinition:
             return _batch(base, schema, new, batch, rows=good_rows(parsed), quarantine=quarantine)
 
         try:
-            committed = warehouse_io_manager.append_with_retry(
-                spec.dataframe, build_batch, log=context.log.warning
-            )
+            committed = warehouse_io_manager.append_with_retry(spec.dataframe, build_batch, log=context.log.warning)
         finally:
             for parsed in cached:
                 parsed.unpersist()
