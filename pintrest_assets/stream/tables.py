@@ -271,6 +271,9 @@ class StreamTable:
         properties = CommitProperties(
             custom_metadata={STATE_KEY: new.to_commit_info()},
             app_transactions=[Transaction(STREAM_APP_ID, batch_id)],
+            # A commit that meets another is not rebased onto it by delta-rs: it fails, and the
+            # query replays the batch against the table as it then is (skipped if committed).
+            max_commit_retries=0,
         )
         try:
             warehouse.commit_files(self.path, delta, adds, self.schema(spark), "append", properties)
