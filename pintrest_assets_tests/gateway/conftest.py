@@ -102,7 +102,7 @@ class GatewayProcess:
             raise AssertionError(f"gateway did not start: {self.banner}{self.proc.stderr.read()}")
         self.url = self.banner.split()[3].rstrip(",")
 
-    def stop(self, timeout: float = 20) -> tuple[int, str, str]:
+    def stop(self, timeout: float = 90) -> tuple[int, str, str]:
         """SIGTERM, then the exit code and the rest of stdout and stderr."""
         self.proc.terminate()
         out, err = self.proc.communicate(timeout=timeout)
