@@ -25,7 +25,6 @@ may put its records twice (Kinesis has no idempotent put); the cleaning stage dr
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from typing import ClassVar
@@ -36,11 +35,13 @@ from pydantic import Field
 
 from pintrest_assets import kinesis_proxy
 from pintrest_assets.resources.proxy_client import (
+    PendingRecords,
     ProduceResult,
     ProxyClientResource,
     ProxyError,
     RecordFailure,
     Retry,
+    json_answer,
     retry_after,
 )
 from pintrest_assets.settings import DEFAULT_USER_ID, ConfigError, Settings
@@ -242,19 +243,13 @@ class KinesisProxyResource(ProxyClientResource):
         return KinesisProxyError(text, status=response.status_code, error_code=error_type)
 
 
-class _Batch:
-    """The progress of one ``produce`` call."""
+class _Batch(PendingRecords):
+    """The progress of one ``produce`` call to a stream."""
 
     def __init__(self, stream: str, values: list):
+        super().__init__("stream", stream, values)  # the JSON text the proxy stores (``record_bytes``)
         self.stream = stream
-        self.label = f"stream {stream}"
-        # Encoded once, up front: bad input fails before anything is sent, and resends are cheap.
-        self.encoded = [_encode(stream, i, value) for i, value in enumerate(values)]
         self.keys = [str(uuid.uuid4()) for _ in values]
-        self.acknowledged: dict[int, tuple[str, int]] = {}
-        self.failed: list[RecordFailure] = []
-        self.requests = 0
-        self.retries = 0
 
     def size(self, i: int) -> int:
         """What Kinesis counts of record ``i``: its data and its partition key."""
@@ -334,31 +329,8 @@ class _Batch:
             return True
         return False
 
-    def progress(self) -> str:
-        text = f"{len(self.acknowledged)} of {len(self.encoded)} records acknowledged"
-        return text + (f", {len(self.failed)} failed" if self.failed else "")
-
-    def result(self) -> ProduceResult:
-        offsets = [self.acknowledged[i] for i in sorted(self.acknowledged)]
-        return ProduceResult(
-            topic=self.stream,
-            records=len(self.encoded),
-            sent=len(offsets),
-            failed=sorted(self.failed, key=lambda f: f.index_in_input),
-            first_offset=min((o for _, o in offsets), default=None),
-            last_offset=max((o for _, o in offsets), default=None),
-            offsets=offsets,
-            retries=self.retries,
-            requests=self.requests,
-        )
 
 
-def _encode(stream: str, index: int, value) -> bytes:
-    """The value's JSON text, exactly as the proxy will store it (``kinesis_proxy.record_bytes``)."""
-    try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"record {index} for stream {stream} is not JSON: {exc}") from None
 
 
 def _check_stream_name(stream: str) -> None:
@@ -367,14 +339,7 @@ def _check_stream_name(stream: str) -> None:
 
 
 def _json(response: requests.Response, request: str):
-    try:
-        return response.json()
-    except ValueError:
-        raise KinesisProxyError(
-            f"{request}: HTTP {response.status_code} with a body that is not JSON "
-            f"(is this a Kinesis proxy?): {response.text[:200]!r}",
-            status=response.status_code,
-        ) from None
+    return json_answer(response, request, KinesisProxyError, "Kinesis proxy")
 
 
 def _entries(answer, expected: int, url: str) -> list[dict]:

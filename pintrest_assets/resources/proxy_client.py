@@ -17,6 +17,7 @@ retries are its own.
 from __future__ import annotations
 
 import email.utils
+import json
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -286,3 +287,55 @@ def _min(a: int | None, b: int | None) -> int | None:
 
 def _max(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else max(a, b)
+
+
+class PendingRecords:
+    """The progress of one ``produce`` call: records encoded once, up front (bad input fails
+    before anything is sent, and resends are cheap), and what became of each."""
+
+    def __init__(self, kind: str, destination: str, values: list):
+        self.destination = destination
+        self.label = f"{kind} {destination}"
+        self.encoded = [encode_json(self.label, i, value) for i, value in enumerate(values)]
+        self.acknowledged: dict[int, tuple[int | str, int]] = {}  # index -> (partition or shard, position)
+        self.failed: list[RecordFailure] = []
+        self.requests = 0
+        self.retries = 0
+
+    def progress(self) -> str:
+        text = f"{len(self.acknowledged)} of {len(self.encoded)} records acknowledged"
+        return text + (f", {len(self.failed)} failed" if self.failed else "")
+
+    def result(self) -> ProduceResult:
+        offsets = [self.acknowledged[i] for i in sorted(self.acknowledged)]
+        return ProduceResult(
+            topic=self.destination,
+            records=len(self.encoded),
+            sent=len(offsets),
+            failed=sorted(self.failed, key=lambda f: f.index_in_input),
+            first_offset=min((o for _, o in offsets), default=None),
+            last_offset=max((o for _, o in offsets), default=None),
+            offsets=offsets,
+            retries=self.retries,
+            requests=self.requests,
+        )
+
+
+def encode_json(label: str, index: int, value) -> bytes:
+    """A record's compact JSON text, as the proxies store it."""
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"record {index} for {label} is not JSON: {exc}") from None
+
+
+def json_answer(response: requests.Response, request: str, error: type[ProxyError], proxy: str):
+    """The answer's JSON, or ``error`` saying it is not JSON (and perhaps not a ``proxy``)."""
+    try:
+        return response.json()
+    except ValueError:
+        raise error(
+            f"{request}: HTTP {response.status_code} with a body that is not JSON "
+            f"(is this a {proxy}?): {response.text[:200]!r}",
+            status=response.status_code,
+        ) from None

@@ -23,18 +23,18 @@ The session, the backoff and the result types are shared with the Kinesis proxy'
 
 from __future__ import annotations
 
-import json
-
 import requests
 from pydantic import Field
 
 from pintrest_assets.resources.proxy_client import (
     GATEWAY_STATUSES,
+    PendingRecords,
     ProduceResult,
     ProxyClientResource,
     ProxyError,
     RecordFailure,
     Retry,
+    json_answer,
     retry_after,
 )
 from pintrest_assets.rest_proxy_v2 import (
@@ -225,18 +225,12 @@ class RestProxyResource(ProxyClientResource):
         return RestProxyError(message, status=response.status_code, error_code=code)
 
 
-class _Batch:
-    """The progress of one ``produce`` call."""
+class _Batch(PendingRecords):
+    """The progress of one ``produce`` call to a topic."""
 
     def __init__(self, topic: str, values: list):
+        super().__init__("topic", topic, values)
         self.topic = topic
-        self.label = f"topic {topic}"
-        # Encoded once, up front: bad input fails before anything is sent, and resends are cheap.
-        self.encoded = [_encode(topic, i, value) for i, value in enumerate(values)]
-        self.acknowledged: dict[int, tuple[int, int]] = {}
-        self.failed: list[RecordFailure] = []
-        self.requests = 0
-        self.retries = 0
 
     def body(self, indices: list[int]) -> bytes:
         return produce_body([self.encoded[i] for i in indices])
@@ -254,30 +248,8 @@ class _Batch:
                 self.failed.append(RecordFailure(i, code, entry.get("error") or "the proxy returned no offset"))
         return again
 
-    def progress(self) -> str:
-        text = f"{len(self.acknowledged)} of {len(self.encoded)} records acknowledged"
-        return text + (f", {len(self.failed)} failed" if self.failed else "")
-
-    def result(self) -> ProduceResult:
-        offsets = [self.acknowledged[i] for i in sorted(self.acknowledged)]
-        return ProduceResult(
-            topic=self.topic,
-            records=len(self.encoded),
-            sent=len(offsets),
-            failed=sorted(self.failed, key=lambda f: f.index_in_input),
-            first_offset=min((o for _, o in offsets), default=None),
-            last_offset=max((o for _, o in offsets), default=None),
-            offsets=offsets,
-            retries=self.retries,
-            requests=self.requests,
-        )
 
 
-def _encode(topic: str, index: int, value) -> bytes:
-    try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"record {index} for topic {topic} is not JSON: {exc}") from None
 
 
 def _check_topic_name(topic: str) -> None:
@@ -286,14 +258,7 @@ def _check_topic_name(topic: str) -> None:
 
 
 def _json(response: requests.Response, request: str):
-    try:
-        return response.json()
-    except ValueError:
-        raise RestProxyError(
-            f"{request}: HTTP {response.status_code} with a body that is not JSON "
-            f"(is this a Kafka REST proxy?): {response.text[:200]!r}",
-            status=response.status_code,
-        ) from None
+    return json_answer(response, request, RestProxyError, "Kafka REST proxy")
 
 
 def _offset_entries(response: requests.Response, expected: int, request: str) -> list[dict]:
