@@ -32,6 +32,13 @@ os.environ.pop("DAGSTER_HOME", None)
 pytest_plugins = ["pytester"]  # test_servers.py runs pytest on small test files
 
 
+@pytest.fixture(autouse=True)
+def quiet_by_default(monkeypatch):
+    """Each test starts quiet: a command run in-process with --verbose sets PINTREST_VERBOSE for
+    the processes it starts, which would otherwise leak into later tests' subprocesses."""
+    monkeypatch.setenv("PINTREST_VERBOSE", "0")
+
+
 @pytest.fixture
 def pintrest_home(tmp_path, monkeypatch):
     """A fresh PINTREST_HOME for one test."""
