@@ -58,6 +58,9 @@ def dev_server(tmp_path_factory):
         **{k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"},
         "PINTREST_HOME": str(home),
         "PINTREST_REST_PROXY_URL": f"http://127.0.0.1:{gateway_port}",
+        # The gateway serves the Kinesis proxy too, in front of its own kinesalite.
+        "PINTREST_KINESIS_PROXY_URL": f"http://127.0.0.1:{gateway_port}",
+        "PINTREST_KINESIS_LOCAL_PORT": str(free_port()),
     }
     log = open(home / "dev.log", "w")
     process = subprocess.Popen(
