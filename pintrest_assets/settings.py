@@ -126,7 +126,8 @@ class Settings:
                 f"expected a directory (local, or a mount that Spark and Dagster both reach), got {warehouse!r}",
             )
 
-        kinesis_proxy_url = (env.get("PINTREST_KINESIS_PROXY_URL") or DEFAULT_KINESIS_PROXY_URL).rstrip("/")
+        # Unset: the REST proxy's URL, since the local gateway serves both proxies on one port.
+        kinesis_proxy_url = (env.get("PINTREST_KINESIS_PROXY_URL") or rest_proxy_url).rstrip("/")
         if urlparse(kinesis_proxy_url).scheme not in {"http", "https"} or not urlparse(kinesis_proxy_url).netloc:
             raise ConfigError(
                 "PINTREST_KINESIS_PROXY_URL",

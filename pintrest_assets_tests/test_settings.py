@@ -73,3 +73,12 @@ def test_original_db_creds_file(tmp_path):
 )
 def test_kafka_topic_names(name, valid):
     assert is_valid_topic_name(name) is valid
+
+
+def test_the_kinesis_proxy_defaults_to_the_rest_proxys_url(tmp_path):
+    local = Settings.from_env({"PINTREST_HOME": str(tmp_path), "PINTREST_REST_PROXY_URL": "http://127.0.0.1:18090/"})
+    assert local.kinesis_proxy_url == "http://127.0.0.1:18090"  # one local gateway serves both
+    both = Settings.from_env(
+        {"PINTREST_HOME": str(tmp_path), "PINTREST_KINESIS_PROXY_URL": "https://k.execute-api.eu-west-1.amazonaws.com/dev"}
+    )
+    assert both.kinesis_proxy_url == "https://k.execute-api.eu-west-1.amazonaws.com/dev"
