@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pintrest_assets import deploy, sink_layout
+from pintrest_assets import deploy, kinesis_proxy, sink_layout
 from pintrest_assets.gateway.server import API_KEY_HEADER, DEFAULT_PORT, ROUTES, Gateway
 from pintrest_assets.rest_proxy_v2 import topic_path
 from pintrest_assets.settings import Settings
@@ -212,13 +212,15 @@ def test_every_kafka_route_proxies_to_the_rest_proxy_and_requires_the_api_key(se
         }
 
 
-KINESIS_ACTIONS = {
-    ("GET", "/streams"): "ListStreams",
-    ("GET", "/streams/{stream-name}"): "DescribeStream",
-    ("POST", "/streams/{stream-name}"): "CreateStream",
-    ("PUT", "/streams/{stream-name}/record"): "PutRecord",
-    ("PUT", "/streams/{stream-name}/records"): "PutRecords",
-}
+# The contract's routes: (method, path template) -> Kinesis action.
+KINESIS_ACTIONS = {(method, template): action for method, template, action in kinesis_proxy.ROUTES}
+
+
+def test_the_kinesis_openapi_routes_are_the_gateways_kinesis_routes(settings):
+    openapi = yaml.safe_load(rendered(KINESIS_OPENAPI, settings))
+    served = {(route.method, route.template) for route in ROUTES if route.kind == "kinesis"}
+    assert served, "the gateway serves no Kinesis-proxy routes"
+    assert set(operations(openapi)) == served == set(KINESIS_ACTIONS)
 
 
 def test_the_kinesis_openapi_calls_one_kinesis_action_per_route_with_the_api_key(settings):
