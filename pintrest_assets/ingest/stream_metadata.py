@@ -1,8 +1,11 @@
 """What a topic stream's materialisation records of an emulation batch, whoever sent it (a run or `pintrest emulate`)."""
 
+from collections.abc import Callable, Iterator
+
 import dagster as dg
 
 from pintrest_assets.ingest.emulation import EmulationReport
+from pintrest_assets.topics import TOPICS, TopicSpec
 
 
 def stream_metadata(report: EmulationReport, topic_name: str) -> dict:
@@ -41,3 +44,18 @@ def _same(value):
 
 def _optional(convert, value):
     return None if value is None else convert(value)
+
+
+def batch_results(
+    context: dg.AssetExecutionContext, report: EmulationReport, asset_of: Callable[[TopicSpec], str]
+) -> Iterator[dg.MaterializeResult]:
+    """An emulation batch run as an asset: a materialisation per stream (``asset_of(spec)``), then
+    a failure if the batch stopped early, with what was acknowledged still recorded."""
+    context.log.info(
+        f"sent {report.records_sent} records of {report.posts} posts "
+        f"in {report.seconds:.1f}s ({report.records_per_second:,.0f} records/s)"
+    )
+    for spec in TOPICS:
+        yield dg.MaterializeResult(asset_key=asset_of(spec), metadata=stream_metadata(report, spec.name))
+    if report.error is not None:
+        raise dg.Failure(f"emulation stopped early: {report.error}", metadata={"records_sent": report.records_sent})

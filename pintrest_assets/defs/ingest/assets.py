@@ -6,7 +6,7 @@ from typing import Optional
 import dagster as dg
 
 from pintrest_assets.ingest.emulation import emulate
-from pintrest_assets.ingest.stream_metadata import stream_metadata
+from pintrest_assets.ingest.stream_metadata import batch_results
 from pintrest_assets.resources.database import PostsDatabase
 from pintrest_assets.resources.rest_proxy import RestProxyResource
 from pintrest_assets.topics import TOPICS
@@ -42,17 +42,5 @@ def topic_streams(
     rest_proxy: RestProxyResource,
 ):
     """Runs one emulation batch: random posts from the database to the three topics."""
-    report = emulate(
-        database, rest_proxy, config.posts, rate=config.rate, rng=random.Random(config.seed)
-    )
-    context.log.info(
-        f"sent {report.records_sent} records of {report.posts} posts "
-        f"in {report.seconds:.1f}s ({report.records_per_second:,.0f} records/s)"
-    )
-    for spec in TOPICS:
-        yield dg.MaterializeResult(asset_key=spec.stream_asset, metadata=stream_metadata(report, spec.name))
-    if report.error is not None:
-        raise dg.Failure(
-            f"emulation stopped early: {report.error}",
-            metadata={"records_sent": report.records_sent},
-        )
+    report = emulate(database, rest_proxy, config.posts, rate=config.rate, rng=random.Random(config.seed))
+    yield from batch_results(context, report, lambda spec: spec.stream_asset)

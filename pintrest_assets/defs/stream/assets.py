@@ -14,7 +14,7 @@ import dagster as dg
 from pintrest_assets.defs.ingest.assets import EmulationConfig
 from pintrest_assets.defs.lake.reconciliation import bring_up_to_date
 from pintrest_assets.ingest.emulation import emulate
-from pintrest_assets.ingest.stream_metadata import stream_metadata
+from pintrest_assets.ingest.stream_metadata import batch_results
 from pintrest_assets.lake.schemas import column_schema
 from pintrest_assets.resources.database import PostsDatabase
 from pintrest_assets.resources.kinesis_proxy import KinesisProxyResource
@@ -52,17 +52,7 @@ def kinesis_streams(
 ):
     """Runs one emulation batch: random posts from the database to the three Kinesis streams."""
     report = emulate(database, kinesis_proxy, config.posts, rate=config.rate, rng=random.Random(config.seed))
-    context.log.info(
-        f"sent {report.records_sent} records of {report.posts} posts to the Kinesis streams "
-        f"in {report.seconds:.1f}s ({report.records_per_second:,.0f} records/s)"
-    )
-    for spec in TOPICS:
-        yield dg.MaterializeResult(asset_key=spec.kinesis_asset, metadata=stream_metadata(report, spec.name))
-    if report.error is not None:
-        raise dg.Failure(
-            f"emulation stopped early: {report.error}",
-            metadata={"records_sent": report.records_sent},
-        )
+    yield from batch_results(context, report, lambda spec: spec.kinesis_asset)
 
 
 def _stream_table_spec(spec: TopicSpec) -> dg.AssetSpec:
