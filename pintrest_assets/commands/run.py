@@ -145,25 +145,29 @@ class Pipeline:
     def emulate(self, posts: int, seed: int | None) -> dict[str, dict]:
         """Materialises the topic streams: one emulation batch through the REST proxy."""
         from pintrest_assets import run_summary
+
+        sent = self._emulation("topic_streams", lambda spec: spec.stream_asset, posts, seed, via="")
+        return {name: run_summary.stream_summary(stream) for name, stream in sent.items()}
+
+    def _emulation(self, op: str, asset_of, posts: int, seed: int | None, via: str) -> dict[str, dict]:
+        """Materialises one emulation batch (``op``) and prints what it sent; each stream's metadata."""
         from pintrest_assets.topics import TOPICS
 
         started = time.perf_counter()
         result = self._materialize(
-            "emulation",
-            [spec.stream_asset for spec in TOPICS],
-            {"ops": {"topic_streams": {"config": {"posts": posts, "seed": seed}}}},
+            "emulation", [asset_of(spec) for spec in TOPICS], {"ops": {op: {"config": {"posts": posts, "seed": seed}}}}
         )
-        streams = {spec.name: _metadata(result, spec.stream_asset) for spec in TOPICS}
-        sent = sum(stream["records_sent"] for stream in streams.values())
-        failed = sum(stream["records_failed"] for stream in streams.values())
-        drawn = max(stream["posts_drawn"] for stream in streams.values())
+        sent = {spec.name: _metadata(result, asset_of(spec)) for spec in TOPICS}
+        acknowledged = sum(s["records_sent"] for s in sent.values())
+        failed = sum(s["records_failed"] for s in sent.values())
+        drawn = max(s["posts_drawn"] for s in sent.values())
         print(
-            f"emulated {drawn:,} posts: {sent:,} records acknowledged"
+            f"emulated {drawn:,} posts{via}: {acknowledged:,} records acknowledged"
             + (f", {failed:,} failed" if failed else "")
             + f" ({seconds(time.perf_counter() - started)})",
             flush=True,
         )
-        return {name: run_summary.stream_summary(stream) for name, stream in streams.items()}
+        return sent
 
     def lake(self, topics: dict[str, dict]) -> None:
         """Mounts the landed objects and reads the new ones into the DataFrames; adds to ``topics``."""
@@ -200,23 +204,8 @@ class Pipeline:
 
     def emulate_streams(self, posts: int, seed: int | None) -> dict[str, dict]:
         """Materialises the Kinesis streams: one emulation batch through the Kinesis proxy."""
-        from pintrest_assets.topics import TOPICS
-
-        started = time.perf_counter()
-        result = self._materialize(
-            "emulation",
-            [spec.kinesis_asset for spec in TOPICS],
-            {"ops": {"kinesis_streams": {"config": {"posts": posts, "seed": seed}}}},
-        )
-        sent = {spec.name: _metadata(result, spec.kinesis_asset) for spec in TOPICS}
-        acknowledged = sum(s["records_sent"] for s in sent.values())
-        failed = sum(s["records_failed"] for s in sent.values())
-        drawn = max(s["posts_drawn"] for s in sent.values())
-        print(
-            f"emulated {drawn:,} posts through the Kinesis proxy: {acknowledged:,} records acknowledged"
-            + (f", {failed:,} failed" if failed else "")
-            + f" ({seconds(time.perf_counter() - started)})",
-            flush=True,
+        sent = self._emulation(
+            "kinesis_streams", lambda spec: spec.kinesis_asset, posts, seed, via=" through the Kinesis proxy"
         )
         return {
             name: {
