@@ -155,37 +155,31 @@ class KinesisProxyResource(ProxyClientResource):
     def stream_exists(self, stream: str) -> bool:
         """Whether ``GET /streams/<stream>`` (DescribeStream) finds the stream."""
         _check_stream_name(stream)
-        response = self._request("GET", kinesis_proxy.stream_path(stream), not_found_ok=True)
+        response = self._request("GET", kinesis_proxy.stream_path(stream), not_found_code=kinesis_proxy.NOT_FOUND)
         return response.ok
 
     # -- producing -----------------------------------------------------------------------------
 
     def _put_chunk(self, batch: _Batch, indices: list[int]) -> None:
         """One request's worth of records, resent (whole, or only its refused records) as needed."""
-        single = self.records_per_request == 1
-        path = kinesis_proxy.record_path(batch.stream) if single else kinesis_proxy.records_path(batch.stream)
-        pending = indices
-        attempt = 0
-        while True:
-            batch.requests += 1
-            body = batch.single_body(pending[0]) if single else batch.body(pending)
-            outcome = self._attempt("PUT", path, body)
-            if isinstance(outcome, requests.Response):
-                if not outcome.ok:
-                    raise self._refused(outcome, "PUT", path, batch)
-                answer = _json(outcome, f"PUT {self._display_url(path)}")
-                if single:
-                    batch.settle_one(pending[0], answer, f"PUT {self._display_url(path)}")
-                    return
-                pending, codes = batch.settle(pending, _entries(answer, len(pending), self._display_url(path)))
-                if not pending:
-                    return
-                outcome = Retry(f"{', '.join(sorted(codes))} for {len(pending)} record(s)")
-            if attempt == self.max_retries:
-                raise self._give_up(outcome, "PUT", path, batch)
-            attempt += 1
-            batch.retries += 1
-            self._pause(attempt, outcome, f"{len(pending)} records to {batch.stream}")
+        if self.records_per_request == 1:
+            path = kinesis_proxy.record_path(batch.stream)
+            request = f"PUT {self._display_url(path)}"
+
+            def settle(answer: requests.Response, pending: list[int]) -> tuple[list[int], str]:
+                batch.settle_one(pending[0], _json(answer, request), request)
+                return [], ""
+
+            self._send_records("PUT", path, batch, indices, lambda pending: batch.single_body(pending[0]), settle)
+            return
+        path = kinesis_proxy.records_path(batch.stream)
+
+        def settle_many(answer: requests.Response, pending: list[int]) -> tuple[list[int], str]:
+            entries = _entries(_json(answer, f"PUT {self._display_url(path)}"), len(pending), self._display_url(path))
+            again, codes = batch.settle(pending, entries)
+            return again, f"{', '.join(sorted(codes))} for {len(again)} record(s)"
+
+        self._send_records("PUT", path, batch, indices, batch.body, settle_many)
 
     # -- one HTTP exchange ---------------------------------------------------------------------
 
@@ -205,19 +199,6 @@ class KinesisProxyResource(ProxyClientResource):
         except ValueError:
             return None, response.text.strip()[:200]
         return kinesis_proxy.read_error_body(body)
-
-    def _request(self, method: str, path: str, not_found_ok: bool = False) -> requests.Response:
-        attempt = 0
-        while True:
-            outcome = self._attempt(method, path)
-            if isinstance(outcome, requests.Response):
-                if outcome.ok or (not_found_ok and self._error_body(outcome)[0] == kinesis_proxy.NOT_FOUND):
-                    return outcome
-                raise self._refused(outcome, method, path)
-            if attempt == self.max_retries:
-                raise self._give_up(outcome, method, path)
-            attempt += 1
-            self._pause(attempt, outcome, f"{method} {path}")
 
     # -- errors --------------------------------------------------------------------------------
 

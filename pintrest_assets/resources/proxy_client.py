@@ -20,6 +20,7 @@ import email.utils
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from random import uniform
 from time import sleep
@@ -165,6 +166,58 @@ class ProxyClientResource(dg.ConfigurableResource):
 
     def _configure_session(self, session: requests.Session) -> None:
         """Anything beyond Accept and x-api-key (basic auth, ...); may raise ``ConfigError``."""
+
+    def _refused(self, response: requests.Response, method: str, path: str, batch=None) -> ProxyError:
+        """The error for a final refusal, with the proxy's code, message and a hint."""
+        raise NotImplementedError
+
+    # -- requests, retried while worth it -------------------------------------------------------
+
+    def _request(self, method: str, path: str, not_found_code: int | str | None = None) -> requests.Response:
+        """The final answer to one request (an error answer with ``not_found_code`` included, for a
+        caller asking whether something exists); retries what ``_classify`` says is worth it."""
+        attempt = 0
+        while True:
+            outcome = self._attempt(method, path)
+            if isinstance(outcome, requests.Response):
+                if outcome.ok or (not_found_code is not None and self._error_body(outcome)[0] == not_found_code):
+                    return outcome
+                raise self._refused(outcome, method, path)
+            if attempt == self.max_retries:
+                raise self._give_up(outcome, method, path)
+            attempt += 1
+            self._pause(attempt, outcome, f"{method} {path}")
+
+    def _send_records(
+        self,
+        method: str,
+        path: str,
+        batch: PendingRecords,
+        pending: list[int],
+        body: Callable[[list[int]], bytes],
+        settle: Callable[[requests.Response, list[int]], tuple[list[int], str]],
+    ) -> None:
+        """Sends ``body(pending)`` until each of ``batch``'s records in ``pending`` is settled.
+
+        ``settle(answer, pending)`` records an answer and returns the records to send again (the
+        ones the proxy refused for now) and why. A whole request the proxy could not take is sent
+        again too; after ``max_retries`` retries the error says how far the batch got."""
+        attempt = 0
+        while True:
+            batch.requests += 1
+            outcome = self._attempt(method, path, body(pending))
+            if isinstance(outcome, requests.Response):
+                if not outcome.ok:
+                    raise self._refused(outcome, method, path, batch)
+                pending, why = settle(outcome, pending)
+                if not pending:
+                    return
+                outcome = Retry(why)
+            if attempt == self.max_retries:
+                raise self._give_up(outcome, method, path, batch)
+            attempt += 1
+            batch.retries += 1
+            self._pause(attempt, outcome, f"{len(pending)} records to {batch.destination}")
 
     # -- one HTTP exchange ---------------------------------------------------------------------
 

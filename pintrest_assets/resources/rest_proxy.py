@@ -139,7 +139,7 @@ class RestProxyResource(ProxyClientResource):
 
     def list_topics(self) -> list[str]:
         """The topic names the proxy knows (``GET /topics``)."""
-        response = self._get("/topics")
+        response = self._request("GET", "/topics")
         topics = _json(response, f"GET {self._display_url('/topics')}")
         if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
             raise RestProxyError(f"GET {self._display_url('/topics')}: expected a list of topic names")
@@ -148,31 +148,19 @@ class RestProxyResource(ProxyClientResource):
     def topic_exists(self, topic: str) -> bool:
         """Whether ``GET /topics/<topic>`` finds the topic (False on the proxy's 404/40401)."""
         _check_topic_name(topic)
-        return self._get(topic_path(topic), not_found_ok=True).status_code != 404
+        return self._request("GET", topic_path(topic), not_found_code=TOPIC_NOT_FOUND).status_code != 404
 
     # -- producing -----------------------------------------------------------------------------
 
     def _produce_chunk(self, batch: _Batch, indices: range) -> None:
         """One request's worth of records, resent (whole, or only its 50003 records) as needed."""
         path = topic_path(batch.topic)
-        pending = list(indices)
-        attempt = 0
-        while True:
-            batch.requests += 1
-            outcome = self._attempt("POST", path, batch.body(pending))
-            if isinstance(outcome, requests.Response):
-                if not outcome.ok:
-                    raise self._refused(outcome, "POST", path, batch)
-                entries = _offset_entries(outcome, len(pending), f"POST {self._display_url(path)}")
-                pending = batch.settle(pending, entries)
-                if not pending:
-                    return
-                outcome = Retry(f"error_code {RETRIABLE_RECORD_ERROR} for {len(pending)} record(s)")
-            if attempt == self.max_retries:
-                raise self._give_up(outcome, "POST", path, batch)
-            attempt += 1
-            batch.retries += 1
-            self._pause(attempt, outcome, f"{len(pending)} records to {batch.topic}")
+
+        def settle(answer: requests.Response, pending: list[int]) -> tuple[list[int], str]:
+            again = batch.settle(pending, _offset_entries(answer, len(pending), f"POST {self._display_url(path)}"))
+            return again, f"error_code {RETRIABLE_RECORD_ERROR} for {len(again)} record(s)"
+
+        self._send_records("POST", path, batch, list(indices), batch.body, settle)
 
     # -- one HTTP exchange ---------------------------------------------------------------------
 
@@ -195,19 +183,6 @@ class RestProxyResource(ProxyClientResource):
             raise ConfigError(missing, "basic auth needs both a username and a password")
         if self.username is not None:
             session.auth = (self.username, self.password)
-
-    def _get(self, path: str, not_found_ok: bool = False) -> requests.Response:
-        attempt = 0
-        while True:
-            outcome = self._attempt("GET", path)
-            if isinstance(outcome, requests.Response):
-                if outcome.ok or (not_found_ok and _error_body(outcome)[0] == 40401):
-                    return outcome
-                raise self._refused(outcome, "GET", path)
-            if attempt == self.max_retries:
-                raise self._give_up(outcome, "GET", path)
-            attempt += 1
-            self._pause(attempt, outcome, f"GET {path}")
 
     # -- errors --------------------------------------------------------------------------------
 
