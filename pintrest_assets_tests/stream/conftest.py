@@ -1,4 +1,4 @@
-"""Fixtures for the stream tests: a kinesalite server per module, a user id with its three
+"""Fixtures for the stream tests: the session's kinesalite, a user id with its three
 streams per test, a small posts database, Spark, and helpers that put records as the proxy does."""
 
 from __future__ import annotations
@@ -9,32 +9,19 @@ import uuid
 import pytest
 
 from pintrest_assets import kinesis_proxy
-from pintrest_assets.kinesis.local_server import LocalKinesis
-from pintrest_assets.kinesis.streams import ensure_streams, kinesis_client
+from pintrest_assets.kinesis.streams import ensure_streams
 from pintrest_assets.resources.database import PostsDatabase
 from pintrest_assets.sample_data.seed import seed
-from pintrest_assets_tests.kinesis.conftest import spark  # noqa: F401 - the module's Spark session
-from pintrest_assets_tests.net import free_port
+
+# The session's kinesalite and its client, and the module's Spark session.
+from pintrest_assets_tests.kinesis.conftest import kinesalite, kinesis, spark  # noqa: F401
 
 SHARDS = 2
 
 
-@pytest.fixture(scope="module")
-def kinesalite(tmp_path_factory) -> LocalKinesis:
-    server = LocalKinesis(tmp_path_factory.mktemp("kinesalite") / "data", free_port())
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def kinesis(kinesalite):
-    return kinesis_client(kinesalite.endpoint_url, "us-east-1")
-
-
 @pytest.fixture
-def user_id(kinesis) -> str:
-    """A user id of its own, with its three streams (two shards each) on the module's kinesalite."""
+def user_id(kinesis) -> str:  # noqa: F811 - the fixture imported above
+    """A user id of its own, with its three streams (two shards each) on the session's kinesalite."""
     user = f"t{uuid.uuid4().hex[:10]}"
     ensure_streams(kinesis, user, shard_count=SHARDS, timeout=60)
     return user
