@@ -333,12 +333,12 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
 
         adds = []
         if batch.rows is not None and batch.row_count:
-            adds = _write_files(batch.rows, table.path)
+            adds = write_files(batch.rows, table.path)
         quarantine_files = ()
         if batch.quarantine is not None and batch.quarantined:
             # Rejected lines are few: one file per batch.
             quarantine_files = tuple(
-                asdict(a) for a in _write_files(batch.quarantine.coalesce(1), table.quarantine_path)
+                asdict(a) for a in write_files(batch.quarantine.coalesce(1), table.quarantine_path)
             )
         new = TableState(
             appends=base.appends + 1,
@@ -367,7 +367,7 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
 
     def _replace(self, table: WarehouseTable, df: DataFrame) -> tuple[int, int]:
         delta = table.delta()
-        adds = _write_files(df, table.path)
+        adds = write_files(df, table.path)
         rows = sum(json.loads(a.stats)["numRecords"] for a in adds)
         for attempt in range(1, self.commit_attempts + 1):
             try:
@@ -429,7 +429,7 @@ def commit_files(
     return DeltaTable(str(path)).version()
 
 
-def _write_files(df: DataFrame, table_path: Path) -> list[AddAction]:
+def write_files(df: DataFrame, table_path: Path) -> list[AddAction]:
     """Spark writes ``df`` as parquet into a new directory of the table; returns the files as add
     actions (paths relative to the table, sizes, row counts from the footers)."""
     for key, value in _SPARK_WRITE_CONFIG.items():

@@ -245,11 +245,11 @@ class StreamTable:
             if count:
                 lines = records.select("key", "line")
                 parsed = parse_records(lines, self.raw_schema, self.spec.index_column)
-                adds = warehouse._write_files(clean(good_rows(parsed), self.spec), self.path)
+                adds = warehouse.write_files(clean(good_rows(parsed), self.spec), self.path)
                 if _rows(adds) < count:
                     # Rejected records are few: one file per batch.
                     rejected = rejected_lines(parsed).unionByName(empty_records(lines))
-                    quarantine_adds = warehouse._write_files(rejected.coalesce(1), self.quarantine_path)
+                    quarantine_adds = warehouse.write_files(rejected.coalesce(1), self.quarantine_path)
         finally:
             records.unpersist()
         rows, quarantined = _rows(adds), _rows(quarantine_adds)

@@ -27,7 +27,7 @@ from pintrest_assets.resources.warehouse import WarehouseIOManager
 
 def main(bucket: str, mount: str, warehouse_dir: str, user_id: str, marker: str, mode: str) -> None:
     if mode == "during-write":
-        write_files = warehouse._write_files
+        write_files = warehouse.write_files
 
         def slow_rows(parsed):
             pause = F.udf(lambda _: time.sleep(0.01) is None, "boolean")
@@ -39,7 +39,7 @@ def main(bucket: str, mount: str, warehouse_dir: str, user_id: str, marker: str,
 
         good_rows = dataframes.good_rows
         dataframes.good_rows = slow_rows
-        warehouse._write_files = write_then_mark
+        warehouse.write_files = write_then_mark
     elif mode == "before-commit":
 
         def wait_for_the_kill(*args, **kwargs):
