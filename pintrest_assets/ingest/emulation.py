@@ -51,6 +51,36 @@ class TopicTally:
         # Keep a few messages to show; the count above is complete.
         self.failures.extend(f"{f.error_code}: {f.message}" for f in result.failed[: max(0, 5 - len(self.failures))])
 
+    def mark(self) -> TallyMark:
+        """How far the tally has got, for ``since``."""
+        return TallyMark(
+            self.sent,
+            self.failed,
+            self.retries,
+            self.requests,
+            {partition: len(offsets) for partition, offsets in self.offsets.items()},
+            len(self.failures),
+        )
+
+    def since(self, mark: TallyMark) -> TopicTally:
+        """What was acknowledged after ``mark``, as a tally of its own: the counts since, and the
+        offsets acknowledged since (each partition's list only grows, in the order acknowledged)."""
+        offsets = {}
+        for partition, acknowledged in self.offsets.items():
+            new = acknowledged[mark.offsets.get(partition, 0) :]
+            if new:
+                offsets[partition] = new
+        return TopicTally(
+            self.topic,
+            self.kind,
+            sent=self.sent - mark.sent,
+            failed=self.failed - mark.failed,
+            retries=self.retries - mark.retries,
+            requests=self.requests - mark.requests,
+            offsets=offsets,
+            failures=self.failures[mark.failures :],
+        )
+
     @property
     def first_offset(self) -> int | None:
         return min((min(o) for o in self.offsets.values() if o), default=None)
@@ -58,6 +88,29 @@ class TopicTally:
     @property
     def last_offset(self) -> int | None:
         return max((max(o) for o in self.offsets.values() if o), default=None)
+
+
+@dataclass(frozen=True)
+class TallyMark:
+    """How far a ``TopicTally`` had got: its counts, how many offsets each partition (or shard)
+    held, and how many failure examples."""
+
+    sent: int = 0
+    failed: int = 0
+    retries: int = 0
+    requests: int = 0
+    offsets: dict[int | str, int] = field(default_factory=dict)
+    failures: int = 0
+
+
+@dataclass(frozen=True)
+class ReportMark:
+    """How far an ``EmulationReport`` had got, for ``EmulationReport.since``."""
+
+    posts: int = 0
+    missing: int = 0
+    seconds: float = 0.0
+    topics: dict[str, TallyMark] = field(default_factory=dict)
 
 
 @dataclass
@@ -77,6 +130,26 @@ class EmulationReport:
     def records_per_second(self) -> float:
         return self.records_sent / self.seconds if self.seconds > 0 else 0.0
 
+    def mark(self) -> ReportMark:
+        """How far the report has got, for ``since``."""
+        return ReportMark(
+            self.posts, self.missing, self.seconds, {name: tally.mark() for name, tally in self.topics.items()}
+        )
+
+    def since(self, mark: ReportMark | None) -> EmulationReport:
+        """What happened after ``mark`` (None: from the start), as a report of its own: the posts
+        drawn, seconds taken and records acknowledged since, each topic's offsets being those
+        acknowledged since. Recorded one after another, such reports add up to this one."""
+        mark = mark or ReportMark()
+        return EmulationReport(
+            posts=self.posts - mark.posts,
+            missing=self.missing - mark.missing,
+            seconds=self.seconds - mark.seconds,
+            interrupted=self.interrupted,
+            error=self.error,
+            topics={name: tally.since(mark.topics.get(name, TallyMark())) for name, tally in self.topics.items()},
+        )
+
 
 def emulate(
     database,
@@ -93,7 +166,8 @@ def emulate(
     through ``proxy``, a ``RestProxyResource`` or a ``KinesisProxyResource``.
 
     ``rate`` caps posts per second. ``on_chunk(report, posts_in_chunk)`` is called after each
-    chunk is acknowledged (progress bars). Setting ``stop`` ends the emulation after the chunk in
+    chunk is acknowledged (progress bars, records of the batch so far), with ``report.seconds``
+    the time taken so far. Setting ``stop`` ends the emulation after the chunk in
     flight, whose acknowledgements are still counted, and the report says ``interrupted``; a
     request that fails for good stops it too, with the error in ``report.error``.
     """
@@ -118,6 +192,7 @@ def emulate(
                 break
             report.posts += n
             report.missing += draw.missing
+            report.seconds = time.monotonic() - started
             if on_chunk:
                 on_chunk(report, n)
             if rate:
@@ -136,7 +211,7 @@ def _collect(pending: dict, report: EmulationReport) -> None:
     for name, future in pending.items():
         try:
             report.topics[name].add(future.result())
-        except Exception as exc:  # keep the partial acknowledgements, then re-raise
+        except Exception as exc:  # noqa: BLE001 - keep the partial acknowledgements, then re-raise
             partial = getattr(exc, "partial", None)
             if partial is not None:
                 report.topics[name].add(partial)
