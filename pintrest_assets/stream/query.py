@@ -20,13 +20,13 @@ Dagster materialises a stream table (a sensor runs it again when more arrives);
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from pintrest_assets.kinesis.spark_source import FORMAT, register
-from pintrest_assets.stream.tables import BatchResult, StreamState, StreamTable
+from pintrest_assets.stream.tables import StreamState, StreamTable
 
 # initialPosition of the stream tables: every record the stream retains, as the original's
 # Databricks notebooks read it.
@@ -51,6 +51,15 @@ def source_options(
     return options
 
 
+@dataclass(frozen=True)
+class MicroBatch:
+    """A micro-batch a query ran: appended, or replayed after a crash and skipped because the
+    table had committed it already."""
+
+    batch_id: int
+    replayed: bool = False
+
+
 @dataclass
 class StreamRun:
     """What one run of a stream table's query did."""
@@ -59,7 +68,7 @@ class StreamRun:
     stream: str
     before: StreamState
     after: StreamState
-    batches: list[BatchResult] = field(default_factory=list)  # in the order they ran, replays included
+    batches: list[MicroBatch] = field(default_factory=list)  # in the order they ran, replays included
     seconds: float = 0.0
 
     @property
@@ -89,31 +98,43 @@ class StreamRun:
 
 
 class _Writer:
-    """``foreachBatch``'s function: appends each micro-batch, keeps what each did and the first
-    error as raised (Spark would wrap it in a StreamingQueryException)."""
+    """``foreachBatch``'s function: appends each micro-batch (``StreamTable.write_batch``).
+
+    On Spark Connect the server runs it in a Python process of its own, from a pickled copy: what
+    a run did is read afterwards from the checkpoint and the table (``_ran``), not kept here. In
+    a local or cluster driver it runs in this process and keeps the first error as raised (Spark
+    would wrap it in a StreamingQueryException).
+    """
 
     def __init__(self, table: StreamTable):
         self.table = table
-        self.batches: list[BatchResult] = []
         self.error: BaseException | None = None
-        self._lock = threading.Lock()
 
     def __call__(self, batch, batch_id: int) -> None:
         try:
-            result = self.table.write_batch(batch, batch_id)
+            self.table.write_batch(batch, batch_id)
         except BaseException as exc:
-            with self._lock:
-                self.error = self.error or exc
+            self.error = self.error or exc
             raise
-        with self._lock:
-            self.batches.append(result)
+
+
+def _ran(table: StreamTable, committed_before: set[int], before: StreamState) -> list[MicroBatch]:
+    """The micro-batches a run committed to the checkpoint; those the table held before the run
+    were replays, skipped."""
+    ran = sorted(set(table.checkpoint_batches()) - committed_before)
+    last = -1 if before.batch_id is None else before.batch_id
+    return [MicroBatch(batch_id, replayed=batch_id <= last) for batch_id in ran]
 
 
 def start_query(spark, table: StreamTable, options: Mapping[str, str], *, trigger: Mapping | None = None):
     """Starts the table's query (``trigger`` as ``DataStreamWriter.trigger``'s keywords; default
-    ``availableNow=True``); returns the query and its writer (``.batches``, ``.error``)."""
-    table.prepare(spark)
+    ``availableNow=True``); returns the query and its writer (``.error``)."""
     register(spark)
+    return _start_registered(spark, table, options, trigger)
+
+
+def _start_registered(spark, table: StreamTable, options: Mapping[str, str], trigger: Mapping | None = None):
+    table.prepare(spark)
     reader = spark.readStream.format(FORMAT)
     for name, value in options.items():
         reader = reader.option(name, value)
@@ -146,26 +167,31 @@ def run_available_now_together(
     session: their start-up and per-batch waits overlap. Returns, in order, each one's
     ``StreamRun``, or the exception that stopped it (the others run to their end regardless)."""
     started = time.perf_counter()
-    running: list[tuple | BaseException] = []
-    for table, options in queries:
-        try:
-            before = table.state()
-            query, writer = start_query(spark, table, options)
-            running.append((table, options, before, query, writer))
-        except Exception as exc:  # noqa: BLE001 - reported in its place, the others go on
-            running.append(exc)
+    register(spark)
+    # Started from threads: each start waits on the JVM (the table's creation, the source's
+    # Python worker), and those waits overlap.
+    with ThreadPoolExecutor(max(1, len(queries)), thread_name_prefix="start-query") as pool:
+        running = list(pool.map(lambda query: _start(spark, *query), queries))
     deadline = None if timeout is None else time.monotonic() + timeout
     outcomes: list[StreamRun | BaseException] = []
     for item in running:
         if isinstance(item, BaseException):
             outcomes.append(item)
             continue
-        table, options, before, query, writer = item
-        outcomes.append(_finish(table, options, before, query, writer, deadline, started))
+        outcomes.append(_finish(*item, deadline, started))
     return outcomes
 
 
-def _finish(table, options, before, query, writer, deadline, started) -> StreamRun | BaseException:
+def _start(spark, table: StreamTable, options: Mapping[str, str]) -> tuple | BaseException:
+    try:
+        before, committed = table.state(), set(table.checkpoint_batches())
+        query, writer = _start_registered(spark, table, options)
+    except Exception as exc:  # noqa: BLE001 - reported in its place, the others go on
+        return exc
+    return table, options, before, committed, query, writer
+
+
+def _finish(table, options, before, committed, query, writer, deadline, started) -> StreamRun | BaseException:
     try:
         if deadline is None:
             query.awaitTermination()
@@ -177,16 +203,17 @@ def _finish(table, options, before, query, writer, deadline, started) -> StreamR
     finally:
         if query.isActive:
             query.stop()
+    batches = _ran(table, committed, before)
     if not finished:
         return TimeoutError(
             f"{table.name}: the query did not finish in time; it committed "
-            f"{sum(1 for b in writer.batches if not b.replayed)} micro-batches and stopped"
+            f"{sum(1 for b in batches if not b.replayed)} micro-batches and stopped"
         )
     return StreamRun(
         table=table.name,
         stream=options["streamName"],
         before=before,
         after=table.state(),
-        batches=list(writer.batches),
+        batches=batches,
         seconds=time.perf_counter() - started,
     )
