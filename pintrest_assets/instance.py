@@ -21,13 +21,16 @@ if TYPE_CHECKING:
 # The first line marks a dagster.yaml the project wrote, and may rewrite when the settings change.
 MARK = "# written by pintrest from the PINTREST_* settings; remove this line to keep your own edits\n"
 
-# Runs go one at a time: on one machine each run brings its own Spark JVM.
+# Runs go one at a time: on one machine each run brings its own Spark JVM. The queue is looked
+# at every second (Dagster's default: 5), as a sensor's run should start at once.
 INSTANCE_CONFIG = """\
 telemetry:
   enabled: false
 concurrency:
   runs:
     max_concurrent_runs: 1
+run_queue:
+  dequeue_interval_seconds: 1
 """
 
 POSTGRES_STORAGE = """\

@@ -4,8 +4,11 @@ and the sensor, on a real kinesalite."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import threading
+import time
 import uuid
 
 import dagster as dg
@@ -13,6 +16,7 @@ import pytest
 
 from pintrest_assets.bucket import LocalBucket
 from pintrest_assets.defs.sources.assets import source_tables
+from pintrest_assets.defs.stream import assets as stream_assets
 from pintrest_assets.defs.stream.assets import kinesis_streams, stream_tables
 from pintrest_assets.defs.stream.checks import stream_reconciliation_checks
 from pintrest_assets.defs.stream.sensors import stream_tables_sensor
@@ -24,7 +28,7 @@ from pintrest_assets.resources.warehouse import WarehouseIOManager
 from pintrest_assets.stream.resource import KinesisResource
 from pintrest_assets.topics import TOPICS
 from pintrest_assets_tests.net import free_port
-from pintrest_assets_tests.stream.conftest import SHARDS, put_raw
+from pintrest_assets_tests.stream.conftest import SHARDS, draw, put, put_raw
 
 STREAM_TABLES = [dg.AssetKey(spec.stream_table_asset) for spec in TOPICS]
 ASSETS = [*source_tables, kinesis_streams, stream_tables, *stream_reconciliation_checks]
@@ -205,3 +209,94 @@ def test_the_sensor_skips_while_kinesis_is_unreachable(instance, user_id):
     nowhere = KinesisResource(endpoint_url=f"http://127.0.0.1:{free_port()}", region="us-east-1", user_id=user_id)
     result = tick(instance, nowhere)
     assert isinstance(result, dg.SkipReason) and "PINTREST_KINESIS_ENDPOINT_URL" in result.skip_message
+
+
+def follow(instance, resources, seconds: float):
+    """The stream tables refreshed by a run that follows the streams for up to ``seconds``."""
+    return dg.materialize(
+        ASSETS,
+        resources=resources,
+        instance=instance,
+        selection=dg.AssetSelection.assets(*STREAM_TABLES),
+        run_config={"ops": {"stream_tables": {"config": {"follow_seconds": seconds}}}},
+    )
+
+
+def appended(result, asset: str) -> list[int]:
+    """rows_appended of each materialisation of ``asset`` in the run, in order."""
+    return [
+        e.event_specific_data.materialization.metadata["rows_appended"].value
+        for e in result.get_asset_materialization_events()
+        if e.event_specific_data.materialization.asset_key.to_user_string() == asset
+    ]
+
+
+def wait_for_rows(path, rows: int, timeout: float = 120) -> None:
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(TableNotFoundError):  # not created yet
+            if DeltaTable(str(path)).to_pyarrow_dataset().count_rows() >= rows:
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"{path}: fewer than {rows} rows after {timeout}s")
+
+
+def test_a_following_run_appends_what_arrives_until_another_run_is_queued(
+    instance, resources, user_id, kinesis, posts_database, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(stream_assets, "FOLLOW_POLL_SECONDS", 0.5)
+    emulate(instance, resources, 40)
+    pin = TOPICS[0]
+    table = tmp_path / "warehouse" / pin.stream_table(user_id)
+    outcome = {}
+    following = threading.Thread(target=lambda: outcome.update(result=follow(instance, resources, 300)))
+    started = time.monotonic()
+    following.start()
+    try:
+        wait_for_rows(table, 40)
+        # Sent while the run follows: the same run appends them, with its warm Spark session.
+        put(kinesis, pin.kinesis_stream(user_id), [post["pin"] for post in draw(posts_database, 25, seed_value=9)])
+        wait_for_rows(table, 65)
+    finally:
+        # Another run waits to start: the following run gives way.
+        instance.add_run(
+            dg.DagsterRun(job_name="__ASSET_JOB", run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.NOT_STARTED)
+        )
+        following.join(timeout=120)
+    assert not following.is_alive() and time.monotonic() - started < 200
+    result = outcome["result"]
+    assert result.success
+    # A materialisation per refresh that appended, then the last refresh's.
+    assert appended(result, "pin_stream_table")[:2] == [40, 25]
+    assert sum(appended(result, "pin_stream_table")) == 65
+    assert sum(appended(result, "geo_stream_table")) == 40
+    assert metadata_of_last(result, "pin_stream_table")["dagster/row_count"] == 65
+    assert any("gives way" in e.user_message for e in instance.all_logs(result.run_id))
+    # Its checks ran once, at the end, and found the Kinesis proxy's 40 acknowledged and 65 read.
+    evaluations = {e.asset_key.to_user_string(): e for e in result.get_asset_check_evaluations()}
+    assert evaluations["geo_stream_table"].passed
+    assert "40 records acknowledged, 65 read from the stream" in evaluations["pin_stream_table"].description
+
+
+def test_a_following_run_stops_when_nothing_arrives(instance, resources, monkeypatch):
+    monkeypatch.setattr(stream_assets, "FOLLOW_POLL_SECONDS", 0.2)
+    monkeypatch.setattr(stream_assets, "FOLLOW_IDLE_SECONDS", 2.0)
+    emulate(instance, resources, 10)
+    started = time.monotonic()
+    result = follow(instance, resources, 300)
+    assert time.monotonic() - started < 120
+    # The first refresh's materialisation, then the last one's, which found nothing.
+    assert appended(result, "user_stream_table") == [10, 0]
+    assert any("nothing arrived for 2s" in e.user_message for e in instance.all_logs(result.run_id))
+
+
+def metadata_of_last(result, asset: str) -> dict:
+    [*_, materialization] = [
+        e.event_specific_data.materialization
+        for e in result.get_asset_materialization_events()
+        if e.event_specific_data.materialization.asset_key.to_user_string() == asset
+    ]
+    return {k: v.value for k, v in materialization.metadata.items()}

@@ -5,11 +5,20 @@ does through the REST proxy (``pintrest emulate --stream`` records its batches a
 materialisations of the same assets). Each stream table materialises by running its
 Structured Streaming query with ``trigger(availableNow=True)``: every record that arrived
 before it started, appended in micro-batches, then it stops (``stream/query.py``).
+
+A run can also **follow** the streams (config ``follow_seconds``; the sensor's runs do): after
+its first refresh it keeps its Spark session and refreshes again whenever records wait, each
+refresh that appends a materialisation of its own, so rows land seconds after they are sent
+instead of waiting for a new run and a cold Spark. It stops when the time is up, when nothing
+has arrived for ``FOLLOW_IDLE_SECONDS``, or as soon as another run is queued (runs go one at a
+time: it gives way, and the sensor starts another when records wait).
 """
 
 import random
+import time
 
 import dagster as dg
+from pydantic import Field
 
 from pintrest_assets.defs.ingest.assets import EmulationConfig
 from pintrest_assets.defs.lake.reconciliation import bring_up_to_date
@@ -27,6 +36,10 @@ from pintrest_assets.topics import TOPICS, TopicSpec
 from pintrest_assets.transform.metadata_table import metadata_table
 
 GROUP = "stream"
+# A following run probes the streams this often between refreshes (two Kinesis calls per shard).
+FOLLOW_POLL_SECONDS = 2.0
+# ... and stops after this long with nothing arriving.
+FOLLOW_IDLE_SECONDS = 60.0
 
 
 @dg.multi_asset(
@@ -70,6 +83,17 @@ def _stream_table_spec(spec: TopicSpec) -> dg.AssetSpec:
     )
 
 
+class StreamTablesConfig(dg.Config):
+    """How long a refresh keeps following the streams."""
+
+    follow_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="After the first refresh, keep the Spark session and refresh again whenever records wait, for "
+        "up to this many seconds (a materialisation per refresh that appends). 0: refresh once.",
+    )
+
+
 @dg.multi_asset(
     name="stream_tables",
     specs=[_stream_table_spec(spec) for spec in TOPICS],
@@ -78,25 +102,60 @@ def _stream_table_spec(spec: TopicSpec) -> dg.AssetSpec:
 )
 def stream_tables(
     context: dg.AssetExecutionContext,
+    config: StreamTablesConfig,
     kinesis: KinesisResource,
     spark: SparkResource,
     warehouse_io_manager: dg.ResourceParam[WarehouseIOManager],
 ):
-    """Runs the selected stream tables' queries with trigger(availableNow=True), together."""
+    """Runs the selected stream tables' queries with trigger(availableNow=True), together; then,
+    if following, again whenever records wait."""
     specs = [spec for spec in TOPICS if dg.AssetKey(spec.stream_table_asset) in context.selected_asset_keys]
-    outcomes = refresh_stream_tables(specs, kinesis, warehouse_io_manager, lambda: spark.spark_session, log=context.log)
+
+    def refresh() -> list:
+        return refresh_stream_tables(specs, kinesis, warehouse_io_manager, lambda: spark.spark_session, log=context.log)
+
+    outcomes = refresh()
+    deadline = time.monotonic() + config.follow_seconds
+    last_arrival = time.monotonic()
+    while time.monotonic() < deadline and not any(isinstance(o, Exception) for o in outcomes):
+        if _run_waiting(context):
+            context.log.info("another run is queued: this one stops following the streams and gives way")
+            break
+        # This refresh's materialisations now: a later refresh ends the step.
+        for spec, outcome in zip(specs, outcomes):
+            if outcome.run is not None:
+                context.log_event(
+                    dg.AssetMaterialization(spec.stream_table_asset, metadata=_metadata(context, outcome))
+                )
+        time.sleep(FOLLOW_POLL_SECONDS)
+        outcomes = refresh()
+        if any(isinstance(o, Exception) or o.run is not None for o in outcomes):
+            last_arrival = time.monotonic()
+        elif time.monotonic() - last_arrival > FOLLOW_IDLE_SECONDS:
+            context.log.info(f"nothing arrived for {FOLLOW_IDLE_SECONDS:.0f}s: stopped following the streams")
+            break
+
     failed = []
     for spec, outcome in zip(specs, outcomes):
         if isinstance(outcome, Exception):
             context.log.error(f"{spec.stream_table_asset}: {type(outcome).__name__}: {outcome}")
             failed.append((spec, outcome))
             continue
-        acknowledged = acknowledged_so_far(context.instance, spec, outcome.stream)
-        yield dg.MaterializeResult(asset_key=spec.stream_table_asset, metadata=refresh_metadata(outcome, acknowledged))
+        yield dg.MaterializeResult(asset_key=spec.stream_table_asset, metadata=_metadata(context, outcome))
     if len(failed) == 1:
         raise failed[0][1]
     if failed:
         raise dg.Failure("; ".join(f"{spec.stream_table_asset}: {type(exc).__name__}: {exc}" for spec, exc in failed))
+
+
+def _metadata(context: dg.AssetExecutionContext, outcome: StreamRefresh) -> dict:
+    return refresh_metadata(outcome, acknowledged_so_far(context.instance, outcome.spec, outcome.stream))
+
+
+def _run_waiting(context: dg.AssetExecutionContext) -> bool:
+    """Whether another run waits to start (runs go one at a time)."""
+    waiting = dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED])
+    return any(r.dagster_run.run_id != context.run_id for r in context.instance.get_run_records(waiting, limit=2))
 
 
 def acknowledged_so_far(instance: dg.DagsterInstance, spec: TopicSpec, stream: str) -> int:

@@ -12,7 +12,10 @@ from pintrest_assets.stream.tables import StreamState
 from pintrest_assets.topics import TOPICS
 
 SENSOR_NAME = "stream_tables_sensor"
-MINIMUM_INTERVAL_SECONDS = 20
+MINIMUM_INTERVAL_SECONDS = 10
+# The sensor's runs follow the streams this long (``StreamTablesConfig.follow_seconds``): one
+# Spark start, then a refresh within seconds whenever records wait.
+FOLLOW_SECONDS = 600
 _IN_PROGRESS = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -57,16 +60,17 @@ def build_stream_tables_sensor(minimum_interval_seconds: int = MINIMUM_INTERVAL_
         by any producer (the original's emulator through API Gateway, not only this instance's
         batches) are picked up.
 
-        A table that a queued or running run will refresh is left to it. The tables with records
-        waiting are refreshed in one run (one Spark session for all three). No run key: a run that
-        failed is requested again at the next tick while records wait. The cursor records, per
+        A table that a queued or running run will refresh is left to it. When records wait for any
+        other table, one run refreshes them all (one Spark session; a table with nothing waiting
+        costs a probe), and then follows the streams for up to ``FOLLOW_SECONDS``. No run key: a run that failed is requested again at
+        the next tick while records wait. The cursor records, per
         stream and shard, the first unread sequence number the tick saw: the positions the
         requested run starts from.
         """
         cursor: dict[str, dict[str, str]] = json.loads(context.cursor) if context.cursor else {}
         keys = {dg.AssetKey(spec.stream_table_asset) for spec in TOPICS}
         busy = refreshing(context.instance, keys)
-        selected, waiting_records = [], {}
+        waiting_records = {}
         for spec in TOPICS:
             key = dg.AssetKey(spec.stream_table_asset)
             stream = kinesis.stream_for(spec)
@@ -79,8 +83,11 @@ def build_stream_tables_sensor(minimum_interval_seconds: int = MINIMUM_INTERVAL_
             unread = {s.shard_id: s.next_sequence for s in shards if s.waiting}
             cursor[stream] = unread
             if unread and key not in busy:
-                selected.append(key)
                 waiting_records[spec.name] = unread
+        # A run follows every table it was not told to leave: records that arrive later in another
+        # stream are its to read, not a reason for a second run.
+        selected = [dg.AssetKey(spec.stream_table_asset) for spec in TOPICS] if waiting_records else []
+        selected = [key for key in selected if key not in busy]
         if not selected:
             why = "no record waits in the streams" if not any(cursor.values()) else "a run already refreshes them"
             return dg.SensorResult(skip_reason=dg.SkipReason(why), cursor=json.dumps(cursor, sort_keys=True))
@@ -88,6 +95,7 @@ def build_stream_tables_sensor(minimum_interval_seconds: int = MINIMUM_INTERVAL_
             run_requests=[
                 dg.RunRequest(
                     asset_selection=selected,
+                    run_config={"ops": {"stream_tables": {"config": {"follow_seconds": FOLLOW_SECONDS}}}},
                     tags={"pintrest/streams": ",".join(sorted(waiting_records))},
                 )
             ],
