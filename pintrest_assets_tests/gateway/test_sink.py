@@ -1,5 +1,6 @@
 """The sink lands records as the S3 sink connector does, in a local directory and in S3 alike."""
 
+import threading
 import time
 
 import pytest
@@ -102,7 +103,21 @@ def test_shutdown_reports_records_it_could_not_land_and_the_next_start_lands_the
     produce(gateway.url, "u.pin", [1, 2, 3])
     assert gateway.shutdown(timeout=0.5) == 3
 
-    gateway = start_gateway(state_dir=tmp_path / "state", rotate_interval_ms=60_000)
+    class HeldBucket:
+        """The bucket, its PUTs held until released: the next start redoes the partial file at once."""
+
+        url = bucket.url
+        released = threading.Event()
+
+        def list(self, prefix, start_after=None):
+            return bucket.list(prefix, start_after)
+
+        def put(self, key, data):
+            self.released.wait()
+            bucket.put(key, data)
+
+    held = HeldBucket()
+    gateway = start_gateway(bucket=held, state_dir=tmp_path / "state", rotate_interval_ms=60_000)
     assert gateway.status()["topics"]["u.pin"] == {
         "next_offset": 3,
         "landed_offset": 0,
@@ -110,6 +125,7 @@ def test_shutdown_reports_records_it_could_not_land_and_the_next_start_lands_the
         "objects_landed": 0,
         "last_error": None,
     }
+    held.released.set()
     assert gateway.shutdown() == 0
     assert landed_objects(bucket, "u.pin") == [(0, [1, 2, 3])]
 
