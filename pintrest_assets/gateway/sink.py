@@ -5,6 +5,20 @@ of consecutive offsets, one JSON document per line. A file is committed when it 
 ``flush_size`` records, or when it has been open ``rotate_interval_ms`` (wall clock, counted from
 its first record), or at shutdown.
 
+Landing order: the connector commits one partition's files one after another, in offset order, so
+a file is visible only once every lower-offset file of its partition is. The readers rely on it:
+the mount's listing, the new-objects sensor and the landing watcher list a partition from the last
+key they saw (S3 ``StartAfter``), and a lower key landing later would never be read; the broker
+also takes the end of the last key as the end of what landed. So this sink makes a partition's
+files visible strictly in offset order. On S3 the PUT is the moment an object becomes visible,
+and no cheaper request can defer it, so a partition's files are PUT one at a time (partitions and
+topics land in parallel, each on its own thread). In a local-directory bucket the rename is that
+moment: the files of a batch are written and synced in parallel to hidden names beside their
+keys, which no listing shows, and renamed to their keys in offset order as each one is ready.
+A directory listing is not a snapshot, though: one that overlaps renames may return a later key
+without an earlier one (POSIX leaves entries added during a readdir unspecified), so a reader of a
+directory must list twice and keep only the keys up to the greatest of the first listing.
+
 Exactly once: file boundaries depend only on persisted state. A full file spans ``[landed,
 landed + flush_size)``; before a partial file is uploaded its end is persisted as ``landing_end``.
 After each upload ``landed`` moves to the file's end. A crash between the upload and that write
@@ -16,13 +30,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from pintrest_assets.bucket import Bucket
+from pintrest_assets.bucket import Bucket, LocalBucket
 from pintrest_assets.files import write_atomically
 from pintrest_assets.gateway.log import PartitionLog, fsync_dir
 from pintrest_assets.sink_layout import object_key
@@ -31,7 +47,7 @@ log = logging.getLogger(__name__)
 
 _RETRY_FIRST_S = 0.2
 _RETRY_MAX_S = 10.0
-_PARALLEL_UPLOADS = 8  # full files in flight at once: per-object latency, not bandwidth, bounds a PUT
+_FILES_PER_UPLOAD = 8  # full files landed before the mark moves; a local bucket writes them in parallel
 
 
 @dataclass
@@ -85,7 +101,7 @@ class PartitionSink:
         self._opened_at: float | None = time.monotonic() if self.pending else None
         self._stop_by: float | None = None  # monotonic deadline once a stop is requested
         self._thread = threading.Thread(target=self._run, name=f"sink-{topic}-{partition}", daemon=True)
-        self._uploads = ThreadPoolExecutor(_PARALLEL_UPLOADS, thread_name_prefix=f"upload-{topic}-{partition}")
+        self._writers = ThreadPoolExecutor(_FILES_PER_UPLOAD, thread_name_prefix=f"write-{topic}-{partition}")
 
     @property
     def pending(self) -> int:
@@ -110,7 +126,7 @@ class PartitionSink:
 
     def join(self) -> None:
         self._thread.join()
-        self._uploads.shutdown()
+        self._writers.shutdown()
 
     def _run(self) -> None:
         retry_in = _RETRY_FIRST_S
@@ -124,7 +140,7 @@ class PartitionSink:
             try:
                 self._land(everything=stopping or self._rotation_due())
                 self.last_error, retry_in = None, _RETRY_FIRST_S
-            except Exception as exc:  # the bucket is unreachable or refuses: keep the log, retry
+            except Exception as exc:  # noqa: BLE001 - the bucket is unreachable or refuses: keep the log, retry
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("landing %s failed (retrying in %.1fs): %s", self.topic, retry_in, self.last_error)
                 if stopping and time.monotonic() + retry_in > self._stop_by:
@@ -160,7 +176,7 @@ class PartitionSink:
             self._upload([min(self.mark.landing_end, self.log.next_offset)])
         end = self.log.next_offset
         while end - self.mark.landed >= self.flush_size:
-            count = min((end - self.mark.landed) // self.flush_size, _PARALLEL_UPLOADS)
+            count = min((end - self.mark.landed) // self.flush_size, _FILES_PER_UPLOAD)
             self._upload([self.mark.landed + self.flush_size * (i + 1) for i in range(count)])
         if everything and end > self.mark.landed:
             self.mark.landing_end = end
@@ -170,10 +186,10 @@ class PartitionSink:
             self._opened_at = time.monotonic() if self.pending else None
 
     def _upload(self, ends: list[int]) -> None:
-        """Upload consecutive files, the first starting at the mark, then move the mark past them.
+        """Land consecutive files, the first starting at the mark, then move the mark past them.
 
-        Uploading several at once is safe: a failure before the mark moves only means the same
-        files, with the same boundaries, are uploaded again.
+        A failure part way leaves the files before it landed and none after it; the mark has not
+        moved, so the same files, with the same boundaries, are landed again.
         """
         starts = [self.mark.landed, *ends[:-1]]
         objects = [
@@ -181,8 +197,12 @@ class PartitionSink:
             for start, end in zip(starts, ends)
             if end > start
         ]
-        for _ in self._uploads.map(lambda obj: self.bucket.put(*obj), objects):
-            self.objects_landed += 1
+        if isinstance(self.bucket, LocalBucket) and len(objects) > 1:
+            self._write_then_rename_in_order(self.bucket.root, objects)
+        else:
+            for key, data in objects:
+                self.bucket.put(key, data)
+                self.objects_landed += 1
         end = ends[-1]
         self.mark.landed, self.mark.landing_end = end, None
         # Losing this write in a power cut only means uploading the same full files again (their
@@ -190,3 +210,37 @@ class PartitionSink:
         # upload), so it is synced only before log segments it covers are deleted.
         self.mark.save(fsync=self.fsync and self.log.first_segment_end() <= end)
         self.log.discard_below(end)
+
+    def _write_then_rename_in_order(self, root: Path, objects: list[tuple[str, bytes]]) -> None:
+        """``LocalBucket.put`` of each object, the writes in parallel and the renames that make
+        them visible in the objects' order."""
+        paths = [root / key for key, _ in objects]
+        staged: list[Future[str]] = [
+            self._writers.submit(_write_beside, p, data) for p, (_, data) in zip(paths, objects)
+        ]
+        renamed = 0
+        try:
+            for path, written in zip(paths, staged):
+                os.replace(written.result(), path)
+                renamed += 1
+                self.objects_landed += 1
+        finally:
+            for written in staged[renamed:]:  # after a failure: remove what was written but not renamed
+                if not written.cancel() and written.exception() is None:
+                    Path(written.result()).unlink(missing_ok=True)
+
+
+def _write_beside(path: Path, data: bytes) -> str:
+    """Writes and syncs ``data`` to a new hidden file beside ``path`` (which listings skip), as
+    ``write_atomically`` does before its rename; returns the file's name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return tmp

@@ -1,10 +1,15 @@
 """The sink lands records as the S3 sink connector does, in a local directory and in S3 alike."""
 
+import os
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
+from pintrest_assets.ingest.landing import LandingWatcher
+from pintrest_assets.sink_layout import object_key, parse_object_key
 from pintrest_assets_tests.gateway.conftest import landed_objects, produce, wait_until
 
 
@@ -141,3 +146,123 @@ def test_a_topic_cannot_be_created_while_the_bucket_cannot_be_listed(start_gatew
     response = produce(gateway.url, "u.pin", [1])
     assert response.status_code == 503
     assert response.json() == {"error_code": 50302, "message": "Cannot create topic u.pin: bucket unreachable"}
+
+
+# -- landing order: the readers list a partition with StartAfter = the last key they saw ----------
+
+SLOW = object_key("u.pin", 0, 0)  # the first file of the partition: the one that lands late, if any can
+
+
+def _land_while_a_reader_lists(gateway, bucket, records: int) -> int:
+    """Sends ``records`` records to u.pin while a reader lists the partition from the last key it
+    saw, as the new-objects sensor and the landing watcher do; once all have landed, how many that
+    reader has seen."""
+    reader = LandingWatcher(bucket, "u.pin")
+    done = threading.Event()
+
+    def poll():
+        while not done.is_set():
+            reader.refresh()
+            time.sleep(0.01)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    try:
+        assert produce(gateway.url, "u.pin", list(range(records))).status_code == 200
+        wait_until(lambda: gateway.status()["topics"]["u.pin"]["landed_offset"] == records)
+    finally:
+        done.set()
+        poller.join()
+    return reader.landed(0, records - 1)
+
+
+def _in_offset_order(keys: list[str]) -> bool:
+    return keys == sorted(keys, key=lambda key: parse_object_key(key).start_offset)
+
+
+def test_a_partition_lands_in_offset_order_however_long_a_put_takes(start_gateway, any_bucket):
+    landed = []
+
+    class SlowFirstPut:
+        """The bucket with the first file's PUT slow: the later files are ready long before it lands."""
+
+        url = any_bucket.url
+
+        def put(self, key, data):
+            if key == SLOW:
+                time.sleep(0.3)
+            any_bucket.put(key, data)
+            landed.append(key)
+
+        def get(self, key):
+            return any_bucket.get(key)
+
+        def list(self, prefix, start_after=None):
+            return any_bucket.list(prefix, start_after)
+
+    gateway = start_gateway(bucket=SlowFirstPut(), flush_size=1, rotate_interval_ms=60_000)
+    assert _land_while_a_reader_lists(gateway, any_bucket, 20) == 20
+    assert len(landed) == 20 and _in_offset_order(landed)
+
+
+@pytest.mark.parametrize("slow_step", ["write", "rename"])
+def test_a_local_bucket_shows_a_partition_s_files_in_offset_order(start_gateway, bucket, monkeypatch, slow_step):
+    """A file of a local-directory bucket is written beside its key, then renamed to it: it is
+    visible from the rename. Either step of the first file being slow must not let a later file
+    show first."""
+    root = str(bucket.root.resolve())
+    visible = []
+    mkstemp, replace = tempfile.mkstemp, os.replace
+
+    def slow_mkstemp(*args, prefix=None, **kwargs):
+        if slow_step == "write" and prefix == f".{Path(SLOW).name}.":
+            time.sleep(0.3)
+        return mkstemp(*args, prefix=prefix, **kwargs)
+
+    def recorded_replace(src, dst, **kwargs):
+        key = os.path.relpath(os.path.realpath(dst), root)
+        if slow_step == "rename" and key == SLOW:
+            time.sleep(0.3)
+        replace(src, dst, **kwargs)
+        if parse_object_key(key) is not None:
+            visible.append(key)
+
+    monkeypatch.setattr(tempfile, "mkstemp", slow_mkstemp)
+    monkeypatch.setattr(os, "replace", recorded_replace)
+    gateway = start_gateway(flush_size=1, rotate_interval_ms=60_000)
+    assert _land_while_a_reader_lists(gateway, bucket, 20) == 20
+    assert len(visible) == 20 and _in_offset_order(visible)
+    assert landed_objects(bucket, "u.pin") == [(i, [i]) for i in range(20)]
+    assert not [p for p in bucket.root.rglob(".*") if p.is_file()]  # nothing staged is left behind
+
+
+def test_a_failed_write_in_a_local_bucket_shows_no_later_file_and_leaves_nothing_behind(
+    start_gateway, bucket, monkeypatch
+):
+    root = str(bucket.root.resolve())
+    first_seen = []
+    mkstemp, replace = tempfile.mkstemp, os.replace
+    failing = f".{Path(object_key('u.pin', 0, 3)).name}."
+
+    def failing_once_mkstemp(*args, prefix=None, **kwargs):
+        nonlocal failing
+        if prefix == failing:
+            failing = None
+            time.sleep(0.1)  # the files after it are written by then
+            raise OSError("disk full")
+        return mkstemp(*args, prefix=prefix, **kwargs)
+
+    def recorded_replace(src, dst, **kwargs):
+        replace(src, dst, **kwargs)
+        key = os.path.relpath(os.path.realpath(dst), root)
+        if parse_object_key(key) is not None and key not in first_seen:
+            first_seen.append(key)
+
+    monkeypatch.setattr(tempfile, "mkstemp", failing_once_mkstemp)
+    monkeypatch.setattr(os, "replace", recorded_replace)
+    gateway = start_gateway(flush_size=1, rotate_interval_ms=60_000)
+    assert _land_while_a_reader_lists(gateway, bucket, 20) == 20
+    assert failing is None  # the write did fail, and the sink landed the files again from its mark
+    assert len(first_seen) == 20 and _in_offset_order(first_seen)
+    assert landed_objects(bucket, "u.pin") == [(i, [i]) for i in range(20)]
+    assert not [p for p in bucket.root.rglob(".*") if p.is_file()]
