@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from pintrest_assets.ingest.emulation import EmulationReport, ReportMark
 
 DEFAULT_POSTS = 1000
+# --forever's pace unless --rate says otherwise: a steady stream of posts, as a site's users make
+# them, which the stream tables keep up with on a laptop. As fast as acknowledged, forever, would
+# fill the disk (about 10 MB/s) and outrun any local consumer.
+FOREVER_RATE = 10.0
 # What was acknowledged is recorded in the instance at least this often while posts are sent.
 RECORD_EVERY_SECONDS = 30.0
 
@@ -37,9 +41,11 @@ RECORD_EVERY_SECONDS = 30.0
 @click.option(
     "--posts", type=click.IntRange(min=1), help=f"Posts to send (default {DEFAULT_POSTS}; not with --forever)."
 )
-@click.option("--forever", is_flag=True, help="Send until Ctrl-C.")
+@click.option("--forever", is_flag=True, help=f"Send until Ctrl-C, {FOREVER_RATE:g} posts a second unless --rate.")
 @click.option(
-    "--rate", type=click.FloatRange(min=0, min_open=True), help="Posts per second (default: as fast as acknowledged)."
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    help=f"Posts per second (default: as fast as acknowledged; {FOREVER_RATE:g} with --forever).",
 )
 @click.option("--seed", type=int, help="Fix which posts are drawn.")
 @click.option(
@@ -69,6 +75,8 @@ def command(
 ) -> int:
     if forever and posts is not None:
         raise click.UsageError("--posts and --forever exclude each other")
+    if forever and rate is None:
+        rate = FOREVER_RATE
     # The database and proxy resources load Dagster; nothing here loads Spark.
     from tqdm import tqdm
 

@@ -12,6 +12,7 @@ import dagster as dg
 import pytest
 
 from pintrest_assets.bucket import LocalBucket
+from pintrest_assets.commands.emulate import FOREVER_RATE
 from pintrest_assets.defs.lake.reconciliation import (
     CHECK_NAME,
     TopicCounts,
@@ -50,6 +51,24 @@ def env(tmp_path, seeded_db_url, gateway):
         "PINTREST_REST_PROXY_URL": gateway.url,
         "PINTREST_USER_ID": "tester",
     }
+
+
+def test_emulate_forever_sends_a_steady_stream_unless_told_a_rate(env, gateway):
+    process = pintrest("emulate", "--forever", env=env)
+    deadline = time.monotonic() + 60
+    while gateway.status()["topics"].get("tester.pin", {}).get("next_offset", 0) < 1:
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    started = time.monotonic()
+    time.sleep(3)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    seconds = time.monotonic() - started
+    assert process.returncode == 130 and "Traceback" not in err, err
+    posts = int(re.search(r"interrupted after (\d+) posts", out).group(1))
+    # FOREVER_RATE posts a second, not as many as the gateway takes (thousands a second).
+    assert FOREVER_RATE * seconds * 0.5 <= posts <= FOREVER_RATE * (seconds + 2), (posts, seconds)
 
 
 def test_emulate_forever_stops_cleanly_on_ctrl_c_and_reports_what_was_sent(env, gateway, tmp_path):
