@@ -34,6 +34,7 @@ bench: install
 	$(BIN)/python benchmarks/lake_refresh.py
 	$(BIN)/python benchmarks/reconciliation.py
 	$(BIN)/python benchmarks/streaming.py
+	$(BIN)/python benchmarks/dev_stream_latency.py
 
 clean:
 	rm -rf .pintrest

@@ -4,8 +4,8 @@ Kinesis has no call that answers a shard's newest sequence number, so "is there 
 table has not read?" is asked the way a consumer would find out: a GetShardIterator after the
 last sequence number the table read (``AFTER_SEQUENCE_NUMBER``; ``TRIM_HORIZON`` for a shard
 it has not read), then one GetRecords with ``Limit=1``. Two calls per shard, whatever the
-stream holds: cheap enough for a sensor every 20 seconds (Kinesis allows five GetRecords a
-second per shard). The answer gives the first unread record, its arrival time, and Kinesis's
+stream holds: cheap enough for a sensor every 10 seconds and a following run every 2 (Kinesis
+allows five GetRecords a second per shard). The answer gives the first unread record, its arrival time, and Kinesis's
 ``MillisBehindLatest``: how far that record is behind the shard's tip (AWS reports it; kinesalite
 always answers 0). How many records are unread is not knowable without reading them: the
 reconciliation's count of records acknowledged minus records read stands in for it.
