@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from pintrest_assets.kinesis.spark_source import FORMAT, register
@@ -168,10 +167,9 @@ def run_available_now_together(
     ``StreamRun``, or the exception that stopped it (the others run to their end regardless)."""
     started = time.perf_counter()
     register(spark)
-    # Started from threads: each start waits on the JVM (the table's creation, the source's
-    # Python worker), and those waits overlap.
-    with ThreadPoolExecutor(max(1, len(queries)), thread_name_prefix="start-query") as pool:
-        running = list(pool.map(lambda query: _start(spark, *query), queries))
+    # One after the other: three first micro-batches started at the same instant in a new JVM
+    # were seen to fail their first job (java.io.OptionalDataException deserialising a task).
+    running = [_start(spark, table, options) for table, options in queries]
     deadline = None if timeout is None else time.monotonic() + timeout
     outcomes: list[StreamRun | BaseException] = []
     for item in running:
