@@ -1,7 +1,11 @@
+import os
+import threading
+from collections.abc import Callable
+
 import pytest
 
 from pintrest_assets.bucket import LocalBucket
-from pintrest_assets.sink_layout import object_key, parse_object_key
+from pintrest_assets.sink_layout import object_key, parse_object_key, partition_prefix
 
 
 def test_sink_keys_sort_in_offset_order():
@@ -33,3 +37,46 @@ def test_local_bucket_rewrites_a_key_whole_and_refuses_escapes(tmp_path):
     assert len(list(bucket.list("topics/"))) == 1  # no temporary files left behind
     with pytest.raises(ValueError):
         bucket.put("../outside", b"x")
+
+
+def land_in_key_order(bucket: LocalBucket, topic: str, count: int) -> tuple[list[str], threading.Thread]:
+    """Starts a thread renaming ``count`` staged hidden files to their keys in one partition,
+    strictly in key order, as the sink lands a local directory; returns the keys and the thread."""
+    keys = [object_key(topic, 0, offset) for offset in range(count)]
+    directory = bucket.root / partition_prefix(topic, 0)
+    directory.mkdir(parents=True)
+    for offset in range(count):
+        (directory / f".staged-{offset}").write_bytes(b"{}\n")
+
+    def land() -> None:
+        for offset, key in enumerate(keys):
+            os.replace(directory / f".staged-{offset}", bucket.root / key)
+
+    return keys, threading.Thread(target=land)
+
+
+def poll_until_landed(landing: threading.Thread, list_after: Callable[[str | None], list[str]]) -> list[str]:
+    """Every key listed by polling ``list_after(last key seen)`` while ``landing`` runs, and once after."""
+    seen: list[str] = []
+    landing.start()
+    while True:
+        done = not landing.is_alive()
+        seen.extend(list_after(seen[-1] if seen else None))
+        if done:
+            return seen
+
+
+@pytest.mark.parametrize("page", [None, 700], ids=["list", "list_page"])
+def test_local_bucket_listings_during_in_order_renames_miss_no_key(tmp_path, page):
+    # A directory listing overlapping renames into it may return a later key without an earlier one;
+    # a reader listing after the last key it saw must still see every key, once, in order.
+    bucket = LocalBucket(tmp_path)
+    prefix = partition_prefix("u.pin", 0)
+
+    def list_after(after: str | None) -> list[str]:
+        if page is None:
+            return [o.key for o in bucket.list(prefix, start_after=after)]
+        return [o.key for o in bucket.list_page(prefix, start_after=after, max_keys=page)]
+
+    keys, landing = land_in_key_order(bucket, "u.pin", 5_000)
+    assert poll_until_landed(landing, list_after) == keys
