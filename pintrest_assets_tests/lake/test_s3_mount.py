@@ -7,9 +7,11 @@ import pytest
 from pintrest_assets.bucket import LocalBucket
 from pintrest_assets.mount.batch_files import BatchSlice, BatchWriter, load_objects, record_lines
 from pintrest_assets.mount.ledger import TopicLedger, _lines_backwards
+from pintrest_assets.mount.listing import list_new_objects
 from pintrest_assets.resources.s3_mount import S3_FETCH_THREADS, S3MountResource
 from pintrest_assets.settings import ConfigError
-from pintrest_assets.sink_layout import count_records, object_key
+from pintrest_assets.sink_layout import count_records, object_key, partition_prefix
+from pintrest_assets_tests.test_bucket import land_in_key_order, poll_until_landed
 
 TOPIC = "u.pin"
 
@@ -187,6 +189,21 @@ def test_a_local_directory_bucket_is_read_in_place(tmp_path, bucket_land):
     again = resource.mount_topic(TOPIC)
     assert [o.key for o in again.new] == [later]
     assert (again.objects, again.records, again.new_records) == (3, 8, 2)
+
+
+@pytest.mark.parametrize("limit", [None, 700])
+def test_listing_a_local_directory_during_in_order_renames_misses_no_key(tmp_path, limit):
+    # The mount lists a partition after its last key seen while the sink renames objects into the
+    # directory in key order: no object may be passed over by a listing that overlapped a rename.
+    bucket = LocalBucket(tmp_path / "bucket")
+    prefix = partition_prefix(TOPIC, 0)
+
+    def list_after(after: str | None) -> list[str]:
+        since = {prefix: after} if after else {}
+        return [o.key for o in list_new_objects(bucket, TOPIC, since, limit).objects]
+
+    keys, landing = land_in_key_order(bucket, TOPIC, 5_000)
+    assert poll_until_landed(landing, list_after) == keys
 
 
 def test_a_mount_follows_a_change_of_bucket_and_drops_an_older_format(tmp_path, s3_bucket, s3_resource, bucket_land):
