@@ -19,7 +19,7 @@ from pintrest_assets.defs.sources.assets import source_tables
 from pintrest_assets.defs.stream import assets as stream_assets
 from pintrest_assets.defs.stream.assets import kinesis_streams, stream_tables
 from pintrest_assets.defs.stream.checks import stream_reconciliation_checks
-from pintrest_assets.defs.stream.sensors import stream_tables_sensor
+from pintrest_assets.defs.stream.sensors import FOLLOW_SECONDS, stream_tables_sensor
 from pintrest_assets.gateway import Gateway
 from pintrest_assets.kinesis.streams import kinesis_client
 from pintrest_assets.resources.kinesis_proxy import KinesisProxyResource
@@ -184,6 +184,10 @@ def test_the_sensor_requests_a_refresh_while_records_wait(instance, resources, u
     result = tick(instance, kinesis, result.cursor)
     [request] = result.run_requests
     assert set(request.asset_selection) == set(STREAM_TABLES)
+    # The run follows the streams: its config is valid for the job the daemon launches.
+    assert request.run_config == {"ops": {"stream_tables": {"config": {"follow_seconds": FOLLOW_SECONDS}}}}
+    job = dg.Definitions(assets=ASSETS, resources=resources).resolve_implicit_job_def_def_for_assets(STREAM_TABLES)
+    assert dg.validate_run_config(job, request.run_config)["ops"]["stream_tables"]["config"]["follow_seconds"] == 600
     cursor = json.loads(result.cursor)
     assert all(len(cursor[spec.kinesis_stream(user_id)]) == SHARDS for spec in TOPICS)
 
