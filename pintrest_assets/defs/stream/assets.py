@@ -155,7 +155,7 @@ def _metadata(context: dg.AssetExecutionContext, outcome: StreamRefresh) -> dict
 def _run_waiting(context: dg.AssetExecutionContext) -> bool:
     """Whether another run waits to start (runs go one at a time)."""
     waiting = dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED])
-    return any(r.dagster_run.run_id != context.run_id for r in context.instance.get_run_records(waiting, limit=2))
+    return any(r.dagster_run.run_id != context.run.run_id for r in context.instance.get_run_records(waiting, limit=2))
 
 
 def acknowledged_so_far(instance: dg.DagsterInstance, spec: TopicSpec, stream: str) -> int:
