@@ -91,13 +91,18 @@ def check_only(instance, resources):
     return {e.asset_key.to_user_string(): e for e in result.get_asset_check_evaluations()}
 
 
-def metadata(result, asset: str) -> dict:
-    [materialization] = [
-        e.event_specific_data.materialization
+def materialisations(result, asset: str) -> list[dict]:
+    """The metadata of each materialisation of ``asset`` in the run, in order."""
+    return [
+        {k: v.value for k, v in e.event_specific_data.materialization.metadata.items()}
         for e in result.get_asset_materialization_events()
         if e.event_specific_data.materialization.asset_key.to_user_string() == asset
     ]
-    return {k: v.value for k, v in materialization.metadata.items()}
+
+
+def metadata(result, asset: str) -> dict:
+    [only] = materialisations(result, asset)
+    return only
 
 
 def test_streams_to_stream_tables_reconciled(instance, resources, user_id, kinesis, tmp_path):
@@ -228,11 +233,7 @@ def follow(instance, resources, seconds: float):
 
 def appended(result, asset: str) -> list[int]:
     """rows_appended of each materialisation of ``asset`` in the run, in order."""
-    return [
-        e.event_specific_data.materialization.metadata["rows_appended"].value
-        for e in result.get_asset_materialization_events()
-        if e.event_specific_data.materialization.asset_key.to_user_string() == asset
-    ]
+    return [meta["rows_appended"] for meta in materialisations(result, asset)]
 
 
 def wait_for_rows(path, rows: int, timeout: float = 120) -> None:
@@ -277,7 +278,7 @@ def test_a_following_run_appends_what_arrives_until_another_run_is_queued(
     assert appended(result, "pin_stream_table")[:2] == [40, 25]
     assert sum(appended(result, "pin_stream_table")) == 65
     assert sum(appended(result, "geo_stream_table")) == 40
-    assert metadata_of_last(result, "pin_stream_table")["dagster/row_count"] == 65
+    assert materialisations(result, "pin_stream_table")[-1]["dagster/row_count"] == 65
     assert any("gives way" in e.user_message for e in instance.all_logs(result.run_id))
     # Its checks ran once, at the end, and found the Kinesis proxy's 40 acknowledged and 65 read.
     evaluations = {e.asset_key.to_user_string(): e for e in result.get_asset_check_evaluations()}
@@ -295,12 +296,3 @@ def test_a_following_run_stops_when_nothing_arrives(instance, resources, monkeyp
     # The first refresh's materialisation, then the last one's, which found nothing.
     assert appended(result, "user_stream_table") == [10, 0]
     assert any("nothing arrived for 2s" in e.user_message for e in instance.all_logs(result.run_id))
-
-
-def metadata_of_last(result, asset: str) -> dict:
-    [*_, materialization] = [
-        e.event_specific_data.materialization
-        for e in result.get_asset_materialization_events()
-        if e.event_specific_data.materialization.asset_key.to_user_string() == asset
-    ]
-    return {k: v.value for k, v in materialization.metadata.items()}
