@@ -56,13 +56,15 @@ def land_in_key_order(bucket: LocalBucket, topic: str, count: int) -> tuple[list
 
 
 def poll_until_landed(landing: threading.Thread, list_after: Callable[[str | None], list[str]]) -> list[str]:
-    """Every key listed by polling ``list_after(last key seen)`` while ``landing`` runs, and once after."""
+    """Every key listed by polling ``list_after(last key seen)`` while ``landing`` runs, then until
+    a poll finds nothing (a paged listing may need several)."""
     seen: list[str] = []
     landing.start()
     while True:
         done = not landing.is_alive()
-        seen.extend(list_after(seen[-1] if seen else None))
-        if done:
+        found = list_after(seen[-1] if seen else None)
+        seen.extend(found)
+        if done and not found:
             return seen
 
 
