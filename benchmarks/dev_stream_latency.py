@@ -22,7 +22,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ import time
 from pathlib import Path
 
 import requests
+from ports import free_port
 
 PINTREST = [sys.executable, "-m", "pintrest_assets.cli"]
 
@@ -43,7 +43,7 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="pintrest-bench-dev-"))
-    ui_port, proxy_port, kinesis_port = _free_port(), _free_port(), _free_port()
+    ui_port, proxy_port, kinesis_port = free_port(), free_port(), free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PINTREST_") and k != "DAGSTER_HOME"},
         "PINTREST_HOME": str(work / "home"),
@@ -144,12 +144,6 @@ def _wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float = 1
         except requests.RequestException:
             time.sleep(0.5)
     raise SystemExit(f"no Dagster UI at {url} after {timeout:g} s")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 if __name__ == "__main__":

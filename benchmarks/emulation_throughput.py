@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ports import free_port
+
 from pintrest_assets.bucket import LocalBucket
 from pintrest_assets.ingest.emulation import emulate
 from pintrest_assets.ingest.landing import LandingWatcher
@@ -49,9 +51,21 @@ def main() -> None:
     results = {}
     for method, user_id, posts in (("bulk", "bench-bulk", args.posts), ("original", "bench-orig", args.original_posts)):
         bucket = LocalBucket(work / f"bucket-{method}")
-        port = _free_port()
+        port = free_port()
         gateway = subprocess.Popen(
-            [sys.executable, "-m", "pintrest_assets.cli", "gateway", "--no-kinesis", "--port", str(port), "--flush-size", str(args.flush_size), "--rotate-interval-ms", "1000"]
+            [
+                sys.executable,
+                "-m",
+                "pintrest_assets.cli",
+                "gateway",
+                "--no-kinesis",
+                "--port",
+                str(port),
+                "--flush-size",
+                str(args.flush_size),
+                "--rotate-interval-ms",
+                "1000",
+            ]
             + (["--no-fsync"] if args.no_fsync else []),
             env={**_env(), "PINTREST_HOME": str(work / f"home-{method}"), "PINTREST_BUCKET": str(bucket.root)},
             stdout=subprocess.DEVNULL,
@@ -98,12 +112,6 @@ def _wait_until_landed(bucket: LocalBucket, proxy: RestProxyResource, sent: int,
         if time.monotonic() > deadline:
             raise SystemExit(f"only {landed} of {sent} records landed within {timeout}s")
         time.sleep(0.05)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_for_port(port: int, timeout: float = 30) -> None:

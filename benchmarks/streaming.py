@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,7 @@ import time
 from pathlib import Path
 
 import requests
+from ports import free_port
 
 
 def main() -> None:
@@ -54,7 +54,7 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="pintrest-bench-stream-"))
-    port, kinesis_port = _free_port(), _free_port()
+    port, kinesis_port = free_port(), free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PINTREST_") and k != "DAGSTER_HOME"},
         "PINTREST_HOME": str(work / "home"),
@@ -313,12 +313,6 @@ def _wait_for_kinesis(url: str, timeout: float = 300) -> None:
             pass
         time.sleep(0.2)
     raise SystemExit(f"the gateway on {url} served no Kinesis within {timeout:g} s")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 if __name__ == "__main__":
