@@ -1,18 +1,35 @@
 # `make run` and `make test` do all the set-up: a virtual environment in .venv, then the task.
+# The environment is the one uv.lock pins (`make lock` regenerates it after a change to
+# pyproject.toml's dependencies): `install` installs what the pipeline runs on, and `dg`; the
+# tests and benchmarks add the `test` extra.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+UV := $(BIN)/uv
+# --locked: stop if uv.lock no longer matches pyproject.toml; --inexact: keep what another target
+# installed (the test extra), so `make run` after `make test` removes nothing.
+SYNC := $(UV) sync --locked --inexact --compile-bytecode
 
-.PHONY: install run dev test test-system bench clean
+.PHONY: install install-test lock run dev test test-system bench clean
 
-install: $(STAMP)
+install: $(VENV)/.installed
 
-$(STAMP): setup.py pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --python $(BIN)/python --compile-bytecode -e '.[test]'
+install-test: $(VENV)/.installed-test
+
+$(UV):
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet 'uv>=0.13'
+
+$(VENV)/.installed: pyproject.toml setup.py uv.lock | $(UV)
+	$(SYNC)
 	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(SYNC) --extra test
+	touch $@
+
+lock: | $(UV)
+	$(UV) lock
 
 dev: install
 	$(BIN)/pintrest dev
@@ -22,14 +39,14 @@ run: install
 
 # The Debian packages the tests need (chromium, mariadb-server, postgresql, nodejs): installed by `test`
 # when it runs as root with apt-get, else named with the command that installs them.
-test: install
+test: install-test
 	@bash scripts/provision-test-system.sh
 	$(BIN)/python -m pytest
 
 test-system:
 	@bash scripts/provision-test-system.sh --require
 
-bench: install
+bench: install-test
 	$(BIN)/python benchmarks/emulation_throughput.py
 	$(BIN)/python benchmarks/lake_refresh.py
 	$(BIN)/python benchmarks/reconciliation.py
