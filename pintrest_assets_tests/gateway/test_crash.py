@@ -25,7 +25,7 @@ def _load(url: str, topic: str, worker: int, acknowledged: set, sent: set, lock:
             sent.update(ids)
         try:
             response = produce(url, topic, [{"id": id_, "payload": "x" * 200} for id_ in ids], session=session)
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
             return  # killed mid-request: these records are not acknowledged
         assert response.status_code == 200, response.text
         offsets = response.json()["offsets"]
@@ -36,9 +36,17 @@ def _load(url: str, topic: str, worker: int, acknowledged: set, sent: set, lock:
 
 def _run_under_load(gateway, round_: int, acknowledged: set, sent: set, kill_after: int) -> None:
     lock, stop = threading.Lock(), threading.Event()
+    errors: list[BaseException] = []  # what went wrong in a load thread, raised again here
+
+    def load(*args) -> None:
+        try:
+            _load(*args)
+        except BaseException as exc:  # noqa: BLE001 - raised again by the test
+            errors.append(exc)
+
     threads = [
         threading.Thread(
-            target=_load, args=(gateway.url, topic, f"{round_}.{worker}", acknowledged, sent, lock, stop), daemon=True
+            target=load, args=(gateway.url, topic, f"{round_}.{worker}", acknowledged, sent, lock, stop), daemon=True
         )
         for topic in TOPICS
         for worker in range(2)
@@ -54,6 +62,9 @@ def _run_under_load(gateway, round_: int, acknowledged: set, sent: set, kill_aft
     stop.set()
     for thread in threads:
         thread.join(timeout=10)
+    assert not any(thread.is_alive() for thread in threads)
+    if errors:
+        raise errors[0]
     assert len(acknowledged) - before >= kill_after, "the load never got going"
 
 

@@ -53,8 +53,9 @@ def test_wall_clock_rotation_commits_a_partial_file(start_gateway, bucket):
     gateway = start_gateway(flush_size=100, rotate_interval_ms=1000)
     sent = time.monotonic()
     produce(gateway.url, "u.user", [1, 2, 3])
-    assert landed_objects(bucket, "u.user") == []  # not full: it waits for the rotation
-    wait_until(lambda: landed_objects(bucket, "u.user"))
+    # Not full: it waits for the rotation. Polled from the send on, so a file landed early would be
+    # seen early; a slow machine only sees it later.
+    wait_until(lambda: landed_objects(bucket, "u.user"), timeout=30)
     assert time.monotonic() - sent >= 0.9
     assert landed_objects(bucket, "u.user") == [(0, [1, 2, 3])]
 

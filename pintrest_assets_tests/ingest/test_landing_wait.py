@@ -1,7 +1,5 @@
 """Waiting until what the REST proxy acknowledged has landed in the bucket."""
 
-import threading
-
 from pintrest_assets.bucket import LocalBucket
 from pintrest_assets.ingest.landing import wait_until_landed
 from pintrest_assets.sink_layout import object_key
@@ -14,18 +12,24 @@ def _land(bucket, topic, start, count):
 def test_waits_until_every_acknowledged_offset_has_landed_and_reports_progress(tmp_path):
     bucket = LocalBucket(tmp_path)
     _land(bucket, "u.pin", 0, 5)
-    later = threading.Timer(0.3, lambda: (_land(bucket, "u.pin", 5, 5), _land(bucket, "u.geo", 0, 4)))
-    later.start()
+    # The rest lands between looks: the pin records after the first, the geo records after the second.
+    landings = [lambda: _land(bucket, "u.pin", 5, 5), lambda: _land(bucket, "u.geo", 0, 4)]
     seen = []
+
+    def on_progress(n, total):
+        seen.append((n, total))
+        if landings:
+            landings.pop(0)()
+
     landed = wait_until_landed(
         bucket,
         {"u.pin": {"0": [0, 9]}, "u.geo": {0: (0, 3)}},
         timeout=30,
         poll_interval=0.05,
-        on_progress=lambda n, total: seen.append((n, total)),
+        on_progress=on_progress,
     )
     assert landed == {"u.pin": 10, "u.geo": 4}
-    assert seen[0] == (5, 14) and seen[-1] == (14, 14)
+    assert seen == [(5, 14), (10, 14), (14, 14)]
 
 
 def test_gives_up_after_the_timeout_with_what_landed(tmp_path):

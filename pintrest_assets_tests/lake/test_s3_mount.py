@@ -159,12 +159,23 @@ def test_ledger_lines_read_backwards_across_blocks(tmp_path, block_size):
 
 def test_concurrent_syncs_mount_each_object_once(s3_mount, s3_bucket, s3_requests, bucket_land):
     keys = [bucket_land(s3_bucket, TOPIC, offset) for offset in range(20)]
-    mounts = []
-    threads = [threading.Thread(target=lambda: mounts.append(s3_mount.mount_topic(TOPIC))) for _ in range(2)]
+    mounts, errors = [], []
+
+    def mount() -> None:
+        try:
+            mounts.append(s3_mount.mount_topic(TOPIC))
+        except BaseException as exc:  # noqa: BLE001 - raised again below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=mount) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads)
+    if errors:
+        raise errors[0]
+    assert len(mounts) == 2  # both syncs finished: one mounted everything, the other found nothing new
     assert sorted(o.key for m in mounts for o in m.new) == keys
     assert s3_requests["GetObject"] == 20
     assert {(m.objects, m.records) for m in mounts} == {(20, 20)}
