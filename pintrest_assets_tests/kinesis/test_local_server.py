@@ -12,7 +12,7 @@ from pintrest_assets.kinesis.streams import create_stream, kinesis_client, wait_
 from pintrest_assets_tests.kinesis.conftest import put_posts
 from pintrest_assets_tests.net import free_port, is_listening
 
-pytestmark = pytest.mark.kinesis  # kinesalite: Node.js and npm
+# Tests marked kinesis run kinesalite (Node.js and npm); the others need neither.
 
 
 def _all_records(client, stream: str) -> list[tuple[str, str, bytes]]:
@@ -31,6 +31,7 @@ def _all_records(client, stream: str) -> list[tuple[str, str, bytes]]:
     return records
 
 
+@pytest.mark.kinesis
 def test_records_survive_a_sigkill_and_a_restart(tmp_path):
     port = free_port()
     server = LocalKinesis(tmp_path / "data", port).start()
@@ -57,6 +58,7 @@ def test_records_survive_a_sigkill_and_a_restart(tmp_path):
     assert (tmp_path / "data.log").exists()
 
 
+@pytest.mark.kinesis
 def test_a_taken_port_is_reported(kinesalite, tmp_path):
     with pytest.raises(KinesaliteUnavailable, match="already taken"):
         LocalKinesis(tmp_path / "data", kinesalite.port).start()
@@ -68,6 +70,7 @@ def test_missing_npm_is_named(tmp_path, monkeypatch):
         local_server.install_kinesalite(tmp_path / "tools")
 
 
+@pytest.mark.kinesis
 def test_an_installed_copy_needs_no_npm(kinesalite, monkeypatch):
     cli = local_server.install_kinesalite()  # installed already for the session's server
     assert cli.name == "cli.js" and cli.exists()

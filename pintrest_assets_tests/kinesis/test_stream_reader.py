@@ -20,7 +20,7 @@ from pintrest_assets.kinesis.spark_source import (
 from pintrest_assets.kinesis.streams import create_stream, kinesis_client, wait_until_active
 from pintrest_assets_tests.kinesis.conftest import put_posts
 
-pytestmark = pytest.mark.kinesis  # kinesalite: Node.js and npm
+# Tests marked kinesis run kinesalite (Node.js and npm); the others need neither.
 
 
 def reader(endpoint_url: str, stream: str, **options) -> KinesisStreamReader:
@@ -47,6 +47,7 @@ def read_all(source: KinesisStreamReader, start: dict) -> tuple[list[tuple], dic
         start = end
 
 
+@pytest.mark.kinesis
 def test_reads_every_shard_in_batches_and_resumes(kinesalite, kinesis, new_stream):
     stream = new_stream(3)
     put_posts(kinesis, stream, 0, 1000)
@@ -67,6 +68,7 @@ def test_reads_every_shard_in_batches_and_resumes(kinesalite, kinesis, new_strea
     assert sorted(indexes(more)) == list(range(1000, 1050))
 
 
+@pytest.mark.kinesis
 def test_columns_are_those_of_databricks(kinesalite, kinesis, new_stream):
     stream = new_stream(1)
     before = time.time()
@@ -83,6 +85,7 @@ def test_columns_are_those_of_databricks(kinesalite, kinesis, new_stream):
     )
 
 
+@pytest.mark.kinesis
 def test_replay_reads_exactly_the_batch_between_two_offsets(kinesalite, kinesis, new_stream):
     stream = new_stream(2)
     put_posts(kinesis, stream, 0, 200)
@@ -101,6 +104,7 @@ def test_replay_reads_exactly_the_batch_between_two_offsets(kinesalite, kinesis,
     assert sorted(indexes(second)) == list(range(200, 300))
 
 
+@pytest.mark.kinesis
 def test_available_now_stops_at_what_had_arrived(kinesalite, kinesis, new_stream):
     stream = new_stream(2)
     put_posts(kinesis, stream, 0, 400)
@@ -114,6 +118,7 @@ def test_available_now_stops_at_what_had_arrived(kinesalite, kinesis, new_stream
     assert sorted(indexes(rest)) == list(range(400, 500))
 
 
+@pytest.mark.kinesis
 def test_latest_starts_at_the_tip(kinesalite, kinesis, new_stream):
     stream = new_stream(2)
     put_posts(kinesis, stream, 0, 100)
@@ -140,6 +145,7 @@ def test_latest_starts_at_the_tip(kinesalite, kinesis, new_stream):
     assert sorted(fresh.readBetweenOffsets(later, end)) == sorted(rows)
 
 
+@pytest.mark.kinesis
 def test_a_reshard_is_followed_parent_before_children(kinesalite, kinesis, new_stream):
     stream = new_stream(1)
     by_key = lambda i: f"key-{i % 7}"  # a few keys, each in every generation of shards
@@ -208,6 +214,7 @@ def test_options_are_read_case_insensitively_and_checked():
         KinesisOptions({"streamname": "s", "maxrecordsperfetch": "20000"})
 
 
+@pytest.mark.kinesis
 def test_a_missing_stream_is_named(kinesalite):
     with pytest.raises(ValueError, match="'nowhere' does not exist"):
         reader(kinesalite.endpoint_url, "nowhere").initialOffset()

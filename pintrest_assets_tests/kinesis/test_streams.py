@@ -9,7 +9,7 @@ import pytest
 from pintrest_assets.kinesis.streams import ensure_streams, stream_name, stream_names, stream_status
 from pintrest_assets.topics import TOPICS, TOPICS_BY_NAME
 
-pytestmark = pytest.mark.kinesis  # kinesalite: Node.js and npm
+# Tests marked kinesis run kinesalite (Node.js and npm); the others need neither.
 
 
 def test_one_stream_per_topic_named_as_the_original():
@@ -26,6 +26,7 @@ def _shard_count(client, name: str) -> int:
     return client.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["OpenShardCount"]
 
 
+@pytest.mark.kinesis
 def test_streams_are_created_once_and_active(kinesis):
     user_id = uuid.uuid4().hex[:12]
     names = ensure_streams(kinesis, user_id, shard_count=2)
@@ -43,6 +44,7 @@ def test_streams_are_created_once_and_active(kinesis):
     assert sum(1 for _ in _records(kinesis, names["pin"])) == 1
 
 
+@pytest.mark.kinesis
 def test_missing_streams_are_created_beside_existing_ones(kinesis):
     user_id = uuid.uuid4().hex[:12]
     kinesis.create_stream(StreamName=f"streaming-{user_id}-geo", ShardCount=4)

@@ -9,13 +9,42 @@ in the environment. MODE is the entry point:
 
 The process starts once, then refreshes each time a line comes on stdin, and answers each with
 one line on stdout, ``answer: `` and JSON: ``{"ok": bool, "attempts": df_pin's commit attempts, "error": str}``.
+
+With ``PINTREST_TEST_MEET_DIR`` set, each refresh holds its first commit to df_pin until the other
+writer's refresh has read the table too (a file per writer and refresh in that directory), so the
+two writers always meet: both read the same table version, and one of them must start again.
 """
 
 import json
+import os
 import sys
+import time
 import traceback
+from pathlib import Path
 
 ANSWER = "answer: "
+MEET_TIMEOUT_SECONDS = 120
+
+
+def _meet_before_committing(mode: str, meet_dir: Path, refreshes) -> None:
+    """Holds df_pin's first append attempt of each refresh until the other writer reaches its own."""
+    from pintrest_assets.resources.warehouse import WarehouseIOManager
+
+    append = WarehouseIOManager._append
+    met = set()
+
+    def meeting_append(self, table, batch):
+        refresh = refreshes()
+        if table.name == "df_pin" and refresh not in met:
+            met.add(refresh)
+            (meet_dir / f"{mode}.{refresh}").touch()
+            other = meet_dir / f"{'run' if mode == 'sensor' else 'sensor'}.{refresh}"
+            deadline = time.monotonic() + MEET_TIMEOUT_SECONDS
+            while not other.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return append(self, table, batch)
+
+    WarehouseIOManager._append = meeting_append
 
 
 def main(mode: str) -> None:
@@ -40,8 +69,13 @@ def main(mode: str) -> None:
         wanted = {dg.AssetKey("pin_raw_json"), dg.AssetKey("df_pin")}
         assets = [a for a in [*raw_json_assets, *dataframe_assets] if a.key in wanted]
 
+    refresh = 0
+    if os.environ.get("PINTREST_TEST_MEET_DIR"):
+        _meet_before_committing(mode, Path(os.environ["PINTREST_TEST_MEET_DIR"]), lambda: refresh)
+
     print(ANSWER + json.dumps({"ready": True}), flush=True)
     for _ in sys.stdin:
+        refresh += 1
         try:
             if mode == "run":
                 topics = {spec.name: {} for spec in TOPICS}
