@@ -28,11 +28,19 @@ WORKSPACE = Path(__file__).resolve().parents[2] / "workspace.yaml"  # at the rep
     ),
     verbose_help="Show the UI's services' log (warnings only without), the gateway's banner and Spark's log",
 )
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface the UI listens on.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface the UI listens on; any but loopback is warned about (the UI has no authentication).",
+)
 @click.option("--port", type=click.IntRange(1, 65535), default=3000, show_default=True, help="Port of the UI.")
 def command(settings, verbose: bool, host: str, port: int) -> int:
     from pintrest_assets.gateway.process import local_gateway
     from pintrest_assets.instance import use_project_instance
+
+    if warning := exposure_warning(host):
+        click.echo(warning, err=True)
 
     # Ctrl-C and a plain kill both stop everything, even when started from a script, which
     # leaves SIGINT ignored in background processes.
@@ -56,6 +64,19 @@ def command(settings, verbose: bool, host: str, port: int) -> int:
             return 0
         finally:
             _stop(ui)
+
+
+def exposure_warning(host: str) -> str | None:
+    """The warning for a UI that listens beyond loopback, where anyone who reaches it may use it."""
+    from pintrest_assets.gateway.server import is_loopback
+
+    if is_loopback(host):
+        return None
+    return (
+        f"warning: the Dagster UI listens on {host}, reachable beyond this machine. It has no "
+        "authentication, and anyone who reaches it can launch runs and wipe assets: put it behind "
+        'an authenticating proxy (README: "The Dagster UI beyond this machine").'
+    )
 
 
 def _stop(process: subprocess.Popen) -> None:
