@@ -36,13 +36,21 @@ keep their order across a reshard; a shard past retention drops out of the offse
 For the first batch Spark asks for the initial offset anew, which for ``latest`` would be a later
 time: the offsets of such a query also hold ``"@startedAt": <epoch ms>``, the time it started.
 
+**What a batch read**: besides the positions, a batch's end offset holds, for each shard it read
+records from, ``"@read:<shardId>": "<records>,<last sequence number>,<newest arrival, epoch ms>"``,
+and ``"@read:*"``, the records it read in all (a start offset's are ignored). The offset log of the checkpoint (``offsets/<batch id>``), written
+before the batch runs, so tells its writer what the batch holds per shard without a Spark job.
+
 **Trigger.AvailableNow**: the query reads every record that arrived before it started (by
 ``ApproximateArrivalTimestamp`` against this machine's clock), in batches of at most
 ``maxRecordsPerBatch``, then stops; records arriving meanwhile wait for the next run.
 
 The reader runs on the driver (a "simple" stream reader): it fetches each batch while planning
 it, which suits the pipeline's volume (tens of thousands of records a second on a laptop) and
-keeps GetRecords calls to one pass per shard (Kinesis allows 5 a second per shard).
+keeps GetRecords calls to one pass per shard (Kinesis allows 5 a second per shard). A batch goes
+to Spark as Arrow record batches, built from GetRecords' JSON answers as they come (the records'
+base64 ``Data`` decoded, their arrival times kept as numbers), not through botocore's
+per-record parsing and Python rows.
 
 The Python workers must run an interpreter that has this project installed: set
 ``PYSPARK_PYTHON`` to it before the session starts (a session built in Python ignores
@@ -55,6 +63,8 @@ skipping records older than the timestamp (on AWS the call answers at once).
 
 from __future__ import annotations
 
+import base64
+import json
 import math
 import os
 import sys
@@ -64,6 +74,7 @@ from typing import Any
 
 from pyspark.sql.datasource import DataSource, SimpleDataSourceStreamReader
 from pyspark.sql.streaming.datasource import SupportsTriggerAvailableNow
+import pyarrow as pa
 from pyspark.sql.types import StructType
 
 FORMAT = "pintrest_kinesis"
@@ -76,6 +87,8 @@ TRIM_HORIZON = "TRIM_HORIZON"
 SHARD_END = "SHARD_END"
 AT_TIMESTAMP = "AT_TIMESTAMP:"
 STARTED_AT = "@startedAt"  # in the offsets of a query started at "latest": when (epoch ms)
+READ_PREFIX = "@read:"  # in a batch's end offset: what it read from a shard (see the module's doc)
+READ_TOTAL = READ_PREFIX + "*"  # ... and the records it read in all
 
 MAX_RECORDS_PER_FETCH = 10_000  # GetRecords' own limit
 DEFAULT_MAX_RECORDS_PER_BATCH = 100_000
@@ -84,6 +97,84 @@ DEFAULT_MAX_RECORDS_PER_BATCH = 100_000
 MAX_EMPTY_FETCHES = 20
 # How long a GetShardIterator AT_TIMESTAMP may take before the reader scans the shard instead.
 AT_TIMESTAMP_TIMEOUT_S = 2.0
+
+# The columns as Arrow types, as Spark expects a Python data source's record batches.
+ARROW_SCHEMA = pa.schema(
+    [
+        ("partitionKey", pa.string()),
+        ("data", pa.binary()),
+        ("stream", pa.string()),
+        ("shardId", pa.string()),
+        ("sequenceNumber", pa.string()),
+        ("approximateArrivalTimestamp", pa.timestamp("us", tz="UTC")),
+    ]
+)
+# A GetRecords answer's records, as Kinesis sent them (JSON: ``Data`` base64, the arrival time
+# in epoch seconds), under this key instead of botocore's parsed ``Records``.
+RAW_RECORDS = "RawRecords"
+
+
+def _keep_records_raw(response_dict: dict, customized_response_dict: dict, **_) -> None:
+    """botocore's ``before-parse`` hook for GetRecords: takes the records out of the JSON answer
+    (one ``json.loads``), so botocore parses the few fields left, not every record's shape,
+    blob and timestamp (most of a page's cost)."""
+    if response_dict.get("status_code") != 200 or not response_dict.get("body"):
+        return
+    answer = json.loads(response_dict["body"])
+    customized_response_dict[RAW_RECORDS] = answer.pop("Records", None) or []
+    response_dict["body"] = json.dumps(answer).encode()
+
+
+class ShardRead:
+    """What a reader read from one shard: Arrow batches, a page at a time, and where it stopped."""
+
+    def __init__(self, stream: str, shard_id: str, position: str):
+        self.stream = stream
+        self.shard_id = shard_id
+        self.position = position
+        self.batches: list[pa.RecordBatch] = []
+        self.records = 0
+        self.last_arrival_ms = 0
+
+    def add(self, records: list[dict]) -> None:
+        if not records:
+            return
+        n = len(records)
+        arrivals = [round(float(r["ApproximateArrivalTimestamp"]) * 1_000_000) for r in records]
+        self.batches.append(
+            pa.RecordBatch.from_arrays(
+                [
+                    pa.array([r["PartitionKey"] for r in records], pa.string()),
+                    pa.array([base64.b64decode(r["Data"]) for r in records], pa.binary()),
+                    pa.array([self.stream] * n, pa.string()),
+                    pa.array([self.shard_id] * n, pa.string()),
+                    pa.array([r["SequenceNumber"] for r in records], pa.string()),
+                    pa.array(arrivals, pa.timestamp("us", tz="UTC")),
+                ],
+                schema=ARROW_SCHEMA,
+            )
+        )
+        self.records += n
+        self.last_arrival_ms = max(self.last_arrival_ms, max(arrivals) // 1000)
+
+    def summary(self) -> str:
+        """``"<records>,<last sequence number read>,<newest arrival, epoch ms>"``."""
+        last = self.batches[-1].column("sequenceNumber")[-1].as_py() if self.batches else ""
+        return f"{self.records},{last},{self.last_arrival_ms}"
+
+
+def read_summaries(offset: dict) -> dict[str, dict] | None:
+    """What a batch read per shard, from its end offset: ``{shard: {records, last, arrived}}``
+    (``arrived`` in epoch seconds); None for an offset that does not say (an earlier reader's)."""
+    if READ_TOTAL not in offset:
+        return None
+    found = {}
+    for key, value in offset.items():
+        if key.startswith(READ_PREFIX) and key != READ_TOTAL:
+            records, last, arrived = str(value).split(",")
+            found[key[len(READ_PREFIX) :]] = {"records": int(records), "last": last, "arrived": int(arrived) / 1000}
+    return found
+
 
 _POSITIONS = {"earliest": TRIM_HORIZON, "trim_horizon": TRIM_HORIZON, "latest": "latest"}
 
@@ -195,7 +286,9 @@ class KinesisStreamReader(SimpleDataSourceStreamReader, SupportsTriggerAvailable
         from pintrest_assets.kinesis.streams import kinesis_client
 
         o = self.options
-        return kinesis_client(o.endpoint_url, o.region, o.access_key, o.secret_key, **kwargs)
+        client = kinesis_client(o.endpoint_url, o.region, o.access_key, o.secret_key, **kwargs)
+        client.meta.events.register("before-parse.kinesis.GetRecords", _keep_records_raw)
+        return client
 
     # --- SimpleDataSourceStreamReader ------------------------------------------------------------
 
@@ -216,13 +309,14 @@ class KinesisStreamReader(SimpleDataSourceStreamReader, SupportsTriggerAvailable
     def prepareForTriggerAvailableNow(self) -> None:
         self._cutoff = time.time()
 
-    def read(self, start: dict) -> tuple[Iterator[tuple], dict]:
+    def read(self, start: dict) -> tuple[Iterator[pa.RecordBatch], dict]:
         shards = self.list_shards()
         by_id = {s["ShardId"]: s for s in shards}
         positions = {shard_id: start.get(shard_id, TRIM_HORIZON) for shard_id in by_id}
         pending = [shard_id for shard_id in by_id if positions[shard_id] != SHARD_END]
         budget = max(1, math.ceil(self.options.max_records_per_batch / max(1, len(pending))))
-        rows: list[tuple] = []
+        batches: list[pa.RecordBatch] = []
+        read: dict[str, str] = {}
         progress = True
         while pending and progress:
             progress = False
@@ -232,35 +326,41 @@ class KinesisStreamReader(SimpleDataSourceStreamReader, SupportsTriggerAvailable
                     continue  # a child waits until its parents are read to their end
                 pending.remove(shard_id)
                 progress = True
-                shard_rows, positions[shard_id] = self.read_shard(
+                shard_read = self.read_shard(
                     shard_id,
                     positions[shard_id],
                     closed=_is_closed(by_id[shard_id]),
                     budget=budget,
                     cutoff=self._cutoff,
                 )
-                rows.extend(shard_rows)
+                positions[shard_id] = shard_read.position
+                if shard_read.records:
+                    batches.extend(shard_read.batches)
+                    read[READ_PREFIX + shard_id] = shard_read.summary()
         end = dict(sorted(positions.items()))
         if STARTED_AT in start:
             end[STARTED_AT] = start[STARTED_AT]
-        return iter(rows), end
+        if end == {k: v for k, v in start.items() if not k.startswith(READ_PREFIX)} and not read:
+            return iter([]), start  # nothing new: the same offset, so Spark runs no batch
+        end.update(sorted(read.items()))
+        end[READ_TOTAL] = sum(int(v.split(",")[0]) for v in read.values())
+        return iter(batches), end
 
-    def readBetweenOffsets(self, start: dict, end: dict) -> Iterator[tuple]:
-        rows: list[tuple] = []
+    def readBetweenOffsets(self, start: dict, end: dict) -> Iterator[pa.RecordBatch]:
+        batches: list[pa.RecordBatch] = []
         # Replaying the first batch after a restart, Spark passes a new initial offset: a
         # query started at "latest" starts where the batch's end offset says it did.
         started = AT_TIMESTAMP + str(end[STARTED_AT]) if STARTED_AT in end else None
         for shard_id, until in end.items():
-            if shard_id == STARTED_AT:
+            if shard_id.startswith("@"):
                 continue
             since = start.get(shard_id, TRIM_HORIZON)
             if started is not None and since.startswith(AT_TIMESTAMP):
                 since = started
             if until == since or not (until == SHARD_END or until.isdigit()):
                 continue  # nothing of this shard in the batch
-            shard_rows, _ = self.read_shard(shard_id, since, until=until)
-            rows.extend(shard_rows)
-        return iter(rows)
+            batches.extend(self.read_shard(shard_id, since, until=until).batches)
+        return iter(batches)
 
     def commit(self, end: dict) -> None:
         pass
@@ -290,61 +390,70 @@ class KinesisStreamReader(SimpleDataSourceStreamReader, SupportsTriggerAvailable
         budget: int | None = None,
         cutoff: float | None = None,
         until: str | None = None,
-    ) -> tuple[list[tuple], str]:
-        """The rows of one shard after ``position`` and the position they lead to.
+    ) -> ShardRead:
+        """The records of one shard after ``position`` (as Arrow batches) and the position they
+        lead to.
 
-        Reads up to the shard's tip (or its end, for a ``closed`` shard), at most ``budget`` rows,
-        and no record that arrived after ``cutoff`` (epoch seconds); or, replaying, exactly up to
-        ``until`` (a sequence number or ``SHARD_END``).
+        Reads up to the shard's tip (or its end, for a ``closed`` shard), at most ``budget``
+        records, and no record that arrived after ``cutoff`` (epoch seconds); or, replaying,
+        exactly up to ``until`` (a sequence number or ``SHARD_END``).
         """
+        done = ShardRead(self.options.stream_name, shard_id, position)
         if position == SHARD_END:
-            return [], position
+            return done
         until_seq = int(until) if until is not None and until != SHARD_END else None
         iterator, skip_before = self._shard_iterator(shard_id, position)
         if iterator is None:
-            return [], position
-        stream = self.options.stream_name
-        rows: list[tuple] = []
+            return done
         empty = 0
         while True:
             limit = self.options.max_records_per_fetch
             if budget is not None and until is None:
-                limit = max(1, min(limit, budget - len(rows)))
+                limit = max(1, min(limit, budget - done.records))
             page = self.client.get_records(ShardIterator=iterator, Limit=limit)
-            records = page["Records"]
-            for record in records:
-                sequence = record["SequenceNumber"]
-                if until_seq is not None and int(sequence) > until_seq:
-                    return rows, position
-                arrived = record["ApproximateArrivalTimestamp"]
-                if cutoff is not None and until is None and arrived.timestamp() > cutoff:
-                    return rows, position
-                position = sequence
+            records = page.get(RAW_RECORDS, [])
+            stop = False
+            take = len(records)
+            first = 0
+            for i, record in enumerate(records):
+                if until_seq is not None and int(record["SequenceNumber"]) > until_seq:
+                    take, stop = i, True
+                    break
+                if cutoff is not None and until is None and float(record["ApproximateArrivalTimestamp"]) > cutoff:
+                    take, stop = i, True
+                    break
                 if skip_before is not None:
-                    if arrived.timestamp() * 1000 < skip_before:
+                    if float(record["ApproximateArrivalTimestamp"]) * 1000 < skip_before:
+                        first = i + 1
                         continue
                     skip_before = None
-                rows.append((record["PartitionKey"], bytes(record["Data"]), stream, shard_id, sequence, arrived))
-                if until_seq is not None and int(sequence) == until_seq:
-                    return rows, position
+                if until_seq is not None and int(record["SequenceNumber"]) == until_seq:
+                    take, stop = i + 1, True
+                    break
+            if take:
+                done.position = records[take - 1]["SequenceNumber"]
+                done.add(records[first:take])
+            if stop:
+                return done
             iterator = page.get("NextShardIterator")
             if iterator is None:  # a closed shard, read to its end
-                return rows, SHARD_END
+                done.position = SHARD_END
+                return done
             at_tip = page.get("MillisBehindLatest", 0) == 0 and not closed
             if until is not None:
                 # Replaying: on to the batch's end, however many pages that takes; a tip reached
                 # first means the rest of the batch is no longer retained.
                 if not records and at_tip:
-                    return rows, position
+                    return done
                 continue
-            if budget is not None and len(rows) >= budget:
-                return rows, position
+            if budget is not None and done.records >= budget:
+                return done
             if not records:
                 empty += 1
                 if at_tip or empty > MAX_EMPTY_FETCHES:
-                    return rows, position
+                    return done
             elif at_tip and len(records) < limit:
-                return rows, position  # at the tip: another page would be empty
+                return done  # at the tip: another page would be empty
 
     def _shard_iterator(self, shard_id: str, position: str) -> tuple[str | None, float | None]:
         """A shard iterator at ``position``, and the epoch ms before which records are skipped

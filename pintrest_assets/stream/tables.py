@@ -53,6 +53,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from pintrest_assets.kinesis.spark_source import read_summaries
 from pintrest_assets.lake.parsing import good_rows, parse_records, rejected_lines
 from pintrest_assets.lake.schemas import SCHEMAS
 from pintrest_assets.resources import warehouse
@@ -188,6 +189,23 @@ class StreamTable:
         commits = self.checkpoint / "commits"
         return sorted(int(p.name) for p in commits.iterdir() if p.name.isdigit()) if commits.is_dir() else []
 
+    def batch_read(self, batch_id: int) -> dict[str, dict] | None:
+        """What micro-batch ``batch_id`` read from each shard (``{shard: {records, last,
+        arrived}}``), as the source wrote it into the batch's end offset, which Spark logs in
+        the checkpoint (``offsets/<batch id>``) before it runs the batch; None if it does not say."""
+        try:
+            lines = (self.checkpoint / "offsets" / str(batch_id)).read_text().splitlines()
+        except OSError:
+            return None
+        # "v1", the batch's metadata, then the end offset of each source (this query has one).
+        if len(lines) < 3:
+            return None
+        try:
+            offset = json.loads(lines[2])
+        except ValueError:
+            return None
+        return read_summaries(offset) if isinstance(offset, dict) else None
+
     def prepare(self, spark) -> StreamState:
         """Before a query starts: refuses a table and a checkpoint that do not belong together,
         creates the table empty if it does not exist (readers find it), commits the quarantine
@@ -236,22 +254,24 @@ class StreamTable:
             "shardId",
             "sequenceNumber",
             "approximateArrivalTimestamp",
-        ).persist()
-        try:
+        )
+        # What the batch read per shard, from its offset in the checkpoint (no Spark job); a
+        # batch an earlier reader planned does not say, and is counted by Spark.
+        shards = self.batch_read(batch_id)
+        if shards is None:
             shards = shard_summary(records)
-            count = sum(s["records"] for s in shards.values())
-            adds: list[AddAction] = []
-            quarantine_adds: list[AddAction] = []
-            if count:
-                lines = records.select("key", "line")
-                parsed = parse_records(lines, self.raw_schema, self.spec.index_column)
-                adds = warehouse.write_files(clean(good_rows(parsed), self.spec), self.path)
-                if _rows(adds) < count:
-                    # Rejected records are few: one file per batch.
-                    rejected = rejected_lines(parsed).unionByName(empty_records(lines))
-                    quarantine_adds = warehouse.write_files(rejected.coalesce(1), self.quarantine_path)
-        finally:
-            records.unpersist()
+        count = sum(s["records"] for s in shards.values())
+        adds: list[AddAction] = []
+        quarantine_adds: list[AddAction] = []
+        if count:
+            # One pass over the batch: parsed, cleaned and written by one Spark job. The few
+            # records rejected are read again (from the batch Spark keeps) only if there are any.
+            lines = records.select("key", "line")
+            parsed = parse_records(lines, self.raw_schema, self.spec.index_column)
+            adds = warehouse.write_files(clean(good_rows(parsed), self.spec), self.path)
+            if _rows(adds) < count:
+                rejected = rejected_lines(parsed).unionByName(empty_records(lines))
+                quarantine_adds = warehouse.write_files(rejected.coalesce(1), self.quarantine_path)
         rows, quarantined = _rows(adds), _rows(quarantine_adds)
         if rows + quarantined != count:
             raise RuntimeError(

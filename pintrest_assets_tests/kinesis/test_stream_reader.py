@@ -16,6 +16,7 @@ from pintrest_assets.kinesis.spark_source import (
     KinesisDataSource,
     KinesisOptions,
     KinesisStreamReader,
+    read_summaries,
 )
 from pintrest_assets.kinesis.streams import create_stream, kinesis_client, wait_until_active
 from pintrest_assets_tests.kinesis.conftest import put_posts
@@ -29,6 +30,16 @@ def reader(endpoint_url: str, stream: str, **options) -> KinesisStreamReader:
     return KinesisDataSource({k.lower(): str(v) for k, v in given.items()}).simpleStreamReader(None)
 
 
+def rows_of(batches) -> list[tuple]:
+    """The source's Arrow record batches as rows: tuples in the columns' order."""
+    return [tuple(row.values()) for batch in batches for row in batch.to_pylist()]
+
+
+def shard_positions(offset: dict) -> dict:
+    """An offset's shards and positions, without what the batch read (``@read:...``)."""
+    return {k: v for k, v in offset.items() if not k.startswith("@")}
+
+
 def indexes(rows) -> list[int]:
     return [json.loads(row[1])["index"] for row in rows]
 
@@ -38,7 +49,7 @@ def read_all(source: KinesisStreamReader, start: dict) -> tuple[list[tuple], dic
     rows, batches = [], 0
     while True:
         batch, end = source.read(start)
-        batch = list(batch)
+        batch = rows_of(batch)
         if end == start:
             assert not batch
             return rows, end, batches
@@ -60,7 +71,7 @@ def test_reads_every_shard_in_batches_and_resumes(kinesalite, kinesis, new_strea
     assert batches >= 4  # at most 300 a batch
     assert {row[3] for row in rows} == set(start) and {row[2] for row in rows} == {stream}
     # The offset holds each shard's last sequence number: the largest read from it.
-    for shard_id, last in end.items():
+    for shard_id, last in shard_positions(end).items():
         assert int(last) == max(int(row[4]) for row in rows if row[3] == shard_id)
 
     put_posts(kinesis, stream, 1000, 50)
@@ -73,11 +84,16 @@ def test_columns_are_those_of_databricks(kinesalite, kinesis, new_stream):
     stream = new_stream(1)
     before = time.time()
     kinesis.put_record(StreamName=stream, Data=b'{"index": 7}', PartitionKey="key-7")
-    [row], _ = reader(kinesalite.endpoint_url, stream, initialPosition="trim_horizon").read({})
+    batches, end = reader(kinesalite.endpoint_url, stream, initialPosition="trim_horizon").read({})
+    [row] = rows_of(batches)
     partition_key, data, stream_column, shard_id, sequence, arrived = row
     assert (partition_key, data, stream_column, shard_id) == ("key-7", b'{"index": 7}', stream, "shardId-000000000000")
     assert sequence.isdigit() and len(sequence) > 20
     assert before - 1 <= arrived.timestamp() <= time.time() + 1
+    # The end offset says what the batch read from each shard: records, last one, newest arrival.
+    assert read_summaries(end) == {
+        "shardId-000000000000": {"records": 1, "last": sequence, "arrived": round(arrived.timestamp() * 1000) / 1000}
+    }
     assert KinesisDataSource.name() == "pintrest_kinesis"
     assert KinesisDataSource({"streamname": stream}).schema() == (
         "partitionKey string, data binary, stream string, shardId string, "
@@ -91,15 +107,15 @@ def test_replay_reads_exactly_the_batch_between_two_offsets(kinesalite, kinesis,
     put_posts(kinesis, stream, 0, 200)
     source = reader(kinesalite.endpoint_url, stream, initialPosition="earliest")
     first, middle = source.read(source.initialOffset())
-    first = list(first)
+    first = rows_of(first)
     put_posts(kinesis, stream, 200, 100)
     second, end = source.read(middle)
-    second = list(second)
+    second = rows_of(second)
     put_posts(kinesis, stream, 300, 100)  # after the batch: not part of its replay
 
     fresh = reader(kinesalite.endpoint_url, stream, initialPosition="earliest")
-    assert sorted(fresh.readBetweenOffsets(fresh.initialOffset(), middle)) == sorted(first)
-    assert sorted(fresh.readBetweenOffsets(middle, end)) == sorted(second)
+    assert sorted(rows_of(fresh.readBetweenOffsets(fresh.initialOffset(), middle))) == sorted(first)
+    assert sorted(rows_of(fresh.readBetweenOffsets(middle, end))) == sorted(second)
     assert list(fresh.readBetweenOffsets(end, end)) == []
     assert sorted(indexes(second)) == list(range(200, 300))
 
@@ -142,7 +158,7 @@ def test_latest_starts_at_the_tip(kinesalite, kinesis, new_stream):
     time.sleep(0.01)
     later = fresh.initialOffset()
     assert later[STARTED_AT] > started
-    assert sorted(fresh.readBetweenOffsets(later, end)) == sorted(rows)
+    assert sorted(rows_of(fresh.readBetweenOffsets(later, end))) == sorted(rows)
 
 
 @pytest.mark.kinesis
@@ -191,13 +207,13 @@ def test_sequence_numbers_compare_as_numbers_on_moto(moto_endpoint_url):
         awsSecretKey="testing",
     )
     first, middle = source.read(source.initialOffset())
-    first = list(first)
+    first = rows_of(first)
     put_posts(client, "numbers", 8, 30)
     second, end = source.read(middle)
-    second = list(second)
+    second = rows_of(second)
     assert sorted(indexes(first)) == list(range(8)) and sorted(indexes(second)) == list(range(8, 38))
-    assert sorted(source.readBetweenOffsets(middle, end)) == sorted(second)
-    assert any(len(middle[shard]) < len(end[shard]) for shard in end)  # e.g. "5" -> "19"
+    assert sorted(rows_of(source.readBetweenOffsets(middle, end))) == sorted(second)
+    assert any(len(middle[shard]) < len(end[shard]) for shard in shard_positions(end))  # e.g. "5" -> "19"
 
 
 def test_options_are_read_case_insensitively_and_checked():
