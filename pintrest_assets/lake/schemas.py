@@ -13,6 +13,7 @@ import dagster as dg
 import sqlalchemy as sa
 from pyspark.sql import types as T
 
+from pintrest_assets.lake.columns import COLUMN_DESCRIPTIONS
 from pintrest_assets.sample_data.schema import table_of
 from pintrest_assets.topics import TOPICS
 
@@ -39,12 +40,13 @@ SCHEMAS: dict[str, T.StructType] = {
 
 
 def column_schema(schema: T.StructType) -> dg.TableSchema:
-    """A Spark schema as Dagster's ``dagster/column_schema`` metadata."""
+    """A Spark schema as Dagster's ``dagster/column_schema`` metadata, each column described."""
     return dg.TableSchema(
         columns=[
             dg.TableColumn(
                 name=field.name,
                 type=field.dataType.simpleString(),
+                description=COLUMN_DESCRIPTIONS.get(field.name),
                 constraints=dg.TableColumnConstraints(nullable=field.nullable),
             )
             for field in schema.fields
