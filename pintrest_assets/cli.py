@@ -7,19 +7,20 @@ import sys
 
 import click
 
-# name -> (module, one-line help). Only the module of the command given is imported, so
-# `pintrest --help` and `pintrest seed` need not load Dagster and Spark.
+# name -> module. Only the module of the command given is imported, so `pintrest seed` need not
+# load Dagster and Spark; `pintrest --help` imports the command modules (light: they load anything
+# heavy inside their functions) to list each command with its own short help.
 COMMANDS = {
-    "seed": ("pintrest_assets.commands.seed", "Create and fill the sample posts database."),
-    "gateway": ("pintrest_assets.commands.gateway", "Serve the local Kafka REST proxy and S3 sink."),
-    "emulate": ("pintrest_assets.commands.emulate", "Send random posts to the three topics."),
-    "run": ("pintrest_assets.commands.run", "Run the whole pipeline end to end."),
-    "dev": ("pintrest_assets.commands.dev", "Start the local gateway and the Dagster UI."),
+    "seed": "pintrest_assets.commands.seed",
+    "gateway": "pintrest_assets.commands.gateway",
+    "emulate": "pintrest_assets.commands.emulate",
+    "run": "pintrest_assets.commands.run",
+    "dev": "pintrest_assets.commands.dev",
 }
 
 
 class LazyGroup(click.Group):
-    """A group that imports a command's module only when that command runs or shows its help."""
+    """A group that imports a command's module only when that command runs or help is asked for."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)
@@ -27,11 +28,7 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS:
             return None
-        return importlib.import_module(COMMANDS[name][0]).command
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        with formatter.section("Commands"):
-            formatter.write_dl([(name, help_text) for name, (_, help_text) in COMMANDS.items()])
+        return importlib.import_module(COMMANDS[name]).command
 
 
 cli = LazyGroup(

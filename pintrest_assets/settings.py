@@ -70,11 +70,6 @@ class Settings:
         return self.home / "gateway"
 
     @property
-    def kinesis_is_embedded(self) -> bool:
-        """Whether the local gateway runs its own Kinesis server (kinesalite)."""
-        return self.kinesis_endpoint_url is None
-
-    @property
     def kinesis_dir(self) -> Path:
         """The embedded Kinesis server's directory: its LevelDB data, log and pid file."""
         return self.home / "kinesis"

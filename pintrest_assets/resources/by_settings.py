@@ -1,6 +1,6 @@
 """The resources: the seam between the pipeline and the outside world.
 
-``build_resources`` is the one place where the embedded default and real infrastructure part
+``resources_for`` is the one place where the embedded default and real infrastructure part
 ways, and only by the values in ``Settings``: the same classes talk to SQLite or MySQL, the local
 gateway or a real REST proxy, a local directory or S3, local Spark or a cluster.
 """
@@ -15,11 +15,9 @@ from pintrest_assets.resources.database import PostsDatabase
 from pintrest_assets.resources.rest_proxy import RestProxyResource
 from pintrest_assets.settings import Settings
 
-# Secrets: resolved at launch from the environment and never shown in the UI.
-SECRET_SETTINGS = ("PINTREST_REST_PROXY_API_KEY", "PINTREST_REST_PROXY_USERNAME", "PINTREST_REST_PROXY_PASSWORD")
-
-
 def _secret(name: str, resolve: bool):
+    """A secret setting: a ``dg.EnvVar``, resolved at launch and never shown in the UI (its value
+    when ``resolve``); None when unset."""
     if not os.environ.get(name):
         return None
     return os.environ[name] if resolve else dg.EnvVar(name)
