@@ -40,9 +40,8 @@ from pintrest_assets.resources.proxy_client import (
     ProxyClientResource,
     ProxyError,
     RecordFailure,
-    Retry,
+    expected_entries,
     json_answer,
-    retry_after,
 )
 from pintrest_assets.settings import DEFAULT_USER_ID, ConfigError, Settings
 from pintrest_assets.topics import TopicSpec
@@ -95,6 +94,14 @@ class KinesisProxyResource(ProxyClientResource):
     accept = kinesis_proxy.CONTENT_TYPE
     error_class = KinesisProxyError
     unreachable_class = KinesisProxyUnreachableError
+    read_error_body = staticmethod(kinesis_proxy.read_error_body)
+    # Kinesis's InternalFailure and ServiceUnavailable come through API Gateway as 500; its
+    # throttling comes as a 400 with a __type of its own.
+    retries_every_5xx = True
+    retriable_codes = kinesis_proxy.RETRIABLE_REQUEST_ERRORS
+    code_format = "{}"
+    code_hints = _TYPE_HINTS
+    status_hints = _STATUS_HINTS
     # What the emulation's report calls the destinations: streams (the Kafka client's are topics).
     sends_to: ClassVar[str] = "stream"
 
@@ -125,13 +132,7 @@ class KinesisProxyResource(ProxyClientResource):
         """
         _check_stream_name(stream)
         batch = _Batch(stream, values)
-        try:
-            for indices in batch.chunks(self.records_per_request):
-                self._put_chunk(batch, indices)
-        except KinesisProxyError as exc:
-            exc.partial = batch.result()
-            raise
-        return batch.result()
+        return self._produce(batch, batch.chunks(self.records_per_request), self._put_chunk)
 
     def topic_for(self, spec: TopicSpec) -> str:
         """The Kinesis stream of ``spec`` for this user, e.g. ``streaming-<user_id>-pin``."""
@@ -181,47 +182,16 @@ class KinesisProxyResource(ProxyClientResource):
 
         self._send_records("PUT", path, batch, indices, batch.body, settle_many)
 
-    # -- one HTTP exchange ---------------------------------------------------------------------
-
-    def _classify(self, response: requests.Response) -> requests.Response | Retry:
-        status = response.status_code
-        if status == 429:
-            return Retry(self._status_text(response), retry_after=retry_after(response))
-        if status >= 500:
-            return Retry(self._status_text(response), retry_after=retry_after(response))
-        if status == 400 and self._error_body(response)[0] in kinesis_proxy.RETRIABLE_REQUEST_ERRORS:
-            return Retry(self._status_text(response))
-        return response
-
-    def _error_body(self, response: requests.Response) -> tuple[str | None, str]:
-        try:
-            body = response.json()
-        except ValueError:
-            return None, response.text.strip()[:200]
-        return kinesis_proxy.read_error_body(body)
-
     # -- errors --------------------------------------------------------------------------------
 
-    def _refused(
-        self, response: requests.Response, method: str, path: str, batch: _Batch | None = None
-    ) -> KinesisProxyError:
-        error_type, message = self._error_body(response)
-        hint = _TYPE_HINTS.get(error_type) or _STATUS_HINTS.get(response.status_code)
-        if response.status_code == 403:
+    def _hint(self, code: str | None, status: int, message: str) -> str | None:
+        if status == 403:
             # API Gateway: "Forbidden" without a valid key; "Missing Authentication Token" for a
             # path the stage does not serve.
-            hint = (
-                f"no such route: {_CHECK_URL}"
-                if "Authentication Token" in message
-                else f"{_CHECK_KEY}, and {_CHECK_URL}"
-            )
-        text = f"{method} {self._display_url(path)} failed: HTTP {response.status_code}"
-        text += f", {error_type}" if error_type else ""
-        text += f": {message}" if message else ""
-        text += f" ({hint})" if hint else ""
-        if batch is not None:
-            text = f"{batch.label}: {text}; {batch.progress()} before the error"
-        return KinesisProxyError(text, status=response.status_code, error_code=error_type)
+            if "Authentication Token" in message:
+                return f"no such route: {_CHECK_URL}"
+            return f"{_CHECK_KEY}, and {_CHECK_URL}"
+        return super()._hint(code, status, message)
 
 
 class _Batch(PendingRecords):
@@ -311,9 +281,6 @@ class _Batch(PendingRecords):
         return False
 
 
-
-
-
 def _check_stream_name(stream: str) -> None:
     if not kinesis_proxy.is_valid_stream_name(stream):
         raise ValueError(f"{stream!r} is not a valid Kinesis stream name (1-128 characters of [a-zA-Z0-9_.-])")
@@ -324,11 +291,7 @@ def _json(response: requests.Response, request: str):
 
 
 def _entries(answer, expected: int, url: str) -> list[dict]:
-    entries = kinesis_proxy.record_entries(answer)
-    if entries is None or len(entries) != expected:
-        got = len(entries) if isinstance(entries, list) else "no"
-        raise KinesisProxyError(f"PUT {url}: expected {expected} record entries in the answer, got {got}")
-    return entries
+    return expected_entries(kinesis_proxy.record_entries(answer), expected, f"PUT {url}", "record", KinesisProxyError)
 
 
 # -- from the settings --------------------------------------------------------------------------

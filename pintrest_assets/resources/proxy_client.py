@@ -6,12 +6,14 @@ proxy's (``kinesis_proxy``).
 - ``ProxyError``: a request refused, or retries run out, with the partial result;
 - ``ProxyClientResource``: the base resource with one pooled HTTP session per instance, a single
   attempt of a request (``_attempt``: the answer, or a ``Retry`` saying why another go may work),
-  exponential backoff with full jitter (``_pause``; a Retry-After is a floor), and the errors
-  that name the URL setting when the proxy never answered at all.
+  exponential backoff with full jitter (``_pause``; a Retry-After is a floor), and the one error
+  path: which error answers are worth sending again (``_classify``), what an error answer says
+  (``_error_body``), the error for a final refusal with the proxy's code and a hint
+  (``_refused``), and the errors that name the URL setting when the proxy never answered at all.
 
-A subclass says which setting holds its URL, what it sends and accepts, and which answers are
-worth sending again (``_classify``); the produce loop, the request bodies and the per-record
-retries are its own.
+A subclass says, in class attributes, which setting holds its URL, what it sends and accepts,
+how its proxy writes an error body, which error codes are worth sending again and which hints
+go with which codes and statuses; the request bodies and the per-record retries are its own.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import email.utils
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from random import uniform
 from time import sleep
@@ -122,8 +124,8 @@ class Retry:
 class ProxyClientResource(dg.ConfigurableResource):
     """The HTTP side of a proxy client: settings, session, one attempt, backoff, errors.
 
-    Subclasses set the class attributes below and implement ``_classify`` and
-    ``_error_body``; they may add headers or auth in ``_configure_session``.
+    Subclasses set the class attributes below; they may add headers or auth in
+    ``_configure_session``.
     """
 
     url_setting: ClassVar[str]  # the environment variable the URL comes from, named in errors
@@ -132,6 +134,19 @@ class ProxyClientResource(dg.ConfigurableResource):
     accept: ClassVar[str]
     error_class: ClassVar[type[ProxyError]] = ProxyError
     unreachable_class: ClassVar[type[ProxyError]]  # built with (display url, reason)
+
+    # What an error answer says: ``(error code, message)`` of its JSON body (a staticmethod).
+    read_error_body: ClassVar[Callable[[object], tuple[int | str | None, str]]]
+    # Which error answers are worth sending again. A 429 always is (after at least its
+    # Retry-After), and so is a 502/503/504 without an error code (API Gateway's or a load
+    # balancer's own); beyond those, an error answer with one of ``retriable_codes``, and,
+    # with ``retries_every_5xx``, any 5xx (after at least its Retry-After).
+    retriable_codes: ClassVar[frozenset[int | str]] = frozenset()
+    retries_every_5xx: ClassVar[bool] = False
+    # How a refusal names the proxy's error code, and the hints it adds: by code, else by status.
+    code_format: ClassVar[str] = "error_code {}"
+    code_hints: ClassVar[Mapping[int | str, str]] = {}
+    status_hints: ClassVar[Mapping[int, str]] = {}
 
     url: str = Field(description="Base URL of the proxy; may carry a path such as an API Gateway stage.")
     api_key: str | None = Field(default=None, description="Sent as the x-api-key header (API Gateway).")
@@ -156,20 +171,26 @@ class ProxyClientResource(dg.ConfigurableResource):
 
     # -- for subclasses ------------------------------------------------------------------------
 
-    def _classify(self, response: requests.Response) -> requests.Response | Retry:
-        """The answer, or a ``Retry`` when it is worth sending the request again."""
-        raise NotImplementedError
-
-    def _error_body(self, response: requests.Response) -> tuple[int | str | None, str]:
-        """``(error code, message)`` of an error answer."""
-        raise NotImplementedError
-
     def _configure_session(self, session: requests.Session) -> None:
         """Anything beyond Accept and x-api-key (basic auth, ...); may raise ``ConfigError``."""
 
-    def _refused(self, response: requests.Response, method: str, path: str, batch=None) -> ProxyError:
-        """The error for a final refusal, with the proxy's code, message and a hint."""
-        raise NotImplementedError
+    def _hint(self, code: int | str | None, status: int, message: str) -> str | None:
+        """What to check after a final refusal: ``code_hints``, else ``status_hints``."""
+        return self.code_hints.get(code) or self.status_hints.get(status)
+
+    # -- produce ----------------------------------------------------------------------------------
+
+    def _produce(
+        self, batch: PendingRecords, chunks: Iterable, send_chunk: Callable[[PendingRecords, object], None]
+    ) -> ProduceResult:
+        """``send_chunk(batch, chunk)`` for each chunk; a client error carries the partial result."""
+        try:
+            for chunk in chunks:
+                send_chunk(batch, chunk)
+        except self.error_class as exc:
+            exc.partial = batch.result()
+            raise
+        return batch.result()
 
     # -- requests, retried while worth it -------------------------------------------------------
 
@@ -267,6 +288,39 @@ class ProxyClientResource(dg.ConfigurableResource):
         return session
 
     # -- errors --------------------------------------------------------------------------------
+
+    def _classify(self, response: requests.Response) -> requests.Response | Retry:
+        """The answer, or a ``Retry`` when it is worth sending the request again."""
+        status = response.status_code
+        if status == 429 or (status >= 500 and self.retries_every_5xx):
+            return Retry(self._status_text(response), retry_after=retry_after(response))
+        if status >= 400:
+            code = self._error_body(response)[0]
+            if code in self.retriable_codes or (code is None and status in GATEWAY_STATUSES):
+                return Retry(self._status_text(response))
+        return response
+
+    def _error_body(self, response: requests.Response) -> tuple[int | str | None, str]:
+        """``(error code, message)`` of an error answer: the proxy's JSON, API Gateway's, or plain text."""
+        try:
+            body = response.json()
+        except ValueError:
+            return None, response.text.strip()[:200]
+        return self.read_error_body(body)
+
+    def _refused(
+        self, response: requests.Response, method: str, path: str, batch: PendingRecords | None = None
+    ) -> ProxyError:
+        """The error for a final refusal, with the proxy's code, message and a hint."""
+        code, proxy_message = self._error_body(response)
+        hint = self._hint(code, response.status_code, proxy_message)
+        message = f"{method} {self._display_url(path)} failed: HTTP {response.status_code}"
+        message += f", {self.code_format.format(code)}" if code is not None else ""
+        message += f": {proxy_message}" if proxy_message else ""
+        message += f" ({hint})" if hint else ""
+        if batch is not None:
+            message = f"{batch.label}: {message}; {batch.progress()} before the error"
+        return self.error_class(message, status=response.status_code, error_code=code)
 
     def _give_up(self, retry: Retry, method: str, path: str, batch=None) -> ProxyError:
         """Retries ran out: the URL setting is named when the proxy never answered at all.
@@ -380,6 +434,16 @@ def encode_json(label: str, index: int, value) -> bytes:
         return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
     except (TypeError, ValueError) as exc:
         raise ValueError(f"record {index} for {label} is not JSON: {exc}") from None
+
+
+def expected_entries(
+    entries: list | None, expected: int, request: str, what: str, error: type[ProxyError], status: int | None = None
+) -> list[dict]:
+    """``entries``, one per record sent, or ``error`` saying the answer did not hold as many."""
+    if entries is None or len(entries) != expected:
+        got = len(entries) if isinstance(entries, list) else "no"
+        raise error(f"{request}: expected {expected} {what} entries in the answer, got {got}", status=status)
+    return entries
 
 
 def json_answer(response: requests.Response, request: str, error: type[ProxyError], proxy: str):

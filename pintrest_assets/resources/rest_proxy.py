@@ -27,15 +27,13 @@ import requests
 from pydantic import Field
 
 from pintrest_assets.resources.proxy_client import (
-    GATEWAY_STATUSES,
     PendingRecords,
     ProduceResult,
     ProxyClientResource,
     ProxyError,
     RecordFailure,
-    Retry,
+    expected_entries,
     json_answer,
-    retry_after,
 )
 from pintrest_assets.rest_proxy_v2 import (
     INVALID_PAYLOAD,
@@ -103,6 +101,10 @@ class RestProxyResource(ProxyClientResource):
     accept = V2_RESPONSE
     error_class = RestProxyError
     unreachable_class = RestProxyUnreachableError
+    read_error_body = staticmethod(read_error_body)
+    retriable_codes = RETRIABLE_REQUEST_ERRORS
+    code_hints = _HINTS
+    status_hints = _STATUS_HINTS
 
     url: str = Field(
         description="Base URL of the proxy; may carry a path such as an API Gateway stage "
@@ -124,14 +126,9 @@ class RestProxyResource(ProxyClientResource):
         ``RestProxyError`` (with ``.partial``) when a request is refused or retries run out.
         """
         _check_topic_name(topic)
-        batch = _Batch(topic, values)
-        try:
-            for start in range(0, len(values), self.records_per_request):
-                self._produce_chunk(batch, range(start, min(start + self.records_per_request, len(values))))
-        except RestProxyError as exc:
-            exc.partial = batch.result()
-            raise
-        return batch.result()
+        size = self.records_per_request
+        chunks = (range(start, min(start + size, len(values))) for start in range(0, len(values), size))
+        return self._produce(_Batch(topic, values), chunks, self._produce_chunk)
 
     def topic_for(self, spec: TopicSpec) -> str:
         """The Kafka topic of ``spec`` for this user, e.g. ``<user_id>.pin``."""
@@ -164,40 +161,12 @@ class RestProxyResource(ProxyClientResource):
 
     # -- one HTTP exchange ---------------------------------------------------------------------
 
-    def _classify(self, response: requests.Response) -> requests.Response | Retry:
-        if response.status_code == 429:
-            return Retry(self._status_text(response), retry_after=retry_after(response))
-        if response.status_code >= 500:
-            code = self._error_body(response)[0]
-            if code in RETRIABLE_REQUEST_ERRORS or (code is None and response.status_code in GATEWAY_STATUSES):
-                return Retry(self._status_text(response))
-        return response
-
-    def _error_body(self, response: requests.Response) -> tuple[int | None, str]:
-        """``(error_code, message)`` of an error answer: the proxy's JSON, API Gateway's, or plain text."""
-        return _error_body(response)
-
     def _configure_session(self, session: requests.Session) -> None:
         if (self.username is None) != (self.password is None):
             missing = "PINTREST_REST_PROXY_PASSWORD" if self.password is None else "PINTREST_REST_PROXY_USERNAME"
             raise ConfigError(missing, "basic auth needs both a username and a password")
         if self.username is not None:
             session.auth = (self.username, self.password)
-
-    # -- errors --------------------------------------------------------------------------------
-
-    def _refused(
-        self, response: requests.Response, method: str, path: str, batch: _Batch | None = None
-    ) -> RestProxyError:
-        code, proxy_message = _error_body(response)
-        hint = _HINTS.get(code) or _STATUS_HINTS.get(response.status_code)
-        message = f"{method} {self._display_url(path)} failed: HTTP {response.status_code}"
-        message += f", error_code {code}" if code is not None else ""
-        message += f": {proxy_message}" if proxy_message else ""
-        message += f" ({hint})" if hint else ""
-        if batch is not None:
-            message = f"{batch.label}: {message}; {batch.progress()} before the error"
-        return RestProxyError(message, status=response.status_code, error_code=code)
 
 
 class _Batch(PendingRecords):
@@ -224,9 +193,6 @@ class _Batch(PendingRecords):
         return again
 
 
-
-
-
 def _check_topic_name(topic: str) -> None:
     if not is_valid_topic_name(topic):
         raise ValueError(f"{topic!r} is not a valid Kafka topic name (1-249 characters of [a-zA-Z0-9._-])")
@@ -238,18 +204,4 @@ def _json(response: requests.Response, request: str):
 
 def _offset_entries(response: requests.Response, expected: int, request: str) -> list[dict]:
     entries = offset_entries(_json(response, request))
-    if entries is None or len(entries) != expected:
-        got = len(entries) if isinstance(entries, list) else "no"
-        raise RestProxyError(
-            f"{request}: expected {expected} offset entries in the answer, got {got}", status=response.status_code
-        )
-    return entries
-
-
-def _error_body(response: requests.Response) -> tuple[int | None, str]:
-    """``(error_code, message)`` of an error answer: the proxy's JSON, API Gateway's, or plain text."""
-    try:
-        body = response.json()
-    except ValueError:
-        return None, response.text.strip()[:200]
-    return read_error_body(body)
+    return expected_entries(entries, expected, request, "offset", RestProxyError, status=response.status_code)
