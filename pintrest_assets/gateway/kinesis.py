@@ -28,7 +28,6 @@ credentials; either way it creates whichever of the three streams is missing.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -40,6 +39,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock, Timeout
 
 from pintrest_assets import kinesis_proxy
 from pintrest_assets.gateway.protocol import RestError
@@ -274,7 +275,7 @@ class KinesisStack:
         self.install_dir = install_dir
         self.local = None  # the LocalKinesis started by open()
         self.client = None
-        self._lock_file = None
+        self._data_lock: FileLock | None = None  # held from the embedded kinesalite's start to close()
         self._guard = threading.Lock()
         self._closed = False
         self._attaching: threading.Thread | None = None
@@ -384,9 +385,9 @@ class KinesisStack:
             local.stop()
             with contextlib.suppress(OSError):
                 self._pid_file.unlink()
-        if self._lock_file is not None:
-            self._lock_file.close()  # releases the lock
-            self._lock_file = None
+        if self._data_lock is not None:
+            self._data_lock.release()
+            self._data_lock = None
 
     def __enter__(self):
         return self.open()
@@ -404,11 +405,10 @@ class KinesisStack:
         from pintrest_assets.kinesis.local_server import KinesaliteUnavailable, LocalKinesis
 
         self.kinesis_dir.mkdir(parents=True, exist_ok=True)
-        lock = open(self.kinesis_dir / ".lock", "w")  # noqa: SIM115 - held until close()
+        lock = FileLock(self.kinesis_dir / ".lock", thread_local=False)
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            lock.close()
+            lock.acquire(timeout=0)
+        except Timeout:
             raise ConfigError(
                 "PINTREST_HOME", f"another gateway runs the embedded Kinesis in {self.kinesis_dir}; stop it first"
             ) from None
@@ -420,7 +420,7 @@ class KinesisStack:
         try:
             local.start()
         except BaseException as exc:
-            lock.close()
+            lock.release()
             if not isinstance(exc, KinesaliteUnavailable):
                 raise
             busy = "already taken" in str(exc) or "EADDRINUSE" in str(exc)
@@ -431,7 +431,7 @@ class KinesisStack:
                 else "install Node.js and npm, or point PINTREST_KINESIS_ENDPOINT_URL at a Kinesis"
             )
             raise ConfigError(setting, f"{exc} ({hint})") from None
-        self._lock_file = lock
+        self._data_lock = lock
         self._pid_file.write_text(f"{local.process.pid}\n")
         self.local = local
 

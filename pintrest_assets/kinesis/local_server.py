@@ -28,7 +28,6 @@ one page; there are no throughput limits, and iterators expire after five minute
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import signal
@@ -38,6 +37,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Self
+
+from filelock import FileLock
 
 KINESALITE_VERSION = "3.3.3"
 DEFAULT_PORT = 4567
@@ -74,8 +75,7 @@ def install_kinesalite(install_dir: str | os.PathLike | None = None) -> Path:
             "install them (e.g. `apt-get install nodejs npm`) or point the project at a real Kinesis"
         )
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".install.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FileLock(root / ".install.lock", thread_local=False):
         if stamp.exists() and cli.exists():
             return cli
         result = subprocess.run(

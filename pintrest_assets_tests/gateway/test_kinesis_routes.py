@@ -452,8 +452,8 @@ def test_a_kinesalite_left_behind_by_a_killed_gateway_is_ended_and_its_records_k
     sequence = client.put_record(StreamName=PIN, Data=b'{"kept":1}', PartitionKey="k")["SequenceNumber"]
     # The gateway is killed: the lock goes with its process, its kinesalite stays up.
     orphan = first.local.process
-    first._lock_file.close()
-    first._lock_file, first.local = None, None
+    first._data_lock.release()
+    first._data_lock, first.local = None, None
 
     second = KinesisStack(None, user_id=USER_ID, kinesis_dir=tmp_path / "kinesis", local_port=port)
     try:
