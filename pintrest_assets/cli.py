@@ -15,6 +15,7 @@ COMMANDS = {
     "gateway": "pintrest_assets.commands.gateway",
     "emulate": "pintrest_assets.commands.emulate",
     "run": "pintrest_assets.commands.run",
+    "stream": "pintrest_assets.commands.stream",
     "dev": "pintrest_assets.commands.dev",
 }
 

@@ -1,7 +1,10 @@
-"""``pintrest dev``: the local gateway and the Dagster UI together; Ctrl-C stops both.
+"""``pintrest dev``: the local gateway, the streaming service and the Dagster UI together; Ctrl-C
+stops all three.
 
 The Dagster instance lives in ``$PINTREST_HOME/dagster`` (unless DAGSTER_HOME is set), the same
-one ``pintrest run`` records into, so the UI shows its runs too.
+one ``pintrest run`` records into, so the UI shows its runs too. The streaming service
+(``pintrest stream``, a process of its own) keeps the stream tables fresh within seconds and
+records each micro-batch in that instance, so the UI's stream tables update as records arrive.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ WORKSPACE = Path(__file__).resolve().parents[2] / "workspace.yaml"  # at the rep
 
 @pintrest_command(
     "dev",
-    short_help="Start the local gateway and the Dagster UI.",
+    short_help="Start the local gateway, the streaming service and the Dagster UI.",
     help=(
-        "Start the local gateway (if the REST proxy URL is local and nothing serves it) and the Dagster UI "
-        "on the project's instance; Ctrl-C stops both."
+        "Start the local gateway (if the REST proxy URL is local and nothing serves it), the streaming service "
+        "(pintrest stream: the stream tables fresh within seconds) and the Dagster UI on the project's instance; "
+        "Ctrl-C stops all three."
     ),
     verbose_help="Show the UI's services' log (warnings only without), the gateway's banner and Spark's log",
 )
@@ -35,7 +39,10 @@ WORKSPACE = Path(__file__).resolve().parents[2] / "workspace.yaml"  # at the rep
     help="Interface the UI listens on; any but loopback is warned about (the UI has no authentication).",
 )
 @click.option("--port", type=click.IntRange(1, 65535), default=3000, show_default=True, help="Port of the UI.")
-def command(settings, verbose: bool, host: str, port: int) -> int:
+@click.option(
+    "--no-stream", is_flag=True, help="Do not start the streaming service (refresh the stream tables by clicking)."
+)
+def command(settings, verbose: bool, host: str, port: int, no_stream: bool) -> int:
     from pintrest_assets.gateway.process import local_gateway
     from pintrest_assets.instance import use_project_instance
 
@@ -50,6 +57,17 @@ def command(settings, verbose: bool, host: str, port: int) -> int:
     with local_gateway(settings.rest_proxy_url, quiet=not verbose) as started:
         if started:
             print(f"gateway started on {settings.rest_proxy_url}")
+        service = None
+        if not no_stream:
+            # Its own process and process group: its Spark JVM and the UI's runs stay apart, and
+            # one signal stops the service and its JVM.
+            service = subprocess.Popen(
+                [sys.executable, "-m", "pintrest_assets.cli", "stream"],
+                cwd=WORKSPACE.parent,
+                start_new_session=True,
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            )
+            print("stream service started (pintrest stream): the stream tables follow their streams", flush=True)
         ui = subprocess.Popen(
             [sys.executable, "-m", "dagster", "dev", "-w", str(WORKSPACE), "-h", host, "-p", str(port)]
             + ([] if verbose else ["--log-level", "warning", "--code-server-log-level", "error"]),
@@ -57,13 +75,15 @@ def command(settings, verbose: bool, host: str, port: int) -> int:
             start_new_session=True,  # its own process group: one signal stops the UI and its daemon
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
-        print(f"Dagster UI on http://{host}:{port} (Ctrl-C stops it and the gateway)", flush=True)
+        print(f"Dagster UI on http://{host}:{port} (Ctrl-C stops it, the stream service and the gateway)", flush=True)
         try:
             return ui.wait()
         except KeyboardInterrupt:
             return 0
         finally:
             _stop(ui)
+            if service is not None:
+                _stop(service)
 
 
 def exposure_warning(host: str) -> str | None:

@@ -15,7 +15,8 @@ terminal with ``--verbose``.
 Kinesis-proxy routes put records into the embedded kinesalite, or the configured Kinesis),
 one emulation batch through the Kinesis proxy into the three Kinesis streams
 (``kinesis_streams``), the three stream tables read from them by Spark Structured Streaming
-with ``trigger(availableNow=True)``, and their reconciliation checks; a summary per stream goes
+with ``trigger(availableNow=True)`` (or, with the streaming service running, by the service: the
+refresh waits for it to commit what was sent), and their reconciliation checks; a summary per stream goes
 to ``$PINTREST_HOME/stream_run_summary.json``. Exits non-zero if a record was refused, if the
 records read differ from the rows plus the quarantined records, or if a check fails (the stream
 tables do not hold exactly the records the proxy acknowledged).
@@ -137,6 +138,7 @@ class Pipeline:
         from pintrest_assets.definitions import defs
         from pintrest_assets.instance import project_instance
 
+        self.settings = settings
         self.instance = project_instance(settings)
         self.job = defs.resolve_implicit_global_asset_job_def()
         self.verbose = verbose
@@ -217,35 +219,53 @@ class Pipeline:
             for name, s in sent.items()
         }
 
-    def stream_tables(self, streams: dict[str, dict], passes: int = 3) -> None:
-        """Reads the streams into the stream tables (availableNow) and checks them; adds to ``streams``.
+    def stream_states(self) -> dict:
+        """Each stream table's state (records read, rows, quarantined so far), from its Delta log."""
+        from pintrest_assets.stream.tables import StreamTable
+        from pintrest_assets.topics import TOPICS
 
-        A query reads the records that arrived before it started, by Kinesis's arrival time
-        against this machine's clock: a record acknowledged just before, stamped a little ahead
-        by a Kinesis whose clock runs ahead, waits for the next run. So while a stream's table
-        has read fewer records than were sent, the tables are refreshed again, ``passes`` times
-        in all; the checks of the last refresh count.
+        settings = self.settings
+        return {spec.name: StreamTable.for_user(settings.warehouse, spec, settings.user_id).state() for spec in TOPICS}
+
+    def stream_tables(self, streams: dict[str, dict], before: dict, passes: int = 3) -> None:
+        """Refreshes the stream tables and checks them; adds to ``streams`` what the tables took
+        in since ``before`` (their states before the posts were sent).
+
+        With the streaming service running (``pintrest stream``, ``pintrest dev``) the refresh
+        waits for it to commit what had arrived; without, it runs the queries (availableNow).
+        Either way what counts is what the tables hold now against ``before``. A query reads the
+        records that arrived before it started, by Kinesis's arrival time against this machine's
+        clock: a record acknowledged just before, stamped a little ahead by a Kinesis whose clock
+        runs ahead, waits for the next run. So while a stream's table has read fewer records
+        than were sent, the tables are refreshed again, ``passes`` times in all; the checks of
+        the last refresh count.
         """
         from pintrest_assets.topics import TOPICS
 
         started = time.perf_counter()
-        for spec in TOPICS:
-            streams[spec.name].update({"records_read": 0, "rows_read": 0, "quarantined": 0, "micro_batches": 0})
+        batches = 0
+        by_service = False
         for attempt in range(passes):
             if attempt:
                 time.sleep(2.0)
             result = self._materialize("stream tables", [spec.stream_table_asset for spec in TOPICS])
             for spec in TOPICS:
                 table = _metadata(result, spec.stream_table_asset)
-                stream = streams[spec.name]
-                stream["table"] = table["table"]
-                stream["records_read"] += table["records_read"]
-                stream["rows_read"] += table["rows_appended"]
-                stream["quarantined"] += table["quarantined"]
-                stream["micro_batches"] += table["micro_batches"]
-                stream["records_read_total"] = table["records_read_total"]
-                stream["rows_total"] = table["dagster/row_count"]
-                stream["quarantined_total"] = table["quarantined_total"]
+                batches += table["micro_batches"]
+                by_service = by_service or table.get("appended_by") == "stream service"
+                streams[spec.name]["table"] = table["table"]
+            after = self.stream_states()
+            for spec in TOPICS:
+                stream, old, new = streams[spec.name], before[spec.name], after[spec.name]
+                stream["records_read"] = new.records_read - old.records_read
+                stream["rows_read"] = new.rows - old.rows
+                stream["quarantined"] = new.quarantined - old.quarantined
+                stream["micro_batches"] = (new.batch_id if new.batch_id is not None else -1) - (
+                    old.batch_id if old.batch_id is not None else -1
+                )
+                stream["records_read_total"] = new.records_read
+                stream["rows_total"] = new.rows
+                stream["quarantined_total"] = new.quarantined
             if all(s["records_read"] >= s["sent"] for s in streams.values()):
                 break
         read = sum(s["records_read"] for s in streams.values())
@@ -255,7 +275,8 @@ class Pipeline:
         print(
             f"read {read:,} records from the Kinesis streams in {batches} micro-batches into "
             f"{', '.join(s['table'] for s in streams.values())}: {rows:,} rows, {quarantined:,} quarantined "
-            f"({seconds(time.perf_counter() - started)})",
+            + ("(by the stream service) " if by_service else "")
+            + f"({seconds(time.perf_counter() - started)})",
             flush=True,
         )
 
@@ -332,9 +353,10 @@ def run_stream(settings: Settings, verbose: bool, posts: int, seed: int | None) 
             url = settings.kinesis_proxy_url
             print(f"gateway started on {url}" if started else f"Kinesis proxy: {url}", flush=True)
             wait_for_kinesis(settings)
+            before = pipeline.stream_states()
             streams = pipeline.emulate_streams(posts, seed)
             # Inside: the embedded Kinesis runs as long as the gateway does.
-            pipeline.stream_tables(streams)
+            pipeline.stream_tables(streams, before)
     except StageFailed as failed:
         print(f"pintrest run: {failed}", file=sys.stderr)
         return 1

@@ -14,8 +14,8 @@
 
 On Databricks the same query reads ``format("kinesis")`` with the same options and columns.
 ``run_available_now`` runs it to what had arrived when it started and stops, which is how
-Dagster materialises a stream table (a sensor runs it again when more arrives);
-``start_query`` with another trigger keeps it running.
+a click in Dagster refreshes a stream table when no streaming service runs; the service
+(``service.py``) starts it with a processing-time trigger and keeps it running.
 """
 
 from __future__ import annotations
@@ -132,12 +132,14 @@ def start_query(spark, table: StreamTable, options: Mapping[str, str], *, trigge
     return _start_registered(spark, table, options, trigger)
 
 
-def _start_registered(spark, table: StreamTable, options: Mapping[str, str], trigger: Mapping | None = None):
+def _start_registered(
+    spark, table: StreamTable, options: Mapping[str, str], trigger: Mapping | None = None, foreach_batch=None
+):
     table.prepare(spark)
     reader = spark.readStream.format(FORMAT)
     for name, value in options.items():
         reader = reader.option(name, value)
-    writer = _Writer(table)
+    writer = foreach_batch or _Writer(table)
     query = (
         reader.load()
         .writeStream.foreachBatch(writer)

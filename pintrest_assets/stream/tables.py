@@ -123,6 +123,7 @@ class BatchResult:
     quarantined: int = 0
     replayed: bool = False  # a batch the table had committed before a crash: skipped
     seconds: float = 0.0
+    state: StreamState | None = None  # the table's state after the batch (None: replayed)
 
 
 class StreamTable:
@@ -303,7 +304,7 @@ class StreamTable:
                 f"nothing was committed, the query replays it when it runs again ({exc})"
             ) from exc
         _commit_quarantine(self.table, new)
-        return BatchResult(batch_id, count, rows, quarantined, seconds=time.perf_counter() - started)
+        return BatchResult(batch_id, count, rows, quarantined, seconds=time.perf_counter() - started, state=new)
 
 
 def clean(raw: DataFrame, spec: TopicSpec) -> DataFrame:

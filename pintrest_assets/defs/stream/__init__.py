@@ -1,1 +1,1 @@
-"""Stream: the three Kinesis streams, sent through the Kinesis proxy, and the Delta stream tables Spark Structured Streaming appends them to; the sensor that keeps those fresh, and their reconciliation."""
+"""Stream: the three Kinesis streams, sent through the Kinesis proxy, and the Delta stream tables Spark Structured Streaming appends them to (the streaming service, `pintrest stream`, keeps them fresh and records each micro-batch here); their reconciliation and freshness checks."""

@@ -2,20 +2,18 @@
 
 ``kinesis_streams`` runs one emulation batch through the Kinesis proxy, as ``topic_streams``
 does through the REST proxy (``pintrest emulate --stream`` records its batches as
-materialisations of the same assets). Each stream table materialises by running its
-Structured Streaming query with ``trigger(availableNow=True)``: every record that arrived
-before it started, appended in micro-batches, then it stops (``stream/query.py``).
+materialisations of the same assets).
 
-A run can also **follow** the streams (config ``follow_seconds``; the sensor's runs do): after
-its first refresh it keeps its Spark session and refreshes again whenever records wait, each
-refresh that appends a materialisation of its own, so rows land seconds after they are sent
-instead of waiting for a new run and a cold Spark. It stops when the time is up, when nothing
-has arrived for ``FOLLOW_IDLE_SECONDS``, or as soon as another run is queued (runs go one at a
-time: it gives way, and the sensor starts another when records wait).
+The stream tables are kept fresh by the streaming service (``pintrest stream``, started by
+``pintrest dev``), which records each micro-batch it commits as a materialisation of its
+table, without a run (``reporting.py``). Materialising a stream table here (a click, ``pintrest
+run --stream``) never races it: with the service running, the run waits until the service has
+committed what had arrived when the run started and reports that; with no service, it runs the
+table's Structured Streaming query with ``trigger(availableNow=True)``: every record that
+arrived before it started, appended in micro-batches, then it stops (``stream/refresh.py``).
 """
 
 import random
-import time
 
 import dagster as dg
 from pydantic import Field
@@ -30,16 +28,12 @@ from pintrest_assets.resources.kinesis_proxy import KinesisProxyResource
 from pintrest_assets.resources.spark import SparkResource
 from pintrest_assets.resources.warehouse import WarehouseIOManager
 from pintrest_assets.stream.positions import lag_table
-from pintrest_assets.stream.refresh import StreamRefresh, refresh_stream_tables
+from pintrest_assets.stream.refresh import StreamRefresh, refresh_or_wait
 from pintrest_assets.stream.resource import KinesisResource
 from pintrest_assets.topics import TOPICS, TopicSpec
 from pintrest_assets.transform.metadata_table import metadata_table
 
 GROUP = "stream"
-# A following run probes the streams this often between refreshes (two Kinesis calls per shard).
-FOLLOW_POLL_SECONDS = 2.0
-# ... and stops after this long with nothing arriving.
-FOLLOW_IDLE_SECONDS = 60.0
 
 
 @dg.multi_asset(
@@ -84,13 +78,13 @@ def _stream_table_spec(spec: TopicSpec) -> dg.AssetSpec:
 
 
 class StreamTablesConfig(dg.Config):
-    """How long a refresh keeps following the streams."""
+    """How long a refresh waits for a running streaming service."""
 
-    follow_seconds: float = Field(
-        default=0.0,
+    wait_seconds: float = Field(
+        default=300.0,
         ge=0,
-        description="After the first refresh, keep the Spark session and refresh again whenever records wait, for "
-        "up to this many seconds (a materialisation per refresh that appends). 0: refresh once.",
+        description="With the streaming service running (pintrest stream), how long to wait for it to commit "
+        "the records that had arrived when the run started, before failing with a message.",
     )
 
 
@@ -107,34 +101,12 @@ def stream_tables(
     spark: SparkResource,
     warehouse_io_manager: dg.ResourceParam[WarehouseIOManager],
 ):
-    """Runs the selected stream tables' queries with trigger(availableNow=True), together; then,
-    if following, again whenever records wait."""
+    """Refreshes the selected stream tables: waits for the streaming service if it runs, or runs
+    their queries with trigger(availableNow=True), together."""
     specs = [spec for spec in TOPICS if dg.AssetKey(spec.stream_table_asset) in context.selected_asset_keys]
-
-    def refresh() -> list:
-        return refresh_stream_tables(specs, kinesis, warehouse_io_manager, lambda: spark.spark_session, log=context.log)
-
-    outcomes = refresh()
-    deadline = time.monotonic() + config.follow_seconds
-    last_arrival = time.monotonic()
-    while time.monotonic() < deadline and not any(isinstance(o, Exception) for o in outcomes):
-        if _run_waiting(context):
-            context.log.info("another run is queued: this one stops following the streams and gives way")
-            break
-        # This refresh's materialisations now: a later refresh ends the step.
-        for spec, outcome in zip(specs, outcomes):
-            if outcome.run is not None:
-                context.log_event(
-                    dg.AssetMaterialization(spec.stream_table_asset, metadata=_metadata(context, outcome))
-                )
-        time.sleep(FOLLOW_POLL_SECONDS)
-        outcomes = refresh()
-        if any(isinstance(o, Exception) or o.run is not None for o in outcomes):
-            last_arrival = time.monotonic()
-        elif time.monotonic() - last_arrival > FOLLOW_IDLE_SECONDS:
-            context.log.info(f"nothing arrived for {FOLLOW_IDLE_SECONDS:.0f}s: stopped following the streams")
-            break
-
+    outcomes = refresh_or_wait(
+        specs, kinesis, warehouse_io_manager, lambda: spark.spark_session, log=context.log, wait_seconds=config.wait_seconds
+    )
     failed = []
     for spec, outcome in zip(specs, outcomes):
         if isinstance(outcome, Exception):
@@ -150,12 +122,6 @@ def stream_tables(
 
 def _metadata(context: dg.AssetExecutionContext, outcome: StreamRefresh) -> dict:
     return refresh_metadata(outcome, acknowledged_so_far(context.instance, outcome.spec, outcome.stream))
-
-
-def _run_waiting(context: dg.AssetExecutionContext) -> bool:
-    """Whether another run waits to start (runs go one at a time)."""
-    waiting = dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED])
-    return any(r.dagster_run.run_id != context.run.run_id for r in context.instance.get_run_records(waiting, limit=2))
 
 
 def acknowledged_so_far(instance: dg.DagsterInstance, spec: TopicSpec, stream: str) -> int:
@@ -198,6 +164,10 @@ def refresh_metadata(refresh: StreamRefresh, acknowledged: int) -> dict:
         "positions": dg.MetadataValue.json(dict(sorted(state.positions.items()))),
         **{f"maintenance_{k}": v for k, v in refresh.maintenance.items()},
     }
+    if refresh.by_service:
+        # The streaming service appended the rows: this run waited for it to commit what waited.
+        metadata["appended_by"] = "stream service"
+        metadata["waited_s"] = refresh.waited_seconds
     if state.quarantined:
         metadata["quarantine_path"] = dg.MetadataValue.path(str(refresh.table.quarantine_path))
     if refresh.schema is not None:

@@ -30,8 +30,9 @@ a row of the stream table or a quarantined record. A mismatch fails with ERROR a
 step and by how much.
 
 How to read a failure: records acknowledged but not read are normal until the stream table is \
-refreshed (the check says when it was not refreshed since the last batch sent; the \
-stream_tables_sensor refreshes it within half a minute): refresh it and run the check again. A \
+refreshed (the check says when it was not refreshed since the last batch sent; the streaming \
+service, `pintrest stream`, appends records within seconds and evaluates this check as it commits): \
+refresh it and run the check again. A \
 gap that stays means records lost, or past the stream's retention (24 hours by default). More \
 read than acknowledged means a request was sent again after its answer was lost (delivery is at \
 least once), or records were put into the stream outside this Dagster instance's history."""
