@@ -1,5 +1,6 @@
-"""Mounted batch files parsed by Spark: one row per record line, each a good record of the schema
-or a rejected line with its reason, with the key of the object it came from.
+"""Mounted batch files read by Spark: the records the mount parsed (``read_parsed``), and the lines
+it left to Spark (``read_batches``), parsed here into one row per line, each a good record of the
+schema or a rejected line with its reason, with the key of the object it came from.
 
 Reading lines as text first keeps one line one record, where the JSON reader would split a
 top-level array into several rows.
@@ -12,25 +13,43 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pintrest_assets.mount.batch_files import KEY_SEPARATOR, BatchSlice
+from pintrest_assets.mount.batch_files import KEY_COLUMN, KEY_SEPARATOR, PARSED_SUFFIX, SUFFIX, BatchSlice
 
 CORRUPT_RECORD = "_corrupt_record"
 
 
-def read_batches(spark, slices: Sequence[BatchSlice]) -> DataFrame:
-    """The lines of the batch files as ``key`` (the object's key) and ``line`` (the record's text).
+def read_batches(spark, slices: Sequence[BatchSlice]) -> DataFrame | None:
+    """The lines the mount left to Spark, as ``key`` (the object's key) and ``line`` (the record's
+    text); None when there are none.
 
     Files read whole go to Spark as one list of paths; a file of which only some objects are
     wanted (rare: a cursor that stops inside a sync) is read apart and filtered by key.
     """
-    whole = [s.path for s in slices if s.keys is None]
+    slices = [s for s in slices if s.residue]
+    whole = [s.path + SUFFIX for s in slices if s.keys is None]
     parts = [_split(spark.read.text(whole))] if whole else []
     parts += [
-        _split(spark.read.text(s.path)).where(F.col("key").isin(list(s.keys))) for s in slices if s.keys is not None
+        _split(spark.read.text(s.path + SUFFIX)).where(F.col("key").isin(list(s.keys)))
+        for s in slices
+        if s.keys is not None
+    ]
+    return reduce(DataFrame.unionAll, parts) if parts else None
+
+
+def read_parsed(spark, slices: Sequence[BatchSlice], schema: T.StructType) -> DataFrame | None:
+    """The records the mount parsed, as rows of ``schema``; None when there are none."""
+    slices = [s for s in slices if s.parsed]
+    with_key = T.StructType([*schema.fields, T.StructField(KEY_COLUMN, T.StringType())])
+    whole = [s.path + PARSED_SUFFIX for s in slices if s.keys is None]
+    parts = [spark.read.schema(with_key).parquet(*whole)] if whole else []
+    parts += [
+        spark.read.schema(with_key).parquet(s.path + PARSED_SUFFIX).where(F.col(KEY_COLUMN).isin(list(s.keys)))
+        for s in slices
+        if s.keys is not None
     ]
     if not parts:
-        raise ValueError("no batch files to read")
-    return reduce(DataFrame.unionAll, parts)
+        return None
+    return reduce(DataFrame.unionAll, parts).select(*schema.fieldNames())
 
 
 def parse_records(lines: DataFrame, schema: T.StructType, key_column: str) -> DataFrame:

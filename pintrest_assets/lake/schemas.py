@@ -10,8 +10,10 @@ a string: "26k" and "1M" are parsed by the cleaning stage, not nulled on read.
 from __future__ import annotations
 
 import dagster as dg
+import pyarrow as pa
 import sqlalchemy as sa
 from pyspark.sql import types as T
+from pyspark.sql.pandas.types import to_arrow_schema
 
 from pintrest_assets.lake.columns import COLUMN_DESCRIPTIONS
 from pintrest_assets.sample_data.schema import table_of
@@ -37,6 +39,11 @@ SCHEMAS: dict[str, T.StructType] = {
     spec.name: T.StructType([T.StructField(c.name, _spark_type(c), nullable=True) for c in table_of(spec).columns])
     for spec in TOPICS
 }
+
+
+def arrow_schema(topic: str) -> pa.Schema:
+    """A topic's schema as Arrow types, for the records the mount parses."""
+    return to_arrow_schema(SCHEMAS[topic])
 
 
 def column_schema(schema: T.StructType) -> dg.TableSchema:

@@ -32,15 +32,26 @@ def profile(parsed: DataFrame, schema: T.StructType) -> BatchProfile:
     aggregates = [
         F.count_if(ok).alias("rows"),
         F.count_if(~ok).alias("rejected"),
+        *column_aggregates(schema, lambda name: F.when(ok, F.col(f"record.{name}"))),
     ]
+    row = parsed.agg(*aggregates).first().asDict()
+    return BatchProfile(row["rows"], row["rejected"], column_stats(row, schema))
+
+
+def column_aggregates(schema: T.StructType, value=F.col) -> list:
+    """The aggregates of ``column_stats``, of ``value(column name)`` for each column: for
+    ``DataFrame.agg``, or for ``DataFrame.observe`` while the rows are written."""
+    aggregates = []
     for f in schema.fields:
-        value = F.when(ok, F.col(f"record.{f.name}"))
         measures = {"count": F.count, "min": F.min, "max": F.max}
         if isinstance(f.dataType, T.NumericType):
             measures |= {"mean": F.avg, "variance": F.var_samp}
-        aggregates += [measure(value).alias(f"{name} {f.name}") for name, measure in measures.items()]
-    row = parsed.agg(*aggregates).first().asDict()
+        aggregates += [measure(value(f.name)).alias(f"{name} {f.name}") for name, measure in measures.items()]
+    return aggregates
 
+
+def column_stats(row: Mapping, schema: T.StructType) -> dict[str, Stats]:
+    """Per-column statistics from the values of ``column_aggregates``."""
     stats = {}
     for f in schema.fields:
         column = stats[f.name] = {name: row[f"{name} {f.name}"] for name in ("count", "min", "max")}
@@ -48,7 +59,7 @@ def profile(parsed: DataFrame, schema: T.StructType) -> BatchProfile:
             # Kept as the sum of squared deviations (m2), which merges exactly across batches.
             variance = row[f"variance {f.name}"] or 0.0
             column.update(mean=row[f"mean {f.name}"], m2=variance * max(column["count"] - 1, 0))
-    return BatchProfile(row["rows"], row["rejected"], stats)
+    return stats
 
 
 def merge_stats(a: Mapping[str, Stats], b: Mapping[str, Stats]) -> dict[str, Stats]:
@@ -63,13 +74,33 @@ def merge_stats(a: Mapping[str, Stats], b: Mapping[str, Stats]) -> dict[str, Sta
             merged[name] = dict(x)
             continue
         n = x["count"] + y["count"]
-        stats = {"count": n, "min": min(x["min"], y["min"]), "max": max(x["max"], y["max"])}
+        stats = {"count": n, "min": _least(x["min"], y["min"]), "max": _greatest(x["max"], y["max"])}
         if "mean" in x:
             delta = y["mean"] - x["mean"]
             stats["mean"] = x["mean"] + delta * y["count"] / n
             stats["m2"] = x["m2"] + y["m2"] + delta * delta * x["count"] * y["count"] / n
         merged[name] = stats
     return merged
+
+
+def _is_nan(value) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _least(a, b):
+    """min as Spark orders values: NaN above every number."""
+    if _is_nan(a):
+        return b
+    if _is_nan(b):
+        return a
+    return min(a, b)
+
+
+def _greatest(a, b):
+    """max as Spark orders values: NaN above every number."""
+    if _is_nan(a) or _is_nan(b):
+        return math.nan
+    return max(a, b)
 
 
 def summary_markdown(stats: Mapping[str, Stats], columns: Sequence[str], title: str) -> str:

@@ -1,22 +1,30 @@
 """A topic's mount state: its manifest (where it is mounted from and to, each partition's last key
-mounted, running totals) and its ledger (every batch file, with a summary of its objects), under
-a lock.
+mounted, what was released, running totals) and its ledger (every batch still mounted, with a
+summary of its objects), under a lock.
 
 Files, under ``<mount_dir>/.mount/``:
 - ``<topic>.json``: the manifest, replaced atomically at the end of each sync: the sync's commit.
-  It records how long the ledger was then (``ledger_bytes``).
-- ``<topic>.batches.jsonl``: the ledger, one line per batch file, in the order they were written:
-  ``{"batch": name, "objects": n, "records": r, "partitions": {prefix: [first key, last key]}}``.
+  It names the ledger file (``ledger``) and records how long it was then (``ledger_bytes``).
+- ``<topic>.batches[.<generation>].jsonl``: the ledger, one line per batch, in the order they
+  were written: ``{"batch": name, "objects": n, "records": r, "parsed": p, "residue": l,
+  "partitions": {prefix: [first key, last key]}}``.
 - ``<topic>.lock``: a ``filelock`` lock: a sensor run and a click in the UI may mount the same
   topic at once.
 
 A sync that dies before its manifest is saved may leave ledger lines past ``ledger_bytes``: they
 are cut off before the next sync and never read, and the sync lists the same objects again. So
 the ledger holds each key once, and within a partition in key order.
+
+Batches are released once their reader has committed them (``release``): their files are
+deleted and their ledger lines dropped (the ledger is written anew, as the next generation, and
+the manifest switched to it), and ``released`` keeps, per partition, the last key released. A
+reader whose cursor is behind that (its table was deleted) finds the mount re-mounted from the
+bucket (``S3MountResource.select``): the mount holds the new work, not a second copy of the bucket.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -27,11 +35,13 @@ from pathlib import Path
 from filelock import FileLock
 
 from pintrest_assets.files import write_atomically
-from pintrest_assets.mount.batch_files import BatchObject, BatchSlice, load_objects
+from pintrest_assets.lake.statistics import merge_stats
+from pintrest_assets.mount.batch_files import BatchSlice, WrittenBatch, load_objects
 from pintrest_assets.sink_layout import partition_of
 
-# 2: objects gathered into batch files (1 kept one file per object, or read the bucket in place).
-MANIFEST_VERSION = 2
+# 3: records parsed on mount, batches released once read (2 kept every line as text, and every
+# batch; 1 kept one file per object, or read the bucket in place).
+MANIFEST_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,10 @@ class MountedSelection:
     slices: tuple[BatchSlice, ...] = ()  # in the order the batch files were written
     objects: int = 0
     records: int = 0  # non-blank lines: one JSON record value per line
+    # Of them, the records the mount parsed in batches selected whole, and their statistics (per
+    # column, as ``lake.statistics`` keeps them); those of batches selected in part are not counted.
+    parsed: int = 0
+    parsed_stats: dict = field(default_factory=dict)
     last_keys: dict[str, str] = field(default_factory=dict)  # partition prefix -> last key selected
 
     def keys(self) -> list[str]:
@@ -58,7 +72,7 @@ class TopicLedger:
         self.topic = topic
         state_dir = Path(mount_dir) / ".mount"
         self.manifest_path = state_dir / f"{topic}.json"
-        self.ledger_path = state_dir / f"{topic}.batches.jsonl"
+        self.ledger_path = state_dir / f"{topic}.batches.jsonl"  # the manifest's, once loaded
         self._lock = FileLock(state_dir / f"{topic}.lock", thread_local=False)
 
     def locked(self) -> FileLock:
@@ -77,6 +91,8 @@ class TopicLedger:
             "records": 0,
             "bytes": 0,
             "batch_files": 0,
+            "released": {},  # partition prefix -> last key of the batches released
+            "ledger": self.ledger_path.name,
             "ledger_bytes": 0,
         }
 
@@ -88,6 +104,7 @@ class TopicLedger:
             return None
         if manifest.get("version") != MANIFEST_VERSION:
             return None  # mounted by an earlier version: mounted again from the bucket
+        self.ledger_path = self.manifest_path.with_name(manifest["ledger"])
         return manifest
 
     def save_manifest(self, manifest: dict) -> None:
@@ -100,14 +117,21 @@ class TopicLedger:
         if self.ledger_path.exists() and self.ledger_path.stat().st_size > manifest["ledger_bytes"]:
             os.truncate(self.ledger_path, manifest["ledger_bytes"])
 
-    def append(self, batches: Iterable[tuple[str, list[BatchObject]]]) -> None:
+    def append(self, batches: Iterable[WrittenBatch]) -> None:
         lines = []
-        for name, objects in batches:
+        for batch in batches:
             partitions: dict[str, list[str]] = {}
-            for o in objects:
+            for o in batch.objects:
                 run = partitions.setdefault(partition_of(o.key), [o.key, o.key])
                 run[1] = o.key  # in key order within a partition
-            summary = {"batch": name, "objects": len(objects), "records": sum(o.records for o in objects)}
+            summary = {
+                "batch": batch.name,
+                "objects": len(batch.objects),
+                "records": sum(o.records for o in batch.objects),
+                "parsed": batch.parsed,
+                "residue": batch.residue,
+                "stats": batch.stats,
+            }
             lines.append(json.dumps({**summary, "partitions": partitions}) + "\n")
         if lines:
             with open(self.ledger_path, "a") as f:
@@ -126,7 +150,8 @@ class TopicLedger:
         """
         pending = set(manifest["last_keys"])  # partitions whose cursor has not been reached yet
         slices: list[BatchSlice] = []
-        objects = records = 0
+        objects = records = parsed = 0
+        parsed_stats: dict = {}
         last_keys: dict[str, str] = {}
         for line in _lines_backwards(self.ledger_path, end=manifest["ledger_bytes"]):
             entry = json.loads(line)
@@ -140,25 +165,77 @@ class TopicLedger:
                 if last > cursor:
                     none = False
                     last_keys.setdefault(partition, last)  # backwards: the first seen is the last
+            has = {"parsed": entry["parsed"] > 0, "residue": entry["residue"] > 0}
             if whole:
-                slices.append(BatchSlice(path, None))
+                slices.append(BatchSlice(path, None, **has))
                 objects, records = objects + entry["objects"], records + entry["records"]
+                parsed += entry["parsed"]
+                parsed_stats = merge_stats(parsed_stats, entry["stats"])
             elif not none:
                 wanted = [o for o in load_objects(path) if o.key > after.get(partition_of(o.key), "")]
-                slices.append(BatchSlice(path, tuple(o.key for o in wanted)))
+                slices.append(BatchSlice(path, tuple(o.key for o in wanted), **has))
                 objects, records = objects + len(wanted), records + sum(o.records for o in wanted)
             if not pending:
                 break
-        return MountedSelection(tuple(reversed(slices)), objects, records, last_keys)
+        return MountedSelection(tuple(reversed(slices)), objects, records, parsed, parsed_stats, last_keys)
+
+    def behind(self, manifest: dict, after: Mapping[str, str]) -> bool:
+        """Whether a reader at ``after`` needs objects whose batches were released."""
+        return any(after.get(p, "") < key for p, key in manifest.get("released", {}).items())
+
+    def release(self, manifest: dict, through: Mapping[str, str], location: str) -> int:
+        """Deletes the batches whose every object is at or before ``through`` (partition prefix
+        -> key) in its partition: a reader committed them. Returns how many.
+
+        The manifest is switched to a new ledger without them before their files go: a crash
+        in between leaves files no ledger line names, which the next release deletes.
+        """
+        kept: list[bytes] = []
+        released = dict(manifest.get("released", {}))
+        gone = 0
+        for line in _lines_forwards(self.ledger_path, end=manifest["ledger_bytes"]):
+            entry = json.loads(line)
+            ranges = entry["partitions"].items()
+            if ranges and all(last <= through.get(p, "") for p, (_, last) in ranges):
+                gone += 1
+                for p, (_, last) in ranges:
+                    released[p] = max(last, released.get(p, ""))
+            else:
+                kept.append(line + b"\n")
+        if gone:
+            old = self.ledger_path
+            generation = int(manifest.get("ledger_generation", 0)) + 1
+            self.ledger_path = self.manifest_path.with_name(f"{self.topic}.batches.{generation}.jsonl")
+            write_atomically(self.ledger_path, b"".join(kept))
+            manifest.update(ledger=self.ledger_path.name, ledger_generation=generation, released=released)
+            self.save_manifest(manifest)
+            old.unlink(missing_ok=True)
+        # Files of released batches, and of syncs that died before their manifest.
+        named = {json.loads(line)["batch"] for line in kept}
+        with os.scandir(location) if os.path.isdir(location) else contextlib.nullcontext([]) as entries:
+            for file in entries:
+                if file.name.lstrip(".").startswith("batch-") and file.name.lstrip(".").split(".", 1)[0] not in named:
+                    Path(file.path).unlink(missing_ok=True)
+        return gone
 
     def reset(self, location: str | None) -> None:
         """Forgets everything mounted, and the batch files in ``location``."""
         if location:
             shutil.rmtree(location, ignore_errors=True)
-        self.ledger_path.unlink(missing_ok=True)
+        for ledger in self.manifest_path.parent.glob(f"{self.topic}.batches*.jsonl"):
+            ledger.unlink(missing_ok=True)
         self.manifest_path.unlink(missing_ok=True)
+        self.ledger_path = self.manifest_path.with_name(f"{self.topic}.batches.jsonl")
         # The ledger of one file per object that mounts of manifest version 1 kept.
         self.manifest_path.with_name(f"{self.topic}.objects.jsonl").unlink(missing_ok=True)
+
+
+def _lines_forwards(path: Path, end: int) -> Iterator[bytes]:
+    """The non-empty lines of a file up to byte ``end``, first first."""
+    if not path.exists():
+        return
+    with open(path, "rb") as f:
+        yield from (line for line in f.read(end).split(b"\n") if line)
 
 
 def _lines_backwards(path: Path, end: int | None = None, block_size: int = 1 << 16) -> Iterator[bytes]:

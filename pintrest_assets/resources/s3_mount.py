@@ -30,8 +30,8 @@ from pintrest_assets.mount.batch_files import BatchObject, BatchWriter
 from pintrest_assets.mount.ledger import MountedSelection, TopicLedger
 from pintrest_assets.mount.listing import NewObjects, list_new_objects
 from pintrest_assets.settings import ConfigError, redact_url
-from pintrest_assets.sink_layout import topic_prefix
-from pintrest_assets.topics import TopicSpec, is_valid_topic_name
+from pintrest_assets.sink_layout import partition_of, topic_prefix
+from pintrest_assets.topics import TOPICS, TopicSpec, is_valid_topic_name
 
 __all__ = ["MountedSelection", "NewObjects", "S3MountResource", "TopicMount"]
 
@@ -108,7 +108,6 @@ class S3MountResource(dg.ConfigurableResource):
         bucket = self.bucket()
         ledger = TopicLedger(self.mount_dir, _checked(topic))
         root = self.topic_root(topic)
-        threads = S3_FETCH_THREADS if isinstance(bucket, S3Bucket) else 1
         with self._s3_errors(), ledger.locked():
             manifest = ledger.load_manifest()
             if manifest is None or (manifest["bucket"], manifest["location"]) != (bucket.url, root):
@@ -116,25 +115,7 @@ class S3MountResource(dg.ConfigurableResource):
                 # another directory: mounted from scratch.
                 ledger.reset(root)
                 manifest = ledger.empty_manifest(bucket.url, root)
-            ledger.drop_uncommitted(manifest)
-
-            listed = list_new_objects(bucket, topic, since=manifest["last_keys"])
-            writer = BatchWriter(root, sequence=manifest["batch_files"])
-            for start in range(0, len(listed.objects), _FETCH_CHUNK):
-                chunk = listed.objects[start : start + _FETCH_CHUNK]
-                for info, data in zip(chunk, _fetch(bucket, chunk, threads)):
-                    writer.add(info.key, info.etag, data)
-            batches = writer.close()
-            ledger.append(batches)
-
-            new = tuple(o for _, objects in batches for o in objects)
-            manifest["last_keys"].update(listed.last_keys)
-            manifest["objects"] += len(new)
-            manifest["records"] += sum(o.records for o in new)
-            manifest["bytes"] += sum(o.size for o in new)
-            manifest["newest_key"] = listed.newest_key or manifest["newest_key"]
-            manifest["batch_files"] += len(batches)
-            ledger.save_manifest(manifest)
+            new, batches = self._sync(ledger, manifest, topic)
 
         return TopicMount(
             topic=topic,
@@ -145,8 +126,55 @@ class S3MountResource(dg.ConfigurableResource):
             records=manifest["records"],
             bytes=manifest["bytes"],
             newest_key=manifest["newest_key"],
-            fetch_threads=threads,
+            fetch_threads=self._threads(bucket),
         )
+
+    def _sync(
+        self, ledger: TopicLedger, manifest: dict, topic: str, through: Mapping[str, str] | None = None
+    ) -> tuple[tuple[BatchObject, ...], list]:
+        """Mounts the objects after the manifest's last keys (only those up to ``through``, when
+        given) and saves the manifest; returns the objects mounted and the batches written."""
+        bucket = self.bucket()
+        root = manifest["location"]
+        ledger.drop_uncommitted(manifest)
+        listed = list_new_objects(bucket, topic, since=manifest["last_keys"])
+        objects = listed.objects
+        last_keys = listed.last_keys
+        if through is not None:
+            objects = tuple(o for o in objects if o.key <= through.get(partition_of(o.key), ""))
+            last_keys = {partition_of(o.key): o.key for o in objects}  # in key order within a partition
+        writer = BatchWriter(root, sequence=manifest["batch_files"], **self._parsing(topic))
+        threads = self._threads(bucket)
+        for start in range(0, len(objects), _FETCH_CHUNK):
+            chunk = objects[start : start + _FETCH_CHUNK]
+            for info, data in zip(chunk, _fetch(bucket, chunk, threads)):
+                writer.add(info.key, info.etag, data)
+        batches = writer.close()
+        ledger.append(batches)
+
+        new = tuple(o for batch in batches for o in batch.objects)
+        manifest["last_keys"].update(last_keys)
+        manifest["objects"] += len(new)
+        manifest["records"] += sum(o.records for o in new)
+        manifest["bytes"] += sum(o.size for o in new)
+        if objects:
+            manifest["newest_key"] = objects[-1].key
+        manifest["batch_files"] += len(batches)
+        ledger.save_manifest(manifest)
+        return new, batches
+
+    def _parsing(self, topic: str) -> dict:
+        """How the topic's records are parsed on mount: its schema and index column, if known."""
+        for spec in TOPICS:
+            if spec.topic(self.user_id) == topic:
+                from pintrest_assets.lake.schemas import arrow_schema
+
+                return {"schema": arrow_schema(spec.name), "key_column": spec.index_column}
+        return {}
+
+    @staticmethod
+    def _threads(bucket: Bucket) -> int:
+        return S3_FETCH_THREADS if isinstance(bucket, S3Bucket) else 1
 
     def select(self, topic: str, after: Mapping[str, str] | None = None) -> MountedSelection:
         """What is mounted for ``topic``, as batch files: everything, or only the objects whose
@@ -154,15 +182,33 @@ class S3MountResource(dg.ConfigurableResource):
 
         With ``after``, the ledger is read from its end and only as far back as ``after`` reaches:
         a reader that keeps its own cursor pays for the batch files that are new, not for the
-        history, nor for each object in them.
+        history, nor for each object in them. A reader behind what was released (its table was
+        deleted, and reads from the start) gets the topic mounted again from the bucket, as far
+        as it was mounted: the same objects, read once more.
         """
+        ledger = TopicLedger(self.mount_dir, _checked(topic))
+        root = self.topic_root(topic)
+        with self._s3_errors(), ledger.locked():
+            manifest = ledger.load_manifest()
+            if manifest is None or (manifest["bucket"], manifest["location"]) != (self.bucket().url, root):
+                return MountedSelection()
+            if ledger.behind(manifest, after or {}):
+                mounted_through = dict(manifest["last_keys"])
+                ledger.reset(root)
+                manifest = ledger.empty_manifest(self.bucket().url, root)
+                self._sync(ledger, manifest, topic, through=mounted_through)
+            return ledger.select_after(manifest, after or {}, location=root)
+
+    def release(self, topic: str, through: Mapping[str, str]) -> int:
+        """Deletes the batch files of the objects at or before ``through`` (partition prefix ->
+        key): call it once a reader's commit of them is durable. Returns the batches deleted."""
         ledger = TopicLedger(self.mount_dir, _checked(topic))
         root = self.topic_root(topic)
         with ledger.locked():
             manifest = ledger.load_manifest()
-            if manifest is None or (manifest["bucket"], manifest["location"]) != (self.bucket().url, root):
-                return MountedSelection()
-            return ledger.select_after(manifest, after or {}, location=root)
+            if manifest is None or manifest["location"] != root:
+                return 0
+            return ledger.release(manifest, through, location=root)
 
     @contextlib.contextmanager
     def _s3_errors(self) -> Iterator[None]:

@@ -37,6 +37,7 @@ Every ``maintain_every`` commits, the IO manager compacts the table's small file
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import time
@@ -99,7 +100,7 @@ class TableState:
             "quarantined": self.quarantined,
             "objects": self.objects,
             "cursor": dict(sorted(self.cursor.items())),
-            "summary": dict(self.summary),
+            "summary": _encode_floats(dict(self.summary)),
             "quarantine_files": list(self.quarantine_files),
         }
 
@@ -112,9 +113,27 @@ class TableState:
             quarantined=info["quarantined"],
             objects=info["objects"],
             cursor=info["cursor"],
-            summary=info["summary"],
+            summary=_decode_floats(info["summary"]),
             quarantine_files=tuple(info["quarantine_files"]),
         )
+
+
+def _encode_floats(value):
+    """``value`` with NaN and the infinities (a column's mean or max may be one) as
+    ``{"float": "nan"}``: a commit's info is JSON, which has no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"float": repr(value)}
+    if isinstance(value, dict):
+        return {k: _encode_floats(v) for k, v in value.items()}
+    return value
+
+
+def _decode_floats(value):
+    if isinstance(value, dict):
+        if value.keys() == {"float"}:
+            return float(value["float"])
+        return {k: _decode_floats(v) for k, v in value.items()}
+    return value
 
 
 @dataclass(frozen=True)
@@ -244,7 +263,18 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         for attempt in range(1, self.commit_attempts + 1):
             batch = build_batch(table.state())
             try:
-                return CommittedAppend(self._append(table, batch), batch, attempt)
+                try:
+                    version = self._append(table, batch)
+                except ConcurrentCommitError:
+                    raise
+                except Exception as exc:
+                    # Another writer's commit may have released what this attempt was reading.
+                    if table.state().appends == batch.base.appends:
+                        raise
+                    raise ConcurrentCommitError(
+                        f"{name}: another run committed while this one read and wrote its batch ({exc})"
+                    ) from exc
+                return CommittedAppend(version, batch, attempt)
             except ConcurrentCommitError as exc:
                 if attempt == self.commit_attempts:
                     raise ConcurrentCommitError(
@@ -426,7 +456,24 @@ def commit_files(
         )
     else:
         delta.create_write_transaction(adds, mode=mode, schema=arrow, commit_properties=properties)
-    return DeltaTable(str(path)).version()
+    version = DeltaTable(str(path)).version()
+    _fsync_commit(path, version)
+    return version
+
+
+def _fsync_commit(path: Path, version: int) -> None:
+    """Makes a local table's commit durable: what it consumed (the mount's batch files) may be
+    deleted after it, and must not outlive it."""
+    log = path / "_delta_log"
+    commit = log / f"{version:020d}.json"
+    if not commit.exists():
+        return
+    for target, flags in ((commit, os.O_RDONLY), (log, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))):
+        fd = os.open(target, flags)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def write_files(df: DataFrame, table_path: Path) -> list[AddAction]:

@@ -16,7 +16,6 @@ from pathlib import Path
 import dagster as dg
 from pyspark.sql import functions as F
 
-from pintrest_assets.defs.lake import dataframes
 from pintrest_assets.defs.lake.dataframes import dataframe_assets
 from pintrest_assets.defs.lake.raw_json import raw_json_assets
 from pintrest_assets.resources import warehouse
@@ -29,16 +28,11 @@ def main(bucket: str, mount: str, warehouse_dir: str, user_id: str, marker: str,
     if mode == "during-write":
         write_files = warehouse.write_files
 
-        def slow_rows(parsed):
-            pause = F.udf(lambda _: time.sleep(0.01) is None, "boolean")
-            return good_rows(parsed).where(pause(F.col("index")))
-
         def write_then_mark(df, path):
             Path(marker).touch()
-            return write_files(df, path)
+            pause = F.udf(lambda _: time.sleep(0.01) is None, "boolean")
+            return write_files(df.where(pause(F.col("index"))), path)
 
-        good_rows = dataframes.good_rows
-        dataframes.good_rows = slow_rows
         warehouse.write_files = write_then_mark
     elif mode == "before-commit":
 

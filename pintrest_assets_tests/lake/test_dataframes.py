@@ -2,7 +2,9 @@ import collections
 import json
 import math
 import random
+import shutil
 import statistics
+from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
@@ -10,6 +12,7 @@ import pytest
 from deltalake import DeltaTable
 
 from pintrest_assets.defs.lake.dataframes import cursor_after, dataframe_assets
+from pintrest_assets.defs.lake.raw_json import raw_json_assets
 from pintrest_assets.lake.schemas import SCHEMAS
 from pintrest_assets.lake.statistics import merge_stats, summary_markdown
 from pintrest_assets.resources import warehouse
@@ -350,3 +353,130 @@ def test_a_refresh_of_nothing_but_rejected_lines_keeps_them(spark_lake, bucket_l
     assert _quarantine(lake.table("df_geo")) == [
         {"source_key": bad_key, "line": '{"ind": 0, "country": "Chad"', "reason": "not valid JSON"}
     ]
+
+
+# Lines that Spark reads in its own way: the mount must leave each of them to Spark (or read it
+# exactly as Spark does), so that rows and quarantine are what Spark alone would give.
+_TRICKY_PIN_LINES = [
+    "\ufeff" + json.dumps({"index": 100, "title": "after a byte-order mark"}),
+    json.dumps({"index": 101, "_corrupt_record": "a field named as Spark's marker"}),
+    '{"index": 102}{"index": 103}',
+    '{"index": 104, "title": 5}',
+    '{"index": 105, "downloaded": 1.0}',
+    '{"index": 106, "index": 107}',
+    "{'index': 108, 'title': 'single quotes'}",
+    '{"index": 109, "title": "a\ttab"}',
+    '{"index": 110, "title": "\\ud83d"}',
+    '{"index": 111, "downloaded": NaN}',
+    '{"index": 112, "follower_count": null}',
+    '{"index": 113} and more',
+    '{"title": "no index"}',
+    '{"index": 114, "extra": {"nested": [1, 2, {"x": null}]}}',
+    '   {"index": 115, "title": "spaces around"}   ',
+    '{"index": 116, "title": "caf\\u00e9 \\u2728", "poster_name": "\\"quoted\\""}',
+    '{"index": 117, "downloaded": 99999999999999999999}',
+    '{"index": 118, "title": true}',
+    '{"index": 119, "title": {"a": 1}}',
+    '{"index": -0, "downloaded": -5, "title": ""}',
+    "[1, 2]",
+    "42",
+    '"a string"',
+    "null",
+]
+_TRICKY_GEO_LINES = [
+    '{"ind": 200, "latitude": NaN, "longitude": 1.5}',
+    '{"ind": 201, "latitude": 1e400, "longitude": 1}',
+    '{"ind": 202, "latitude": 5, "longitude": -0.0, "timestamp": "2020-01-01 00:00:00"}',
+    '{"ind": 203, "latitude": "5", "longitude": 1.5}',
+    '{"ind": 204, "latitude": Infinity, "longitude": 1.5}',
+]
+
+
+def _spark_alone(spark, key: str, lines: list[str], name: str, index_column: str):
+    """The rows and quarantine Spark gives when it parses every line itself."""
+    from pintrest_assets.lake.parsing import good_rows, parse_records, rejected_lines
+
+    df = spark.createDataFrame([(key, line) for line in lines if line.strip()], "key string, line string")
+    parsed = parse_records(df, SCHEMAS[name], index_column)
+    rows = [r.asDict() for r in good_rows(parsed).collect()]
+    rejected = [r.asDict() for r in rejected_lines(parsed).collect()]
+    return rows, rejected
+
+
+def _sorted_json(rows) -> list[str]:
+    return sorted(json.dumps(r, sort_keys=True) for r in rows)
+
+
+def test_records_parsed_on_mount_are_the_rows_and_quarantine_spark_alone_gives(spark_lake):
+    lake = spark_lake
+    good = [
+        json.dumps({"index": i, "title": f"t{i}", "follower_count": f"{i}k", "downloaded": i % 2}) for i in range(40)
+    ]
+    pin_lines = good[:20] + _TRICKY_PIN_LINES + good[20:]
+    pin_key = _put_lines(lake, "pin", 0, pin_lines)
+    geo_good = [json.dumps({"ind": i, "latitude": i / 3, "longitude": -i / 7, "country": "Chad"}) for i in range(30)]
+    geo_lines = geo_good[:15] + _TRICKY_GEO_LINES + geo_good[15:]
+    geo_key = _put_lines(lake, "geo", 0, geo_lines)
+
+    result = lake.refresh("pin", "geo")
+    assert result.success
+    spark = lake.spark.spark_session
+    for name, key, lines, index_column in [("pin", pin_key, pin_lines, "index"), ("geo", geo_key, geo_lines, "ind")]:
+        table = lake.table(f"df_{name}")
+        rows, rejected = _spark_alone(spark, key, lines, name, index_column)
+        assert _sorted_json(_parquet(table).to_pylist()) == _sorted_json(rows), name
+        assert _sorted_json(_quarantine(table)) == _sorted_json(rejected), name
+        metadata = lake.metadata(result, f"df_{name}")
+        assert (metadata["rows_read"], metadata["quarantined"]) == (len(rows), len(rejected))
+        # The good lines around the tricky ones were parsed on mount, not left to Spark.
+        assert metadata["rows_parsed_on_mount"] >= len(lines) - len(_TRICKY_PIN_LINES) - 8 * len(_TRICKY_PIN_LINES)
+        assert metadata["rows_parsed_on_mount"] >= 30 if name == "pin" else 20
+
+    # describe() of the table: as Spark's own statistics of the same rows give it.
+    from pintrest_assets.lake.parsing import parse_records
+    from pintrest_assets.lake.statistics import profile
+
+    df = spark.createDataFrame([(pin_key, line) for line in pin_lines if line.strip()], "key string, line string")
+    alone = profile(parse_records(df, SCHEMAS["pin"], "index"), SCHEMAS["pin"])
+    described = lake.metadata(result, "df_pin")["describe"]
+    expected = summary_markdown(alone.stats, SCHEMAS["pin"].fieldNames(), "title")
+    assert described.split("\n", 1)[1] == expected.split("\n", 1)[1]
+
+
+def _batches_in_mount(lake, name: str) -> list[str]:
+    root = lake.s3_mount.topic_root(lake.topic(name))
+    return sorted(p.name for p in Path(root).glob("*batch-*")) if Path(root).exists() else []
+
+
+def test_the_mount_keeps_no_copy_of_what_a_refresh_committed_and_a_deleted_table_mounts_again(
+    spark_lake, bucket_land
+):
+    lake = spark_lake
+    for offset in range(0, 30, 3):
+        bucket_land(lake.bucket, lake.topic("pin"), offset, records=3)
+    bad = _put_lines(lake, "pin", 30, ["not json", json.dumps({"index": 30})])
+    assert lake.refresh("pin").success
+    assert _batches_in_mount(lake, "pin") == []  # read, committed: released
+
+    # The mount alone (no refresh of the DataFrame) keeps the new objects until they are read.
+    bucket_land(lake.bucket, lake.topic("pin"), 32, records=2)
+    raw = next(a for a in raw_json_assets if a.key == dg.AssetKey("pin_raw_json"))
+    assert dg.materialize([raw], resources=lake.resources(), instance=lake.instance).success
+    assert _batches_in_mount(lake, "pin") != []
+    second = lake.metadata(lake.refresh("pin"), "df_pin")
+    assert (second["rows_read"], second["dagster/row_count"]) == (2, 33)
+    assert _batches_in_mount(lake, "pin") == []
+
+    # The table deleted: the next refresh mounts the objects again from the bucket, every row back.
+    shutil.rmtree(lake.table("df_pin").path)
+    shutil.rmtree(lake.table("df_pin").quarantine_path)
+    rebuilt = lake.metadata(lake.refresh("pin"), "df_pin")
+    assert (rebuilt["objects_read"], rebuilt["rows_read"], rebuilt["quarantined"]) == (12, 33, 1)
+    assert collections.Counter(_parquet(lake.table("df_pin")).column("index").to_pylist()) == collections.Counter(
+        range(34)
+    ) - collections.Counter([31])
+    assert _quarantine(lake.table("df_pin")) == [{"source_key": bad, "line": "not json", "reason": "not valid JSON"}]
+    assert _batches_in_mount(lake, "pin") == []
+    # The mount's totals are the bucket's, as before: the reconciliation still adds up.
+    raw_meta = lake.metadata(dg.materialize([raw], resources=lake.resources(), instance=lake.instance), "pin_raw_json")
+    assert (raw_meta["objects"], raw_meta["records"]) == (12, 34)

@@ -2,6 +2,7 @@ import json
 import threading
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from pintrest_assets.bucket import LocalBucket
@@ -21,13 +22,25 @@ def s3_mount(tmp_path, s3_bucket, s3_resource) -> S3MountResource:
     return S3MountResource(bucket_url=s3_bucket.url, mount_dir=str(tmp_path / "mnt"), user_id="u", s3=s3_resource)
 
 
-def _batch_lines(mount) -> list[tuple[str, str]]:
-    """(key, line) of every line in the topic's batch files, file by file."""
-    return [
-        tuple(line.split("\t", 1))
-        for path in sorted(Path(mount.root).glob("batch-*.tsv"))
-        for line in path.read_text().splitlines()
-    ]
+def _batches(mount) -> list[str]:
+    """The topic's batches, as paths without a suffix, in the order they were written."""
+    return sorted(str(p)[: -len(".objects.json")] for p in Path(mount.root).glob("batch-*.objects.json"))
+
+
+def _batch_records(mount) -> list[tuple[str, dict]]:
+    """(key, record) of every record in the topic's batches, batch by batch: the records the
+    mount parsed (their columns that are set), then the lines it left to Spark (parsed here)."""
+    records = []
+    for batch in _batches(mount):
+        if Path(batch + ".parquet").exists():
+            for row in pq.read_table(batch + ".parquet").to_pylist():
+                key = row.pop("_key")
+                records.append((key, {k: v for k, v in row.items() if v is not None}))
+        if Path(batch + ".tsv").exists():
+            for line in Path(batch + ".tsv").read_text().splitlines():
+                key, text = line.split("\t", 1)
+                records.append((key, json.loads(text)))
+    return records
 
 
 def test_sync_fetches_only_new_objects_into_batch_files(s3_mount, s3_bucket, s3_requests, bucket_land, tmp_path):
@@ -41,10 +54,12 @@ def test_sync_fetches_only_new_objects_into_batch_files(s3_mount, s3_bucket, s3_
     assert (mount.objects, mount.records, mount.newest_key, mount.new_batch_files) == (5, 10, first[-1], 1)
     assert mount.bytes == sum(len(s3_bucket.get(k)) for k in first)
     assert mount.root == str(tmp_path / "mnt" / "topics" / TOPIC)
-    # Each record's line, byte for byte, behind its object's key.
-    assert _batch_lines(mount) == [(key, line) for key in first for line in s3_bucket.get(key).decode().splitlines()]
-    [batch] = Path(mount.root).glob("batch-*.tsv")
-    assert load_objects(batch) == list(mount.new)  # the batch file's object list, beside it
+    # Each record, parsed on mount, behind its object's key.
+    expected = [(key, json.loads(line)) for key in first for line in s3_bucket.get(key).decode().splitlines()]
+    assert _batch_records(mount) == expected
+    [batch] = _batches(mount)
+    assert not Path(batch + ".tsv").exists()  # nothing left for Spark to parse
+    assert load_objects(batch) == list(mount.new)  # the batch's object list, beside it
 
     later = [bucket_land(s3_bucket, TOPIC, offset) for offset in (10, 11, 12)]
     s3_requests.clear()
@@ -54,7 +69,7 @@ def test_sync_fetches_only_new_objects_into_batch_files(s3_mount, s3_bucket, s3_
     assert s3_requests["keys listed"] == 3  # listed after the last mounted key, not from the start
     assert (again.objects, again.records, again.new_records, again.new_batch_files) == (8, 13, 3, 1)
     assert again.newest_key == later[-1]
-    assert len(list(Path(mount.root).glob("batch-*.tsv"))) == 2
+    assert len(_batches(mount)) == 2
 
     s3_requests.clear()
     idle = s3_mount.mount_topic(TOPIC)
@@ -86,8 +101,7 @@ def test_a_selection_after_a_cursor_reads_only_the_ledger_tail(tmp_path, bucket_
     first = resource.mount_topic(TOPIC)
     p0 += [bucket_land(bucket, TOPIC, offset, partition=0) for offset in (60, 61, 62)]
     resource.mount_topic(TOPIC)
-    [first_batch] = Path(first.root).glob("batch-00000000-*.tsv")
-    [second_batch] = Path(first.root).glob("batch-00000001-*.tsv")
+    first_batch, second_batch = _batches(first)
     cursor = {f"topics/{TOPIC}/partition=0/": p0[29], f"topics/{TOPIC}/partition=1/": p1[-1]}
 
     ledger = tmp_path / "mnt" / ".mount" / f"{TOPIC}.batches.jsonl"
@@ -97,7 +111,8 @@ def test_a_selection_after_a_cursor_reads_only_the_ledger_tail(tmp_path, bucket_
     manifest_path.write_text(json.dumps({**manifest, "ledger_bytes": ledger.stat().st_size}))
     new = resource.select(TOPIC, after=cursor)
     # The whole batch file, from its ledger line alone.
-    assert (new.slices, new.objects, new.records) == ((BatchSlice(str(second_batch), None),), 3, 3)
+    whole = BatchSlice(second_batch, None, parsed=True, residue=False)
+    assert (new.slices, new.objects, new.records) == ((whole,), 3, 3)
     assert new.last_keys == {f"topics/{TOPIC}/partition=0/": p0[-1]}
     assert new.keys() == p0[30:]
     with pytest.raises(json.JSONDecodeError):
@@ -113,8 +128,8 @@ def test_a_selection_after_a_cursor_reads_only_the_ledger_tail(tmp_path, bucket_
     inside = {f"topics/{TOPIC}/partition=0/": p0[27], f"topics/{TOPIC}/partition=1/": p1[2]}
     straddling = resource.select(TOPIC, after=inside)
     assert straddling.slices == (
-        BatchSlice(str(first_batch), (p0[28], p0[29], p1[3], p1[4])),
-        BatchSlice(str(second_batch), None),
+        BatchSlice(first_batch, (p0[28], p0[29], p1[3], p1[4]), parsed=True, residue=False),
+        BatchSlice(second_batch, None, parsed=True, residue=False),
     )
     assert (straddling.objects, straddling.records) == (7, 2 + 2 + 1 + 1 + 3)
 
@@ -142,8 +157,7 @@ def test_a_sync_that_died_before_its_manifest_is_mounted_again_once(tmp_path, bu
     mounted = resource.select(TOPIC)
     assert mounted.keys() == keys and mounted.objects == 5
     # The dead sync's batch file is in no ledger line: never read.
-    batches = sorted(Path(first.root).glob("batch-*.tsv"))
-    assert len(batches) == 3 and len(mounted.slices) == 2
+    assert len(_batches(first)) == 3 and len(mounted.slices) == 2
     assert all(s.keys is None for s in mounted.slices)
 
 
@@ -191,7 +205,7 @@ def test_a_local_directory_bucket_is_read_in_place(tmp_path, bucket_land):
     assert [o.key for o in mount.new] == first
     assert mount.root == str(mount_dir / "topics" / TOPIC)
     assert (mount.objects, mount.records, mount.fetch_threads) == (2, 6, 1)
-    assert len(_batch_lines(mount)) == 6
+    assert len(_batch_records(mount)) == 6
     assert not (mount_dir / "topics" / TOPIC / "partition=0").exists()  # no copy per object
     manifest = json.loads((mount_dir / ".mount" / f"{TOPIC}.json").read_text())
     assert manifest["last_keys"] == {f"topics/{TOPIC}/partition=0/": first[-1]}
@@ -232,7 +246,7 @@ def test_a_mount_follows_a_change_of_bucket_and_drops_an_older_format(tmp_path, 
     moved = mount(s3_bucket.url)  # another bucket: mounted from scratch
     assert [o.key for o in moved.new] == [key]
     assert (moved.objects, moved.records) == (1, 2)
-    assert [k for k, _ in _batch_lines(moved)] == [key, key]
+    assert [k for k, _ in _batch_records(moved)] == [key, key]
     assert Path(local.root, local_key).exists()  # a bucket is never touched
 
     # A mount of the format that kept one file per object (manifest version 1) is mounted again.
@@ -253,7 +267,7 @@ def test_a_prefixed_bucket_keeps_keys_relative_to_its_prefix(tmp_path, s3_bucket
     )
     mount = resource.mount_topic(TOPIC)
     assert [o.key for o in mount.new] == [key]
-    assert _batch_lines(mount) == [(key, '{"index": 0}')]
+    assert _batch_records(mount) == [(key, {"index": 0})]
 
 
 def test_an_unreachable_endpoint_names_its_setting(tmp_path, unreachable_s3_resource):
@@ -295,7 +309,64 @@ def test_batch_files_close_at_their_size_and_never_split_an_object(tmp_path):
     for i in range(5):
         writer.add(f"k{i}", "e", b'{"i": 1}\n{"i": 2}\n')  # 2 lines of 12 bytes each
     files = writer.close()
-    assert [[o.key for o in objects] for _, objects in files] == [["k0"], ["k1"], ["k2"], ["k3"], ["k4"]]
-    assert [name.split("-")[1] for name, _ in files] == [f"{n:08d}" for n in range(7, 12)]
+    assert [[o.key for o in batch.objects] for batch in files] == [["k0"], ["k1"], ["k2"], ["k3"], ["k4"]]
+    assert [batch.name.split("-")[1] for batch in files] == [f"{n:08d}" for n in range(7, 12)]
     with pytest.raises(ValueError, match="tab or a line break"):
         writer.add("bad\tkey", "e", b"{}\n")
+
+
+def test_the_writer_parses_what_pyarrow_reads_as_spark_does_and_leaves_the_rest_to_spark(tmp_path):
+    from pintrest_assets.lake.schemas import arrow_schema
+
+    good = [json.dumps({"index": i, "title": f"t{i}"}) for i in range(100)]
+    bad = ['{"index": 1000, "title": 5}', "not json", '{"index": 1001}{"index": 1002}', '{"title": "no index"}']
+    lines = good[:10] + bad[:2] + good[10:60] + bad[2:] + good[60:]
+    writer = BatchWriter(tmp_path, sequence=0, schema=arrow_schema("pin"), key_column="index")
+    writer.add("k0", "e", "".join(line + "\n" for line in lines[:70]).encode())
+    writer.add("k1", "e", "".join(line + "\n" for line in lines[70:]).encode())
+    [batch] = writer.close()
+    assert batch.parsed + batch.residue == len(lines)
+    residue = (tmp_path / f"{batch.name}.tsv").read_text().splitlines()
+    assert all(f"\t{line}" in "\n".join(residue) for line in bad)
+    assert batch.residue <= 8 * len(bad)  # a refused line costs Spark at most its group of lines
+    parsed = pq.read_table(tmp_path / f"{batch.name}.parquet")
+    assert parsed.num_rows == batch.parsed
+    assert set(parsed.column("index").to_pylist()) <= set(range(100))
+    keys = dict(zip(parsed.column("index").to_pylist(), parsed.column("_key").to_pylist()))
+    assert all(keys[i] == ("k0" if good[i] in lines[:70] else "k1") for i in keys)
+    assert batch.stats["index"]["count"] == batch.parsed
+    assert batch.stats["index"]["min"] == min(keys) and batch.stats["index"]["max"] == max(keys)
+    assert batch.stats["title"]["min"] == min(f"t{i}" for i in keys)
+
+
+def test_a_release_drops_the_batches_read_and_a_reader_behind_it_finds_them_mounted_again(tmp_path, bucket_land):
+    bucket = LocalBucket(tmp_path / "bucket")
+    resource = S3MountResource(bucket_url=str(bucket.root), mount_dir=str(tmp_path / "mnt"), user_id="u")
+    keys = [bucket_land(bucket, TOPIC, offset) for offset in range(3)]
+    first = resource.mount_topic(TOPIC)
+    keys += [bucket_land(bucket, TOPIC, offset) for offset in (3, 4)]
+    resource.mount_topic(TOPIC)
+    first_batch, second_batch = _batches(first)
+    prefix = f"topics/{TOPIC}/partition=0/"
+
+    # Released up to a cursor inside the second batch: only the first batch goes.
+    assert resource.release(TOPIC, {prefix: keys[3]}) == 1
+    assert _batches(first) == [second_batch]
+    assert resource.select(TOPIC, after={prefix: keys[2]}).keys() == keys[3:]
+    assert resource.release(TOPIC, {prefix: keys[4]}) == 1
+    assert _batches(first) == [] and resource.select(TOPIC, after={prefix: keys[4]}).objects == 0
+    assert not list(Path(first.root).iterdir())
+
+    # A reader from the start (its table deleted): mounted again from the bucket, as far as mounted.
+    bucket_land(bucket, TOPIC, 5)  # landed since the last sync: for the next sync, not this reader
+    again = resource.select(TOPIC, after={})
+    assert again.keys() == keys and again.records == 5
+    sync = resource.mount_topic(TOPIC)
+    assert [o.key for o in sync.new] == [object_key(TOPIC, 0, 5)]
+    assert (sync.objects, sync.records) == (6, 6)
+
+    # Files of a batch no ledger line names (a release that died before deleting them) go next time.
+    stray = Path(sync.root) / "batch-00000099-deadbeef.parquet"
+    stray.write_bytes(b"left over")
+    resource.release(TOPIC, {prefix: keys[0]})
+    assert not stray.exists()

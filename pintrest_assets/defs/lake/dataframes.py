@@ -18,15 +18,19 @@ starts again from the new state, reading only the objects after the new cursor.
 # generator asset as written, and a string would not match.
 
 from collections.abc import Mapping
+from functools import reduce
 
 import dagster as dg
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pintrest_assets.lake.parsing import good_rows, parse_records, read_batches, rejected_lines
+from pintrest_assets.lake.parsing import good_rows, parse_records, read_batches, read_parsed, rejected_lines
 from pintrest_assets.lake.schemas import SCHEMAS, column_schema
 from pintrest_assets.lake.statistics import (
     BatchProfile,
+    column_aggregates,
+    column_stats,
     merge_stats,
     profile,
     summary_markdown,
@@ -79,38 +83,62 @@ def build_dataframe_asset(spec: TopicSpec) -> dg.AssetsDefinition:
             # An attempt before this one lost its commit: its rows are not needed any more.
             while cached:
                 cached.pop().unpersist()
-            new = s3_mount.select(s3_mount.topic_for(spec), after=base.cursor)
+            new = s3_mount.select(topic, after=base.cursor)
             read.update(base=base, new=new)
             if not new.objects:
                 # Nothing to read: no Spark session is started.
                 context.log.info(f"{spec.dataframe}: no new objects; the table keeps its {base.rows} rows")
-                read["batch"] = _NOTHING_READ
+                read.update(batch=_NOTHING_READ, parsed_on_mount=0)
                 return _batch(base, schema, new, _NOTHING_READ, rows=None, quarantine=None)
 
-            lines = read_batches(spark.spark_session, new.slices)
-            parsed = parse_records(lines, schema, spec.index_column).cache()
-            cached.append(parsed)
-            batch = profile(parsed, schema)
-            read["batch"] = batch
+            session = spark.spark_session
+            # The records the mount parsed come counted and described (in its ledger); only those
+            # of a batch read in part (a cursor inside a sync: rare) are profiled here.
+            partial = [s for s in new.slices if s.parsed and s.keys is not None]
+            parsed = BatchProfile(rows=new.parsed, rejected=0, stats=new.parsed_stats)
+            if partial:
+                part = read_parsed(session, partial, schema)
+                row = part.agg(F.count(F.lit(1)).alias("rows"), *column_aggregates(schema)).first().asDict()
+                stats = merge_stats(parsed.stats, column_stats(row, schema))
+                parsed = BatchProfile(parsed.rows + row["rows"], 0, stats)
+            parts = [df for df in [read_parsed(session, new.slices, schema)] if df is not None]
+            # The lines it left to Spark (few: those pyarrow's strict reader refused) are parsed,
+            # kept or quarantined here, and profiled in one pass over them.
+            lines = read_batches(session, new.slices)
+            left = _NOTHING_READ
+            quarantine = None
+            if lines is not None:
+                checked = parse_records(lines, schema, spec.index_column).cache()
+                cached.append(checked)
+                left = profile(checked, schema)
+                parts.append(good_rows(checked))
+                quarantine = rejected_lines(checked) if left.rejected else None
+            batch = BatchProfile(parsed.rows + left.rows, left.rejected, merge_stats(parsed.stats, left.stats))
+            read.update(batch=batch, parsed_on_mount=parsed.rows)
             if batch.rows + batch.rejected != new.records:
                 context.log.warning(
-                    f"{spec.dataframe}: Spark read {batch.rows + batch.rejected} lines from {new.objects} objects "
-                    f"where the mount counted {new.records} records (batch files changed since they were mounted?)"
+                    f"{spec.dataframe}: read {batch.rows + batch.rejected} records from {new.objects} objects "
+                    f"where the mount counted {new.records} (batch files changed since they were mounted?)"
                 )
             context.log.info(
-                f"{spec.dataframe}: {new.objects} new objects in {len(new.slices)} batch files, {batch.rows} rows, "
-                f"{batch.rejected} lines quarantined"
+                f"{spec.dataframe}: {new.objects} new objects in {len(new.slices)} batches, {batch.rows} rows "
+                f"({parsed.rows} parsed on mount), {batch.rejected} lines quarantined"
             )
-            quarantine = rejected_lines(parsed) if batch.rejected else None
-            return _batch(base, schema, new, batch, rows=good_rows(parsed), quarantine=quarantine)
+            rows = reduce(DataFrame.unionByName, parts) if parts else None
+            return _batch(base, schema, new, batch, rows=rows, quarantine=quarantine)
 
+        topic = s3_mount.topic_for(spec)
         try:
             committed = warehouse_io_manager.append_with_retry(spec.dataframe, build_batch, log=context.log.warning)
         finally:
             for parsed in cached:
                 parsed.unpersist()
+        # The commit is durable: the mount needs no copy of what it read any more.
+        released = s3_mount.release(topic, committed.batch.cursor)
+        if released:
+            context.log.info(f"{spec.dataframe}: released {released} batches of the mount, read and committed")
         # The IO manager only reports the table: the batch is committed.
-        yield _output(table, committed, schema, read["new"], read["batch"])
+        yield _output(table, committed, schema, read["new"], read["batch"], read["parsed_on_mount"], released)
 
     return dataframe
 
@@ -146,6 +174,8 @@ def _output(
     schema: T.StructType,
     new: MountedSelection,
     batch: BatchProfile,
+    parsed_on_mount: int,
+    released: int,
 ) -> dg.Output:
     append = committed.batch
     base = append.base
@@ -153,6 +183,7 @@ def _output(
     metadata = {
         "dagster/row_count": total,
         "rows_read": batch.rows,
+        "rows_parsed_on_mount": parsed_on_mount,  # the others: lines the mount left to Spark's parser
         "objects_read": new.objects,
         "batch_files_read": len(new.slices),
         "records_in_objects": new.records,
@@ -160,6 +191,7 @@ def _output(
         "quarantined_total": base.quarantined + batch.rejected,
         "objects_total": base.objects + new.objects,
         "commit_attempts": committed.attempts,
+        "batch_files_released": released,
         "dagster/column_schema": column_schema(schema),
         "describe": dg.MetadataValue.md(
             summary_markdown(
