@@ -19,11 +19,12 @@ Endpoints; every response is ``application/vnd.kafka.v2+json`` but a 403 (see be
   ``GET /streams``, ``GET``/``POST /streams/{stream-name}``, ``PUT /streams/{stream-name}/record``
   and ``PUT /streams/{stream-name}/records``, each calling one Kinesis action on the gateway's
   Kinesis endpoint (``kinesis=``, a boto3 client) as API Gateway's integrations do: see
-  ``gateway/kinesis.py``. Without an endpoint they answer 503. ``GET /status`` has a
+  ``gateway/kinesis_routes.py``. Without an endpoint they answer 503. ``GET /status`` has a
   ``kinesis`` entry: ``{"endpoint", "ready", "error"}``.
 
-``ROUTES`` lists them as data, with the API each belongs to; requests are dispatched through it,
-and the deployment files (``deploy/api-gateway/``) are checked against it.
+``ROUTES`` lists them as data, with the API each belongs to; requests are dispatched through it
+(``gateway/http.py`` serves them), and the deployment files (``deploy/api-gateway/``) are
+checked against it.
 
 Exposure, as API Gateway in front of the REST proxy would have it: the gateway listens on the
 loopback interface by default; on any other address it refuses to start without an API key
@@ -40,21 +41,17 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import json
 import logging
 import signal
-import socket
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 from pintrest_assets import kinesis_proxy
 from pintrest_assets.bucket import Bucket
-from pintrest_assets.gateway import kinesis as kinesis_routes
+from pintrest_assets.gateway import kinesis_routes
 from pintrest_assets.gateway.broker import PARTITION, Broker
+from pintrest_assets.gateway.http import GatewayHTTPServer, Request, Route
 from pintrest_assets.gateway.protocol import (
     RejectedRecord,
     RestError,
@@ -63,11 +60,10 @@ from pintrest_assets.gateway.protocol import (
     partition_metadata,
     partition_not_found,
     produce_response,
-    request_too_large,
     topic_metadata,
     topic_not_found,
 )
-from pintrest_assets.rest_proxy_v2 import KAFKA_RETRIABLE_ERROR, V2_RESPONSE
+from pintrest_assets.rest_proxy_v2 import KAFKA_RETRIABLE_ERROR
 from pintrest_assets.settings import ConfigError
 from pintrest_assets.topics import is_valid_topic_name
 
@@ -78,10 +74,6 @@ DEFAULT_PORT = 8082
 # The S3 sink's flush.size and rotation: deploy/msk-connect/ configures the connector alike.
 DEFAULT_FLUSH_SIZE = 100
 DEFAULT_ROTATE_INTERVAL_MS = 5000
-API_KEY_HEADER = "x-api-key"
-# What API Gateway answers a request without a valid API key.
-FORBIDDEN = {"message": "Forbidden"}
-FORBIDDEN_HEADERS = {"x-amzn-ErrorType": "ForbiddenException"}
 
 
 class ApiKeyRequired(ConfigError):
@@ -149,7 +141,7 @@ class Gateway:
         self._kinesis = kinesis
         self._kinesis_unavailable = kinesis_unavailable
         self._kinesis_retry_after: int | None = None
-        self._httpd: _HTTPServer | None = None
+        self._httpd: GatewayHTTPServer | None = None
         self._serving: threading.Thread | None = None
 
     @property
@@ -178,7 +170,8 @@ class Gateway:
         """Recover the state directory, land what a crash left behind, and serve."""
         if self._httpd is not None:
             raise RuntimeError("the gateway is already running")
-        httpd = _HTTPServer((self.host, self.port), self)  # first: a port in use fails before any state is touched
+        # First: a port in use fails before any state is touched.
+        httpd = GatewayHTTPServer((self.host, self.port), self, ROUTES)
         try:
             self.broker.open()
             for topic in self.initial_topics:
@@ -298,47 +291,6 @@ class Gateway:
             raise topic_not_found()
 
 
-@dataclass(frozen=True)
-class Request:
-    """What a route's handler gets: the path parameters, the Content-Type and the body."""
-
-    params: dict[str, str]
-    content_type: str | None
-    body: bytes
-
-
-@dataclass(frozen=True)
-class Route:
-    """A route the gateway serves: ``method`` and ``template`` (``/topics/{topic}``: literal
-    segments and ``{parameters}``, each one path segment), the API it belongs to (``kind``),
-    the handler that answers it, and the media type of its answers.
-
-    Kinds: ``rest-proxy`` (the Kafka REST Proxy v2, what API Gateway forwards:
-    ``deploy/api-gateway/kafka-rest-proxy.openapi.yaml`` lists the same routes), ``kinesis``
-    (API Gateway's Kinesis proxy: ``deploy/api-gateway/kinesis-proxy.openapi.yaml``, each route
-    one Kinesis action) and ``operator`` (the gateway's own, never exposed through API Gateway).
-    """
-
-    kind: str
-    method: str
-    template: str
-    handler: Callable[[Gateway, Request], object] = field(compare=False, repr=False)
-    media_type: str = V2_RESPONSE
-
-    def match(self, segments: list[str]) -> dict[str, str] | None:
-        """The path parameters if the (unquoted) path ``segments`` fit the template, else None."""
-        parts = self.template.strip("/").split("/")
-        if len(parts) != len(segments):
-            return None
-        params = {}
-        for part, segment in zip(parts, segments):
-            if part.startswith("{") and part.endswith("}"):
-                params[part[1:-1]] = segment
-            elif part != segment:
-                return None
-        return params
-
-
 def _produce(gateway: Gateway, request: Request) -> dict:
     partition = _partition_number(request.params.get("partition", str(PARTITION)))
     return gateway.produce(request.params["topic"], partition, request.content_type, request.body)
@@ -362,174 +314,20 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route("rest-proxy", "POST", "/topics/{topic}/partitions/{partition}", _produce),
     *(
-        Route("kinesis", method, template, kinesis_routes.route_handler(action), kinesis_proxy.CONTENT_TYPE)
+        Route(
+            "kinesis",
+            method,
+            template,
+            kinesis_routes.route_handler(action),
+            kinesis_proxy.CONTENT_TYPE,
+            error_body=kinesis_routes.error_body,
+            internal_error=kinesis_routes.INTERNAL_ERROR,
+        )
         for method, template, action in kinesis_proxy.ROUTES
     ),
     Route("operator", "GET", "/status", lambda gw, req: gw.status()),
 )
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    """One thread per connection, keep-alive, and a graceful end for open connections."""
-
-    daemon_threads = True
-    request_queue_size = 128  # many emulator threads may connect at once; the default 5 makes them wait
-
-    def __init__(self, address: tuple[str, int], gateway: Gateway):
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.gateway = gateway
-        self.closing = False
-        self.connections: set[_Handler] = set()
-        self.connections_changed = threading.Condition()
-        super().__init__(address, _Handler)
-
-    def close_connections(self, timeout: float) -> None:
-        """End idle keep-alive connections and wait for requests in flight to be answered."""
-        with self.connections_changed:
-            self.closing = True
-            for handler in self.connections:
-                if not handler.busy:
-                    handler.stop_reading()
-            if not self.connections_changed.wait_for(lambda: not self.connections, timeout):
-                log.warning("%d connections still open at shutdown", len(self.connections))
-
-
-class _ClientGone(Exception):
-    """The client closed the connection before sending its whole request."""
-
-
 def _partition_number(text: str) -> int:
     return int(text) if text.isdigit() else -1
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: clients reuse one connection for many batches
-    # Headers and body go out in two writes: without TCP_NODELAY the body waits for the
-    # client's delayed ACK (~40 ms a response), which caps small requests at ~25 a second.
-    disable_nagle_algorithm = True
-    server_version = "pintrest-gateway"
-    server: _HTTPServer
-    busy = False
-
-    def setup(self) -> None:
-        super().setup()
-        with self.server.connections_changed:
-            self.server.connections.add(self)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            with self.server.connections_changed:
-                self.server.connections.discard(self)
-                self.server.connections_changed.notify_all()
-
-    def stop_reading(self) -> None:
-        # The handler thread is blocked waiting for a next request: make that read see EOF.
-        try:
-            self.connection.shutdown(socket.SHUT_RD)
-        except OSError:
-            pass
-
-    def parse_request(self) -> bool:
-        with self.server.connections_changed:
-            self.busy = True
-        return super().parse_request()
-
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET
-
-    def _dispatch(self) -> None:
-        try:
-            status, payload, headers, media_type = self._answer()
-        except _ClientGone:
-            self.close_connection = True
-            return
-        finally:
-            with self.server.connections_changed:
-                self.busy = False
-        self._send(status, payload, headers, media_type)
-
-    def _answer(self) -> tuple[int, object, dict[str, str], str]:
-        """Status, payload, extra headers and media type of the answer to the current request."""
-        if not self.server.gateway.authorized(self.headers.get(API_KEY_HEADER)):
-            self.close_connection = True  # refused before its body is read: the connection cannot go on
-            return 403, FORBIDDEN, FORBIDDEN_HEADERS, "application/json"
-        route = None
-        try:
-            try:
-                route, params = self._find_route()
-                no_route = None
-            except RestError as exc:
-                no_route = exc  # answered once the body is read, so the connection can go on
-            body = self._read_body()
-            if no_route is not None:
-                raise no_route
-            request = Request(params, self.headers.get("Content-Type"), body)
-            return 200, route.handler(self.server.gateway, request), {}, route.media_type
-        except _ClientGone:
-            raise
-        except RestError as exc:
-            if route is not None and route.kind == "kinesis" and not isinstance(exc, kinesis_routes.KinesisError):
-                return exc.status, {"message": exc.message}, exc.headers, route.media_type  # as API Gateway has it
-            return exc.status, exc.body(), exc.headers, route.media_type if route else V2_RESPONSE
-        except Exception:
-            log.exception("%s %s failed", self.command, self.path)
-            if route is not None and route.kind == "kinesis":
-                return 500, {"message": "Internal server error"}, {}, route.media_type
-            return 500, {"error_code": 500, "message": "Internal Server Error"}, {}, V2_RESPONSE
-
-    def _find_route(self) -> tuple[Route, dict[str, str]]:
-        path = urlsplit(self.path).path
-        segments = [unquote(p) for p in path.strip("/").split("/")]
-        method = "GET" if self.command == "HEAD" else self.command
-        matches = [(route, params) for route in ROUTES if (params := route.match(segments)) is not None]
-        if not matches:
-            raise RestError(404, 404, f"HTTP 404 Not Found: {path}")
-        for route, params in matches:
-            if route.method == method:
-                return route, params
-        allowed = ", ".join(sorted({route.method for route, _ in matches}))
-        raise RestError(
-            405, 405, f"HTTP 405 Method Not Allowed: {self.command} {path} (allowed: {allowed})", {"Allow": allowed}
-        )
-
-    def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            self.close_connection = True
-            raise RestError(411, 411, "HTTP 411 Length Required: send the body with a Content-Length")
-        length_header = self.headers.get("Content-Length")
-        if length_header is None:
-            return b""
-        if not length_header.strip().isdigit():
-            self.close_connection = True
-            raise RestError(400, 400, f"HTTP 400 Bad Request: invalid Content-Length {length_header!r}")
-        length = int(length_header)
-        limit = self.server.gateway.max_request_bytes
-        if length > limit:
-            self.close_connection = True
-            raise request_too_large(f"{length} bytes", f"{limit}")
-        body = self.rfile.read(length)
-        if len(body) < length:
-            raise _ClientGone
-        return body
-
-    def _send(self, status: int, payload, headers: dict[str, str], media_type: str) -> None:
-        data = json.dumps(payload).encode()
-        if self.server.closing:
-            self.close_connection = True
-        self.send_response(status)
-        self.send_header("Content-Type", media_type)
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in headers.items():
-            self.send_header(name, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-
-    def log_message(self, format: str, *args) -> None:
-        log.debug("%s " + format, self.address_string(), *args)

@@ -28,6 +28,8 @@ one page; there are no throughput limits, and iterators expire after five minute
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -39,6 +41,8 @@ from pathlib import Path
 from typing import Self
 
 from filelock import FileLock
+
+log = logging.getLogger(__name__)
 
 KINESALITE_VERSION = "3.3.3"
 DEFAULT_PORT = 4567
@@ -108,9 +112,14 @@ class LocalKinesis:
     """A kinesalite server on ``127.0.0.1:port`` keeping its streams in ``data_dir``.
 
     ``start()`` installs kinesalite if needed, starts it and returns once it answers; ``stop()``
-    ends it (SIGTERM, then SIGKILL after ``timeout``); ``kill()`` crashes it. Also a context manager. Its output goes to ``log_file``
-    (default: ``<data_dir>.log`` beside the data directory). A server started again on the same
-    ``data_dir`` finds every stream and record it had, even after a SIGKILL.
+    ends it (SIGTERM, then SIGKILL after ``timeout``); ``kill()`` crashes it. Also a context
+    manager. Its output goes to ``log_file`` (default: ``<data_dir>.log`` beside the data
+    directory). A server started again on the same ``data_dir`` finds every stream and record it
+    had, even after a SIGKILL.
+
+    ``pid_file``: where its process id is kept while it runs (``stop()`` removes it), so that
+    ``start()`` first ends a kinesalite that an owner killed without stopping it left running on
+    the same ``data_dir`` (``end_orphan``).
     """
 
     def __init__(
@@ -121,12 +130,14 @@ class LocalKinesis:
         host: str = "127.0.0.1",
         install_dir: str | os.PathLike | None = None,
         log_file: str | os.PathLike | None = None,
+        pid_file: str | os.PathLike | None = None,
     ):
         self.data_dir = Path(data_dir)
         self.port = int(port)
         self.host = host
         self.install_dir = install_dir
         self.log_file = Path(log_file) if log_file is not None else self.data_dir.with_name(self.data_dir.name + ".log")
+        self.pid_file = Path(pid_file) if pid_file is not None else None
         self.process: subprocess.Popen | None = None
 
     @property
@@ -140,6 +151,8 @@ class LocalKinesis:
     def start(self, timeout: float = 30.0) -> Self:
         if self.running:
             return self
+        if self.pid_file is not None:
+            end_orphan(self.pid_file, self.data_dir)
         cli = install_kinesalite(self.install_dir)
         node = shutil.which("node")
         if node is None:
@@ -186,6 +199,8 @@ class LocalKinesis:
                     f"kinesalite did not answer on {self.endpoint_url} within {timeout:.0f} s: {_tail(self.log_file)}"
                 )
             time.sleep(0.05)
+        if self.pid_file is not None:
+            self.pid_file.write_text(f"{self.process.pid}\n")
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -198,6 +213,9 @@ class LocalKinesis:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        if self.pid_file is not None:
+            with contextlib.suppress(OSError):
+                self.pid_file.unlink()
 
     def kill(self) -> None:
         """End it abruptly (SIGKILL), as a crash would; ``start()`` brings it back with its records."""
@@ -229,6 +247,44 @@ def _answers(url: str) -> bool:
     except (OSError, ValueError):
         return False
     return True
+
+
+def end_orphan(pid_file: Path, data_dir: Path, timeout: float = 10.0) -> None:
+    """End the kinesalite named in ``pid_file`` if it still runs on ``data_dir``: an owner (a
+    gateway) killed before it could stop its kinesalite left it behind, holding the port and the data."""
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return
+    command = _command_line(pid)
+    if not command or "kinesalite" not in command or str(data_dir) not in command:
+        return  # gone, or the pid now belongs to another process
+    log.warning("ending kinesalite (pid %d) left running on %s by a gateway that was killed", pid, data_dir)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _command_line(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _command_line(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        while _command_line(pid):
+            time.sleep(0.05)
+
+
+def _command_line(pid: int) -> str | None:
+    """The command line of a live process ``pid``, None if there is none (or only a zombie)."""
+    if Path("/proc/self/cmdline").exists():
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        return raw.replace(b"\0", b" ").decode(errors="replace").strip() or None
+    try:  # no /proc (macOS)
+        result = subprocess.run(["ps", "-p", str(pid), "-o", "command="], capture_output=True, text=True, check=False)
+    except OSError:
+        return None
+    return result.stdout.strip() or None
 
 
 def _tail(path: Path, size: int = 2000) -> str:

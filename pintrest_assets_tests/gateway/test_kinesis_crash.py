@@ -27,7 +27,7 @@ import pytest
 import requests
 
 from pintrest_assets import kinesis_proxy
-from pintrest_assets.gateway.kinesis import _end_orphan
+from pintrest_assets.kinesis.local_server import end_orphan
 from pintrest_assets.kinesis.streams import kinesis_client
 from pintrest_assets.resources.kinesis_proxy import KinesisProxyError, KinesisProxyResource
 from pintrest_assets_tests.gateway.conftest import REPO, wait_until
@@ -126,7 +126,7 @@ def start_stack(tmp_path):
         if stack.proc.poll() is None:
             stack.stop()
     for stack in started[-1:]:
-        _end_orphan(stack.home / "kinesis" / "kinesalite.pid", stack.home / "kinesis" / "data")
+        end_orphan(stack.home / "kinesis" / "kinesalite.pid", stack.home / "kinesis" / "data")
 
 
 class Ledger:
