@@ -16,8 +16,8 @@ DEFAULT_REGION = "us-east-1"
 
 
 def stream_name(user_id: str, spec: TopicSpec) -> str:
-    """The Kinesis stream of one topic, e.g. ``streaming-<user_id>-pin``."""
-    return f"streaming-{user_id}-{spec.name}"
+    """The Kinesis stream of one topic, e.g. ``streaming-<user_id>-pin`` (``TopicSpec.kinesis_stream``)."""
+    return spec.kinesis_stream(user_id)
 
 
 def stream_names(user_id: str) -> dict[str, str]:
