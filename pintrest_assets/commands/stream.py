@@ -52,8 +52,16 @@ def command(settings, verbose: bool, trigger_seconds: float, maintain_seconds: f
     def stop_now(signum, frame) -> None:
         stop.set()
 
-    signal.signal(signal.SIGINT, stop_now)
-    signal.signal(signal.SIGTERM, stop_now)
+    def on_signals() -> None:
+        signal.signal(signal.SIGINT, stop_now)
+        signal.signal(signal.SIGTERM, stop_now)
+
+    def spark_session():
+        session = resources["spark"].spark_session
+        on_signals()  # again: pyspark's SparkContext replaced the SIGINT handler with its own
+        return session
+
+    on_signals()
 
     instance = project_instance(settings)
     resources = resources_for(settings, resolve_secrets=True)
@@ -64,7 +72,7 @@ def command(settings, verbose: bool, trigger_seconds: float, maintain_seconds: f
         list(TOPICS),
         kinesis,
         warehouse.base_dir,
-        lambda: resources["spark"].spark_session,
+        spark_session,
         trigger_seconds=trigger_seconds,
         maintain_seconds=maintain_seconds,
         maintain=lambda table: warehouse.maintain(table.table),

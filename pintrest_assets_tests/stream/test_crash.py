@@ -1,5 +1,6 @@
 """The consumer SIGKILLed under load (records still arriving, micro-batches in flight), then
-restarted: every record put is in the stream table exactly once, none lost, none doubled."""
+restarted: every record put is in the stream table exactly once, none lost, none doubled. The
+consumer is a refresh's availableNow query, or the streaming service (``pintrest stream``)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.kinesis]  # kinesalite: Node.js and 
 PIN = TOPICS_BY_NAME["pin"]
 BEFORE, DURING = 6000, 3000  # records put before the consumer starts, and while it runs
 MARK_TIMEOUT = 300  # the child starts a JVM on a shared two-core machine
+MARK_AFTER_BATCH = 2  # consumer_child marks once this micro-batch is committed
+# Where in a micro-batch a kill lands: seeded, and printed by each test (shown when it fails).
+KILL_DELAYS = random.Random(14)
 
 
 def posts(first: int, count: int) -> list[dict]:
@@ -92,7 +96,9 @@ def test_a_consumer_killed_under_load_loses_and_doubles_nothing(kinesalite, kine
             assert time.monotonic() < deadline, "the consumer did not commit its micro-batches in time"
             time.sleep(0.05)
         if moment == "mid-run":
-            time.sleep(random.uniform(0.0, 1.5))  # somewhere in the next micro-batch
+            delay = KILL_DELAYS.uniform(0.0, 1.5)  # somewhere in the next micro-batch
+            print(f"killing the consumer {delay:.3f} s after micro-batch {MARK_AFTER_BATCH} committed")
+            time.sleep(delay)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
@@ -115,3 +121,92 @@ def test_a_consumer_killed_under_load_loses_and_doubles_nothing(kinesalite, kine
     assert set(found.values()) == {1}, f"records doubled: {[i for i, n in found.items() if n > 1][:10]}"
     state = table.state()
     assert (state.records_read, state.rows, state.quarantined) == (BEFORE + DURING, BEFORE + DURING, 0)
+
+
+def service(kinesalite, user_id: str, home: Path, log_name: str) -> subprocess.Popen:
+    """``pintrest stream`` on ``home``, reading the session's kinesalite."""
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "DAGSTER_HOME" and not k.startswith("PINTREST_")},
+        "PINTREST_HOME": str(home),
+        "PINTREST_KINESIS_ENDPOINT_URL": kinesalite.endpoint_url,
+        "PINTREST_USER_ID": user_id,
+        "PINTREST_SPARK_MASTER": "local[2]",
+        "SPARK_LOCAL_IP": "127.0.0.1",
+    }
+    with open(home / log_name, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pintrest_assets.cli", "stream", "--trigger-seconds", "0.5"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own group: the kill reaches Python and the Spark JVM together
+            env=env,
+        )
+
+
+def test_the_service_killed_under_load_and_started_again_appends_every_record_once(
+    kinesalite, kinesis, user_id, tmp_path
+):
+    import dagster as dg
+
+    home = tmp_path / "home"
+    home.mkdir()
+    table = StreamTable.for_user(home / "warehouse", PIN, user_id)
+    stream = PIN.kinesis_stream(user_id)
+    put(kinesis, stream, posts(0, BEFORE))
+    errors = []
+
+    def produce() -> None:
+        try:
+            for first in range(BEFORE, BEFORE + DURING, 250):
+                put(kinesis, stream, posts(first, 250))
+                time.sleep(0.2)
+        except Exception as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    first = service(kinesalite, user_id, home, "first.log")
+    producer = threading.Thread(target=produce)
+    try:
+        deadline = time.monotonic() + MARK_TIMEOUT
+        while table.state().batch_id is None:
+            assert first.poll() is None, (home / "first.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the service committed nothing in time"
+            time.sleep(0.05)
+        producer.start()
+        delay = KILL_DELAYS.uniform(0.5, 3.0)  # while records arrive and micro-batches follow each other
+        print(f"killing the service {delay:.3f} s after its first commit")
+        time.sleep(delay)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    killed_at = table.state()
+    assert set(indexes(table).values()) == {1}
+
+    second = service(kinesalite, user_id, home, "second.log")
+    try:
+        producer.join()
+        assert not errors, errors
+        deadline = time.monotonic() + MARK_TIMEOUT
+        while table.state().records_read < BEFORE + DURING:
+            assert second.poll() is None, (home / "second.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, f"the restarted service read {table.state().records_read} records"
+            time.sleep(0.2)
+        time.sleep(1.0)  # a micro-batch more, if anything were left to double
+    finally:
+        if second.poll() is None:
+            os.killpg(second.pid, signal.SIGINT)  # Ctrl-C: stops cleanly, its last reports recorded
+        assert second.wait(timeout=120) == 0, (home / "second.log").read_text()[-3000:]
+
+    found = indexes(table)
+    assert sorted(found) == list(range(BEFORE + DURING)), "records lost"
+    assert set(found.values()) == {1}, f"records doubled: {[i for i, n in found.items() if n > 1][:10]}"
+    state = table.state()
+    assert (state.records_read, state.rows, state.quarantined) == (BEFORE + DURING, BEFORE + DURING, 0)
+    assert state.batch_id > killed_at.batch_id or killed_at.records_read == BEFORE + DURING
+    # What Dagster shows: the restarted service's last materialisation has every row.
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        [latest] = instance.fetch_materializations(dg.AssetKey("pin_stream_table"), limit=1).records
+        meta = latest.asset_materialization.metadata
+        assert meta["dagster/row_count"].value == BEFORE + DURING
+        assert meta["appended_by"].value == "stream service"
+    assert "stream service stopped" in (home / "second.log").read_text()
