@@ -1,8 +1,9 @@
 """Fixtures for every test folder.
 
 Keeps every test away from the user's ./.pintrest (settings default to a temporary home), and
-gives an S3 HTTP API (moto's server) and scratch databases: a SQLite file, a MariaDB database and
-a PostgreSQL database, on private servers the tests start (pintrest_assets_tests/servers.py).
+gives an S3 HTTP API (moto's server), a kinesalite server (Kinesis) and scratch databases: a
+SQLite file, a MariaDB database and a PostgreSQL database, on private servers the tests start
+(pintrest_assets_tests/servers.py).
 ``PINTREST_TEST_MYSQL_URL`` points the MySQL tests at an existing server's database instead.
 
 A test whose server is not installed is skipped, with the command that installs it; with
@@ -21,7 +22,10 @@ import sqlalchemy as sa
 from moto.server import ThreadedMotoServer
 from sqlalchemy.engine import make_url
 
+from pintrest_assets.kinesis.local_server import LocalKinesis
+from pintrest_assets.kinesis.streams import kinesis_client
 from pintrest_assets_tests import servers
+from pintrest_assets_tests.net import free_port
 
 _HOME = tempfile.mkdtemp(prefix="pintrest-tests-")
 for _name in [n for n in os.environ if n.startswith("PINTREST_") and not n.startswith("PINTREST_TEST_")]:
@@ -180,6 +184,22 @@ def moto_endpoint_url():
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def kinesalite(tmp_path_factory) -> LocalKinesis:
+    """A kinesalite server on a free loopback port for the session, its LevelDB in a temporary
+    directory (tests that use it are marked ``kinesis``: it needs Node.js and npm)."""
+    server = LocalKinesis(tmp_path_factory.mktemp("kinesalite") / "data", free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def kinesis(kinesalite):
+    """A boto3 Kinesis client of the session's kinesalite."""
+    return kinesis_client(kinesalite.endpoint_url, "us-east-1")
 
 
 @pytest.fixture

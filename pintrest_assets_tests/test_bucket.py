@@ -1,11 +1,8 @@
-import os
-import threading
-from collections.abc import Callable
-
 import pytest
 
 from pintrest_assets.bucket import LocalBucket
 from pintrest_assets.sink_layout import object_key, parse_object_key, partition_prefix
+from pintrest_assets_tests.helpers import land_in_key_order, poll_until_landed
 
 
 def test_sink_keys_sort_in_offset_order():
@@ -37,35 +34,6 @@ def test_local_bucket_rewrites_a_key_whole_and_refuses_escapes(tmp_path):
     assert len(list(bucket.list("topics/"))) == 1  # no temporary files left behind
     with pytest.raises(ValueError):
         bucket.put("../outside", b"x")
-
-
-def land_in_key_order(bucket: LocalBucket, topic: str, count: int) -> tuple[list[str], threading.Thread]:
-    """Starts a thread renaming ``count`` staged hidden files to their keys in one partition,
-    strictly in key order, as the sink lands a local directory; returns the keys and the thread."""
-    keys = [object_key(topic, 0, offset) for offset in range(count)]
-    directory = bucket.root / partition_prefix(topic, 0)
-    directory.mkdir(parents=True)
-    for offset in range(count):
-        (directory / f".staged-{offset}").write_bytes(b"{}\n")
-
-    def land() -> None:
-        for offset, key in enumerate(keys):
-            os.replace(directory / f".staged-{offset}", bucket.root / key)
-
-    return keys, threading.Thread(target=land)
-
-
-def poll_until_landed(landing: threading.Thread, list_after: Callable[[str | None], list[str]]) -> list[str]:
-    """Every key listed by polling ``list_after(last key seen)`` while ``landing`` runs, then until
-    a poll finds nothing (a paged listing may need several)."""
-    seen: list[str] = []
-    landing.start()
-    while True:
-        done = not landing.is_alive()
-        found = list_after(seen[-1] if seen else None)
-        seen.extend(found)
-        if done and not found:
-            return seen
 
 
 @pytest.mark.parametrize("page", [None, 700], ids=["list", "list_page"])

@@ -10,7 +10,7 @@ import boto3
 import pytest
 
 from pintrest_assets.bucket import LocalBucket, S3Bucket
-from pintrest_assets_tests.gateway.conftest import REPO, landed_objects, produce
+from pintrest_assets_tests.gateway.helpers import REPO, landed_objects, produce
 
 
 def run_gateway(tmp_path, *args, env=None) -> subprocess.CompletedProcess:

@@ -8,7 +8,7 @@ import time
 import requests
 
 from pintrest_assets.bucket import LocalBucket
-from pintrest_assets_tests.gateway.conftest import landed_objects, produce
+from pintrest_assets_tests.gateway.helpers import landed_objects, produce
 
 TOPICS = ("crash.pin", "crash.geo", "crash.user")
 BATCH = 97  # not a multiple of the flush size: kills leave partial files behind

@@ -5,7 +5,7 @@ import time
 import pytest
 import requests
 
-from pintrest_assets_tests.gateway.conftest import BINARY_V2, JSON_V2, landed_objects, produce, wait_until
+from pintrest_assets_tests.gateway.helpers import BINARY_V2, JSON_V2, landed_objects, produce, wait_until
 
 V2_RESPONSE = "application/vnd.kafka.v2+json"
 

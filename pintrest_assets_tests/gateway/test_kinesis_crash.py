@@ -30,8 +30,8 @@ from pintrest_assets import kinesis_proxy
 from pintrest_assets.kinesis.local_server import end_orphan
 from pintrest_assets.kinesis.streams import kinesis_client
 from pintrest_assets.resources.kinesis_proxy import KinesisProxyError, KinesisProxyResource
-from pintrest_assets_tests.gateway.conftest import REPO, wait_until
-from pintrest_assets_tests.gateway.test_kinesis_routes import read_stream
+from pintrest_assets_tests.gateway.helpers import REPO, wait_until
+from pintrest_assets_tests.helpers import read_stream
 from pintrest_assets_tests.net import free_port
 
 pytestmark = pytest.mark.kinesis  # kinesalite: Node.js and npm

@@ -23,7 +23,8 @@ from pintrest_assets.gateway.kinesis import KinesisStack
 from pintrest_assets.gateway.server import ROUTES
 from pintrest_assets.kinesis.streams import kinesis_client
 from pintrest_assets.settings import ConfigError, Settings
-from pintrest_assets_tests.gateway.conftest import wait_until
+from pintrest_assets_tests.gateway.helpers import wait_until
+from pintrest_assets_tests.helpers import read_stream
 from pintrest_assets_tests.net import free_port
 
 # Tests marked kinesis run kinesalite (Node.js and npm); the others need neither.
@@ -33,22 +34,6 @@ PIN = f"streaming-{USER_ID}-pin"
 # Kinesis's documented limit, written out: the code's own constant must not define what is tested.
 KINESIS_MAX_RECORD_BYTES = 1024 * 1024  # 1 MiB per record, data and partition key together
 OPENAPI = Path(__file__).resolve().parents[2] / "deploy" / "api-gateway" / "kinesis-proxy.openapi.yaml"
-
-
-def read_stream(client, stream: str) -> list[dict]:
-    """Every record of ``stream``, shard by shard, each in sequence order (boto3 GetRecords)."""
-    records = []
-    for shard in client.list_shards(StreamName=stream)["Shards"]:
-        iterator = client.get_shard_iterator(
-            StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
-        )["ShardIterator"]
-        while iterator:
-            answer = client.get_records(ShardIterator=iterator, Limit=10_000)
-            records.extend({**r, "ShardId": shard["ShardId"]} for r in answer["Records"])
-            if not answer["Records"] and answer.get("MillisBehindLatest", 0) == 0:
-                break
-            iterator = answer.get("NextShardIterator")
-    return records
 
 
 @pytest.fixture(scope="module")

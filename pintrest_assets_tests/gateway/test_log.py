@@ -5,7 +5,7 @@ import json
 from pintrest_assets.bucket import LocalBucket
 from pintrest_assets.gateway.log import PartitionLog
 from pintrest_assets.gateway.sink import PartitionSink, SinkMark
-from pintrest_assets_tests.gateway.conftest import landed_objects, produce
+from pintrest_assets_tests.gateway.helpers import landed_objects, produce
 
 
 def lines(*values) -> list[bytes]:

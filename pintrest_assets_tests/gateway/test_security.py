@@ -18,7 +18,7 @@ import requests
 from pintrest_assets.gateway.server import ROUTES, ApiKeyRequired, Gateway
 from pintrest_assets.resources.rest_proxy import RestProxyError, RestProxyResource
 from pintrest_assets.settings import ConfigError
-from pintrest_assets_tests.gateway.conftest import JSON_V2
+from pintrest_assets_tests.gateway.helpers import JSON_V2
 
 KEY = "key-" + secrets.token_hex(16)
 WRONG_KEY = "key-" + secrets.token_hex(16)

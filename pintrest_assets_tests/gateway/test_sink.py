@@ -10,7 +10,7 @@ import pytest
 
 from pintrest_assets.ingest.landing import LandingWatcher
 from pintrest_assets.sink_layout import object_key, parse_object_key
-from pintrest_assets_tests.gateway.conftest import landed_objects, produce, wait_until
+from pintrest_assets_tests.gateway.helpers import landed_objects, produce, wait_until
 
 
 @pytest.fixture(params=["local", "s3"])

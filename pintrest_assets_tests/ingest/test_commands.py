@@ -25,10 +25,7 @@ from pintrest_assets.gateway import Gateway
 from pintrest_assets.ingest.landing import LandingWatcher
 from pintrest_assets.kinesis.streams import ensure_streams, kinesis_client
 from pintrest_assets.topics import TOPICS
-from pintrest_assets_tests.gateway.test_kinesis_routes import read_stream
-
-# The session's kinesalite and its client, for the --stream tests.
-from pintrest_assets_tests.kinesis.conftest import kinesalite, kinesis  # noqa: F401
+from pintrest_assets_tests.helpers import read_stream
 
 
 def pintrest(*args, env, **kwargs):
@@ -279,7 +276,7 @@ def test_a_killed_emulator_leaves_what_it_recorded_before(env, gateway, tmp_path
 
 
 @pytest.fixture
-def stream_user(kinesis) -> str:  # noqa: F811 - the fixture imported above
+def stream_user(kinesis) -> str:
     """A user id of its own, with its three streams (two shards each) on the session's kinesalite."""
     user = f"t{uuid.uuid4().hex[:10]}"
     ensure_streams(kinesis, user, shard_count=2, timeout=60)
@@ -287,7 +284,7 @@ def stream_user(kinesis) -> str:  # noqa: F811 - the fixture imported above
 
 
 @pytest.fixture
-def kinesis_gateway(tmp_path, kinesalite):  # noqa: F811 - the fixture imported above
+def kinesis_gateway(tmp_path, kinesalite):
     """The local gateway with its Kinesis-proxy routes in front of the session's kinesalite."""
     client = kinesis_client(kinesalite.endpoint_url, "us-east-1", max_attempts=1, read_timeout=29)
     with Gateway(LocalBucket(tmp_path / "kbucket"), tmp_path / "kstate", port=0, fsync=False, kinesis=client) as gw:
@@ -299,7 +296,7 @@ def test_emulate_stream_records_what_was_acknowledged_as_it_goes(
     env,
     kinesis_gateway,
     stream_user,
-    kinesis,  # noqa: F811 - the fixture imported above
+    kinesis,
     tmp_path,
 ):
     home = tmp_path / "home"

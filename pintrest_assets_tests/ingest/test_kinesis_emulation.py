@@ -21,7 +21,7 @@ from pintrest_assets.ingest.stream_metadata import stream_metadata
 from pintrest_assets.kinesis.streams import kinesis_client
 from pintrest_assets.resources.kinesis_proxy import KinesisProxyResource
 from pintrest_assets.topics import TOPICS
-from pintrest_assets_tests.gateway.test_kinesis_routes import read_stream
+from pintrest_assets_tests.helpers import read_stream
 from pintrest_assets_tests.net import free_port
 
 pytestmark = pytest.mark.kinesis  # kinesalite: Node.js and npm
