@@ -180,6 +180,41 @@ def drop_duplicate_posts(df: DataFrame, key: str = "ind") -> DataFrame:
 
 Conversion = Callable[[Column], Column]
 
+COPIES = "_copies"  # the raw rows a post had, in ``one_row_per_post``'s result
+
+
+def one_row_per_post(raw: DataFrame, key: str) -> DataFrame:
+    """One raw row per ``key``, in a single aggregation over ``raw``: the raw columns of one of
+    the post's rows, and ``COPIES``, how many rows the post had.
+
+    The cleaned table is the cleaning of these rows: a post drawn again is the same row again,
+    so cleaning one of its copies is cleaning them all, and the cleaning rules (regular
+    expressions over every text column) run once per post rather than once per row. Spark
+    aggregates each input split before the shuffle, so only a few rows per post and split cross
+    it. Every column is ``first`` of the same row, as ``dropDuplicates`` keeps one: the first row
+    of a key sets them all at once, in each split and when the splits are merged.
+    """
+    return raw.groupBy(key).agg(
+        *(F.first(c).alias(c) for c in raw.columns if c != key), F.count(F.lit(1)).alias(COPIES)
+    ).select(*raw.columns, COPIES)
+
+
+def rows_and_failures_of_posts(posts: DataFrame, conversions: Mapping[str, Conversion]) -> tuple[int, dict[str, int]]:
+    """What ``rows_and_conversion_failures`` tells of the raw rows, from ``one_row_per_post``'s
+    result: a post's copies are the same row, so each of its values that a conversion loses is
+    lost ``COPIES`` times."""
+    counts = posts.select(
+        F.sum(COPIES).alias("rows"),
+        *(
+            F.sum(F.when(_text(column).isNotNull() & convert(F.col(column)).isNull(), F.col(COPIES))).alias(
+                f"failed_{i}"
+            )
+            for i, (column, convert) in enumerate(conversions.items())
+        ),
+    ).first()
+    return int(counts["rows"] or 0), {column: int(counts[f"failed_{i}"] or 0) for i, column in enumerate(conversions)}
+
+
 # Raw string columns that a rule converts to another type: raw column -> conversion. A value
 # present in the raw column whose conversion is null was lost by the cleaning.
 CONVERSIONS: Mapping[str, Mapping[str, Conversion]] = {

@@ -33,7 +33,7 @@ def home(tmp_path, spark_lake_factory, spark_resource, bucket_land, monkeypatch)
         bucket_land(lake.bucket, lake.topic(name), 0, records=records)
     assert lake.refresh().success
     wanted = {dg.AssetKey(k) for k in ("pin_clean", "geo_clean", ANSWER)}
-    transform = [a for a in [*clean_table_assets, *answer_assets] if a.key in wanted]
+    transform = [a for a in [*clean_table_assets, *answer_assets] if a.keys & wanted]
     from pintrest_assets.defs.lake.dataframes import dataframe_assets
 
     result = dg.materialize(

@@ -59,8 +59,9 @@ def test_nothing_runs_before_the_dataframes_exist(instance):
 
 def test_refresh_on_new_dataframes_is_eager_and_off_until_turned_on():
     assert transform_on_new_dataframes.default_status == dg.DefaultSensorStatus.STOPPED
-    for asset in [*clean_table_assets, *answer_assets]:
-        [spec] = asset.specs
+    specs = [spec for asset in [*clean_table_assets, *answer_assets] for spec in asset.specs]
+    assert len(specs) == 3 + 9
+    for spec in specs:
         assert spec.automation_condition == dg.AutomationCondition.eager(), spec.key
 
 
@@ -75,7 +76,7 @@ def test_schedule_and_sensor_cover_exactly_the_transform_assets(tmp_path):
     )
     dg.Definitions.validate_loadable(stage)
     repository = stage.get_repository_def()
-    transform = {a.key for a in [*clean_table_assets, *answer_assets]}
+    transform = {key for a in [*clean_table_assets, *answer_assets] for key in a.keys}
     graph = repository.asset_graph
     assert transform_on_new_dataframes.asset_selection.resolve(graph) == transform
     job = repository.get_job(transform_daily_schedule.job_name)

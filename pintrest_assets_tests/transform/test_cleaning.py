@@ -27,6 +27,8 @@ from pintrest_assets.transform.cleaning import (
     clean_user,
     coordinates,
     drop_duplicate_posts,
+    one_row_per_post,
+    rows_and_failures_of_posts,
     follower_count_as_integer,
     null_if_placeholder,
     parse_follower_count,
@@ -313,6 +315,38 @@ def test_clean_user(raw):
 def test_drop_duplicate_posts_keeps_one_row_per_ind(raw):
     df = clean_pin(raw("pin", [_pin(1), _pin(2), _pin(1), _pin(1)]))
     assert sorted(r.ind for r in drop_duplicate_posts(df).collect()) == [1, 2]
+
+
+def test_one_row_per_post_cleans_to_what_dropping_duplicates_after_cleaning_gives(raw):
+    rows = [
+        _pin(1, follower_count="1.2k"),
+        _pin(2, title=NO_TITLE),
+        _pin(1, follower_count="1.2k"),
+        _pin(3, follower_count="lots"),
+        _pin(1, follower_count="1.2k"),
+        _pin(3, follower_count="lots"),
+    ]
+    posts = one_row_per_post(raw("pin", rows), "index")
+    assert sorted((r["index"], r["_copies"]) for r in posts.collect()) == [(1, 3), (2, 1), (3, 2)]
+    by_post = sorted(tuple(r) for r in clean_pin(posts).collect())
+    assert by_post == sorted(tuple(r) for r in drop_duplicate_posts(clean_pin(raw("pin", rows))).collect())
+    assert [r[2] for r in by_post] == ["Cozy reading nook", None, "Cozy reading nook"]  # title
+    # The raw rows and their lost values, counted from the posts: post 3's "lots" twice.
+    assert rows_and_failures_of_posts(posts, CONVERSIONS["pin"]) == (6, {"follower_count": 2})
+    assert rows_and_conversion_failures(raw("pin", rows), CONVERSIONS["pin"]) == (6, {"follower_count": 2})
+
+
+def test_one_row_per_post_keeps_one_whole_row_of_a_post(raw):
+    """Copies that differ (a post edited between two draws) give one of them, never a mix."""
+    rows = [_pin(1, title="Old", follower_count="1"), _pin(1, title="New", follower_count="2")] * 50
+    [post] = one_row_per_post(raw("pin", rows).repartition(7), "index").collect()
+    assert (post["title"], post["follower_count"]) in {("Old", "1"), ("New", "2")}
+    assert post["_copies"] == 100
+
+
+def test_no_posts_no_rows(raw):
+    posts = one_row_per_post(raw("geo", []), "ind")
+    assert rows_and_failures_of_posts(posts, CONVERSIONS["geo"]) == (0, {"timestamp": 0})
 
 
 def test_conversion_failures_count_values_lost_not_values_missing(raw):
