@@ -118,7 +118,9 @@ def build_freshness_check(spec: TopicSpec) -> dg.AssetChecksDefinition:
 freshness_checks: list[dg.AssetChecksDefinition] = [build_freshness_check(spec) for spec in TOPICS]
 
 
-def build_freshness_sensor(minimum_interval_seconds: int = SENSOR_SECONDS) -> dg.SensorDefinition:
+def build_freshness_sensor(
+    minimum_interval_seconds: int = SENSOR_SECONDS, threshold: float = FRESHNESS_SECONDS
+) -> dg.SensorDefinition:
     @dg.sensor(
         name=SENSOR_NAME,
         minimum_interval_seconds=minimum_interval_seconds,
@@ -137,7 +139,7 @@ def build_freshness_sensor(minimum_interval_seconds: int = SENSOR_SECONDS) -> dg
         recorded = []
         for spec in TOPICS:
             try:
-                evaluation = evaluate_freshness(spec, kinesis, warehouse_io_manager.base_dir)
+                evaluation = evaluate_freshness(spec, kinesis, warehouse_io_manager.base_dir, threshold)
             except ConfigError as exc:
                 return dg.SkipReason(f"cannot read the Kinesis streams: {exc}")
             last = cursor.get(spec.stream_table_asset)
