@@ -14,12 +14,16 @@ them: realistic rows from the sample data generator). Then, in turns:
   JVM are sampled from /proc. After the run: the size of ``mnt/`` beside the bucket's, and the
   rows of each table.
 
-Usage: python benchmarks/lake_vs_duckdb.py [--posts 1000000] [--per-object 100] [--work DIR]
+``--before REV`` runs the same refresh with the project at git revision REV too (a temporary
+worktree), on the same bucket, after this checkout's: before and after side by side.
+
+Usage: python benchmarks/lake_vs_duckdb.py [--posts 1000000] [--per-object 100] [--work DIR] [--before REV]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -57,6 +61,7 @@ def main() -> None:
     parser.add_argument("--posts", type=int, default=1_000_000, help="posts per topic (default 1000000)")
     parser.add_argument("--per-object", type=int, default=100, help="records per sink object (default 100)")
     parser.add_argument("--work", type=Path, help="keep the bucket here (reused when it holds the same posts)")
+    parser.add_argument("--before", help="also run the lake of this git revision (e.g. a813c51), side by side")
     args = parser.parse_args()
 
     work = args.work or Path(tempfile.mkdtemp(prefix="pintrest-lake-duckdb-"))
@@ -80,25 +85,43 @@ def main() -> None:
     duck_process = time.perf_counter() - t0
     duck_query = float(result.stdout.strip().splitlines()[-1])
 
-    lake = _lake_run(work, bucket)
+    runs = {"this checkout": _lake_run(work, bucket, Path(__file__).resolve().parents[1])}
+    if args.before:
+        with _checkout(args.before) as code:
+            runs[f"at {args.before}"] = _lake_run(work, bucket, code)
 
-    steps = lake["steps"]
-    span = max(s["end"] for s in steps.values()) - min(s["start"] for s in steps.values())
-    print(f"{'':38}{'seconds':>10}{'x DuckDB':>10}")
-    print(f"{'DuckDB: read_json_auto -> parquet':38}{duck_query:>10.1f}")
-    print(f"{'DuckDB: whole process':38}{duck_process:>10.1f}")
-    print(f"{'lake: the run steps (first to last)':38}{span:>10.1f}{span / duck_query:>9.1f}x")
-    print(f"{'lake: whole process':38}{lake['process']:>10.1f}{lake['process'] / duck_process:>9.1f}x")
+    print(f"{'':38}" + "".join(f"{label:>26}" for label in runs))
+    print(f"{'DuckDB: read_json_auto -> parquet':38}{duck_query:>10.1f} s")
+    print(f"{'DuckDB: whole process':38}{duck_process:>10.1f} s")
+    print(f"{'lake: the run steps (first to last)':38}" + "".join(_vs(r["span"], duck_query) for r in runs.values()))
+    print(f"{'lake: whole process':38}" + "".join(_vs(r["process"], duck_process) for r in runs.values()))
     for name in LAKE_ASSETS:
-        s = steps[name]
-        print(f"  {name:36}{s['end'] - s['start']:>10.1f}")
-    print()
-    print(f"peak RSS: Dagster process {lake['rss_python'] / 1e6:,.0f} MB, Spark JVM {lake['rss_jvm'] / 1e6:,.0f} MB")
-    mnt = _du(work / "home" / "mnt")
-    share = f"{mnt / bucket_bytes:.1%} of the bucket's {bucket_bytes / 1e6:,.0f} MB"
-    print(f"mnt/ after the run: {mnt / 1e6:,.1f} MB, {share}")
-    print(f"rows: {json.dumps(lake['rows'])}")
-    print(f"(work directory: {work})")
+        print(f"  {name:36}" + "".join(f"{r['steps'][name]:>24.1f} s" for r in runs.values()))
+    print(f"{'peak RSS, Dagster process':38}" + "".join(f"{r['rss_python'] / 1e6:>23,.0f} MB" for r in runs.values()))
+    print(f"{'peak RSS, Spark JVM':38}" + "".join(f"{r['rss_jvm'] / 1e6:>23,.0f} MB" for r in runs.values()))
+    print(
+        f"{'mnt/ after the run':38}"
+        + "".join(f"{r['mnt'] / 1e6:>15,.1f} MB ({r['mnt'] / bucket_bytes:>5.1%})" for r in runs.values())
+    )
+    for label, r in runs.items():
+        print(f"rows ({label}): {json.dumps(r['rows'])}")
+    print(f"(the bucket: {bucket_bytes / 1e6:,.0f} MB; work directory: {work})")
+
+
+def _vs(seconds: float, reference: float) -> str:
+    return f"{seconds:>10.1f} s = {seconds / reference:>5.1f}x DuckDB"
+
+
+@contextlib.contextmanager
+def _checkout(rev: str):
+    """The project at ``rev``, in a temporary git worktree."""
+    repo = Path(__file__).resolve().parents[1]
+    directory = Path(tempfile.mkdtemp(prefix="pintrest-before-"))
+    subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(directory), rev], check=True)
+    try:
+        yield directory
+    finally:
+        subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(directory)], check=True)
 
 
 def _land(bucket: Path, posts: int, per_object: int) -> int:
@@ -123,7 +146,8 @@ def _land(bucket: Path, posts: int, per_object: int) -> int:
     return 3 * posts
 
 
-def _lake_run(work: Path, bucket: Path) -> dict:
+def _lake_run(work: Path, bucket: Path, code: Path) -> dict:
+    """A click's refresh of the lake assets, with the project's code at ``code``."""
     home = work / "home"
     shutil.rmtree(home, ignore_errors=True)
     (home / "dagster").mkdir(parents=True)
@@ -134,6 +158,7 @@ def _lake_run(work: Path, bucket: Path) -> dict:
         "PINTREST_USER_ID": USER_ID,
         "DAGSTER_HOME": str(home / "dagster"),
         "SPARK_LOCAL_IP": "127.0.0.1",
+        "PYTHONPATH": str(code),
     }
     (home / "dagster" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     command = [
@@ -146,7 +171,9 @@ def _lake_run(work: Path, bucket: Path) -> dict:
         ",".join(LAKE_ASSETS),
     ]
     t0 = time.perf_counter()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, env=env, cwd=code, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     peaks: dict[int, tuple[str, int]] = {}
     sampler = threading.Thread(target=_sample_rss, args=(process, peaks), daemon=True)
     sampler.start()
@@ -162,16 +189,17 @@ def _lake_run(work: Path, bucket: Path) -> dict:
 
     instance = dg.DagsterInstance.get()
     [run] = instance.get_runs(limit=1)
-    steps = {
-        s.step_key: {"start": s.start_time, "end": s.end_time} for s in instance.get_run_step_stats(run.run_id)
-    }
+    stats = [s for s in instance.get_run_step_stats(run.run_id) if s.step_key in LAKE_ASSETS]
+    steps = {s.step_key: s.end_time - s.start_time for s in stats}
     rows = {}
     for spec in TOPICS:
         table = DeltaTable(str(home / "warehouse" / spec.dataframe))
         rows[spec.dataframe] = table.to_pyarrow_dataset().count_rows()
     return {
         "process": elapsed,
+        "span": max(s.end_time for s in stats) - min(s.start_time for s in stats),
         "steps": steps,
+        "mnt": _du(home / "mnt"),
         "rss_python": max((rss for kind, rss in peaks.values() if kind == "python"), default=0),
         "rss_jvm": max((rss for kind, rss in peaks.values() if kind == "java"), default=0),
         "rows": rows,

@@ -175,9 +175,7 @@ class BatchWriter:
         if parsed:
             table = pa.concat_tables(tables)
             stats = column_stats(table, self.schema)
-            sink = pa.BufferOutputStream()
-            pq.write_table(table, sink, compression="none", row_group_size=_ROW_GROUP)
-            write_atomically(self.directory / f"{name}{PARSED_SUFFIX}", sink.getvalue().to_pybytes())
+            _write_parquet(table, self.directory / f"{name}{PARSED_SUFFIX}")
         if residue:
             write_atomically(self.directory / f"{name}{SUFFIX}", b"".join(residue))
         self.written.append(WrittenBatch(name, self._objects, parsed, len(residue), stats))
@@ -231,6 +229,29 @@ class BatchWriter:
             if pa.types.is_floating(field.type) and pc.any(pc.is_nan(table.column(field.name))).as_py():
                 return None
         return table.select(self.schema.names)
+
+
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    """``table`` as a parquet file at ``path``, written whole under a temporary name, durable,
+    then renamed. It lives until Spark has read it once: no compression, no dictionaries (but
+    the keys') and no statistics, which would cost the mount more than they save Spark."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "wb") as f:
+            pq.write_table(
+                table,
+                f,
+                compression="none",
+                use_dictionary=[KEY_COLUMN],
+                write_statistics=False,
+                row_group_size=_ROW_GROUP,
+            )
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def column_stats(table: pa.Table, schema: pa.Schema) -> dict:

@@ -1,10 +1,13 @@
 """The bucket mounted for Spark: the ``dbutils.fs.mount`` of the original, as a resource.
 
 A sync lists the topic's new objects (``mount.listing``), reads each once (from S3, several at a
-time; from a local-directory bucket, in place) to count its records, and gathers their lines
-into a few batch files under ``<mount_dir>/topics/<topic>/`` (``mount.batch_files``), which
-Spark reads instead of one file per object. The ledger (``mount.ledger``) records which batch
-file holds which objects, so a reader with its own cursor finds the new objects' files.
+time; from a local-directory bucket, in place) to count its records, and gathers them into a few
+batch files under ``<mount_dir>/topics/<topic>/`` (``mount.batch_files``): the records parsed
+with the topic's schema as parquet, the lines left for Spark's parser as text. Spark reads them
+instead of one file per object. The ledger (``mount.ledger``) records which batch holds which
+objects, so a reader with its own cursor finds the new objects' files, and ``release`` deletes
+the batches a reader has committed: the mount keeps what is not read yet. A reader behind what
+was released (its table deleted) gets the topic mounted again from the bucket.
 
 Syncs are incremental: the manifest keeps, per partition, the last key mounted, and a sync lists
 each partition after that key, so its cost grows with what is new, not with the bucket. The

@@ -16,6 +16,7 @@ import contextlib
 import os
 import re
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +36,7 @@ from pintrest_assets.verbosity import is_verbose
 # make every aggregation schedule 200 tiny tasks.
 LOCAL_SHUFFLE_PARTITIONS = 4
 LOCAL_DRIVER_JAVA_OPTIONS = "-XX:+UseSerialGC"
+LOCAL_MAX_PARTITION_BYTES = str(16 << 20)
 
 # The driver's log4j2 configuration without --verbose: errors only, on stderr.
 QUIET_LOG4J2 = Path(__file__).with_name("log4j2-quiet.properties")
@@ -86,8 +88,17 @@ class SparkResource(LazyPySparkResource):
         """Starts the session in a thread, so that the JVM's start-up overlaps work that needs
         no Spark (a step before the first Spark step); the first use waits for it."""
         if self._starting is None and self._spark_session is None:
-            self._starting = threading.Thread(target=lambda: self.spark_session, name="spark-start", daemon=True)
+            self._starting = threading.Thread(target=self._start_and_warm_up, name="spark-start", daemon=True)
             self._starting.start()
+
+    def _start_and_warm_up(self) -> None:
+        """Starts the session, then writes and reads a few rows of parquet: a cold JVM spends
+        seconds loading the classes of its first parquet job, here while nothing waits for it."""
+        session = self.spark_session
+        with tempfile.TemporaryDirectory(prefix="pintrest-spark-warm-up-") as directory:
+            rows = session.range(1000).selectExpr("id", "cast(id as string) AS s", "cast(id AS double) AS d")
+            rows.write.parquet(f"{directory}/rows")
+            session.read.parquet(f"{directory}/rows").agg({"s": "max"}).collect()
 
     @property
     def is_local(self) -> bool:
@@ -139,6 +150,9 @@ def spark_config(master: str = "local[*]", remote: str | None = None, *, verbose
     }
     if master.startswith("local"):
         config["spark.sql.shuffle.partitions"] = str(LOCAL_SHUFFLE_PARTITIONS)
+        # A few cores: splits of 16 MB give each core several tasks of a batch of a few files,
+        # where the default 128 MB would leave one core idle behind the last big file.
+        config["spark.sql.files.maxPartitionBytes"] = LOCAL_MAX_PARTITION_BYTES
         # Several local runs at once would each probe for a free UI port; nobody watches it.
         config["spark.ui.enabled"] = "false"
         # A local JVM lives for one run: a concurrent collector costs more CPU than it saves.

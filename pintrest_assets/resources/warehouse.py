@@ -482,7 +482,10 @@ def write_files(df: DataFrame, table_path: Path) -> list[AddAction]:
     for key, value in _SPARK_WRITE_CONFIG.items():
         df.sparkSession.conf.set(key, value)
     directory = f"{int(time.time() * 1000):013d}-{uuid.uuid4().hex[:8]}"
-    df.write.parquet(str(table_path / directory))
+    # Without dictionaries: most columns are near unique (ids, titles, URLs), where parquet-mr
+    # builds a dictionary only to drop it; it halves the write for 7% more bytes, and the
+    # table's compaction (delta-rs) writes its own.
+    df.write.option("parquet.enable.dictionary", "false").parquet(str(table_path / directory))
     adds = []
     for entry in sorted(os.scandir(table_path / directory), key=lambda e: e.name):
         rows = 0

@@ -3,11 +3,16 @@
 The original read the whole mount into a DataFrame every time. Here a refresh reads only the
 objects mounted after the table's cursor (per partition, the last key read: sink keys grow with
 the offset) and appends them, so its cost follows what is new. The mount gathers objects into
-batch files, so Spark opens a few files however many one-record objects landed. Every line of an
-object is accounted for: a row of the table, or a quarantined line kept with its source key and
-the reason it was rejected. The original's ``display(df.describe())`` is kept as running
-per-column statistics that each refresh merges its new rows into: a summary of the whole table
-for the price of the new rows.
+batch files, so Spark opens a few files however many one-record objects landed, and parses the
+records that Spark would read alike with pyarrow: Spark reads their columns and writes them in
+one job, and parses the few lines left (``lake.parsing``). Every line of an object is accounted
+for: a row of the table, or a quarantined line kept with its source key and the reason it was
+rejected. The original's ``display(df.describe())`` is kept as running per-column statistics
+that each refresh merges its new rows into (those of the records parsed on mount come with
+them): a summary of the whole table for the price of the new rows.
+
+Once the refresh's commit is durable, the mount releases the batch files it read: the mount
+holds what is not read yet, not a second copy of the bucket.
 
 A refresh commits through ``WarehouseIOManager.append_with_retry``: when another run (a sensor's
 refresh, ``pintrest run``) appended to the table after this one read its state, the refresh
