@@ -29,18 +29,24 @@ def tick(s3_mount, cursor=None, sensor=new_objects_sensor):
 
 
 def accounted(requests) -> dict[str, int]:
+    """Per request: its topics (comma-joined) -> the new objects it accounts for."""
     return {r.tags["pintrest/topic"]: int(r.tags["pintrest/new_objects"]) for r in requests}
 
 
-def test_a_tick_requests_each_topic_with_new_objects_and_advances_the_cursor(s3_mount, s3_bucket, bucket_land):
+def test_one_run_refreshes_every_topic_with_new_objects_and_the_cursor_advances(s3_mount, s3_bucket, bucket_land):
     pins = [bucket_land(s3_bucket, PIN, offset) for offset in range(3)]
     geos = [bucket_land(s3_bucket, GEO, offset) for offset in range(2)]
 
     requests, cursor = tick(s3_mount)
-    assert accounted(requests) == {PIN: 3, GEO: 2}
-    pin_request = requests[0]
-    assert pin_request.asset_selection == [dg.AssetKey("pin_raw_json"), dg.AssetKey("df_pin")]
-    assert pin_request.run_key == f"pin_raw_json:{pins[-1]}"
+    assert accounted(requests) == {f"{PIN},{GEO}": 5}
+    [request] = requests
+    assert request.asset_selection == [
+        dg.AssetKey("pin_raw_json"),
+        dg.AssetKey("df_pin"),
+        dg.AssetKey("geo_raw_json"),
+        dg.AssetKey("df_geo"),
+    ]
+    assert request.run_key == f"pin_raw_json:{pins[-1]} geo_raw_json:{geos[-1]}"
     assert json.loads(cursor) == {
         PIN: {f"topics/{PIN}/partition=0/": pins[-1]},
         GEO: {f"topics/{GEO}/partition=0/": geos[-1]},
@@ -51,8 +57,13 @@ def test_a_tick_requests_each_topic_with_new_objects_and_advances_the_cursor(s3_
     pins.append(bucket_land(s3_bucket, PIN, 3))
     users = [bucket_land(s3_bucket, USER, 0)]
     requests, cursor = tick(s3_mount, cursor)
-    assert accounted(requests) == {PIN: 1, USER: 1}
-    assert requests[1].asset_selection == [dg.AssetKey("user_raw_json"), dg.AssetKey("df_user")]
+    assert accounted(requests) == {f"{PIN},{USER}": 2}
+    assert requests[0].asset_selection == [
+        dg.AssetKey("pin_raw_json"),
+        dg.AssetKey("df_pin"),
+        dg.AssetKey("user_raw_json"),
+        dg.AssetKey("df_user"),
+    ]
     assert json.loads(cursor)[PIN] == {f"topics/{PIN}/partition=0/": pins[-1]}
     assert json.loads(cursor)[USER] == {f"topics/{USER}/partition=0/": users[-1]}
 
@@ -73,7 +84,7 @@ def test_same_second_objects_are_each_accounted_once(s3_mount, s3_bucket, bucket
     assert json.loads(cursor)[PIN] == {f"topics/{PIN}/partition=0/": last_key}
 
 
-def test_a_repeated_tick_requests_the_same_run_keys(s3_mount, s3_bucket, bucket_land):
+def test_a_repeated_tick_requests_the_same_run_key(s3_mount, s3_bucket, bucket_land):
     bucket_land(s3_bucket, PIN, 0)
     first, cursor = tick(s3_mount)
     bucket_land(s3_bucket, PIN, 1)
@@ -93,7 +104,7 @@ def test_ticks_are_bounded_and_the_rest_comes_next_tick(tmp_path, bucket_land):
         bucket_land(bucket, GEO, offset)
     for offset in range(2):
         bucket_land(bucket, USER, offset)
-    sensor = build_new_objects_sensor(max_runs_per_tick=2, max_objects_per_run=4)
+    sensor = build_new_objects_sensor(max_objects_per_run=4)
 
     ticks, cursor = [], None
     while True:
@@ -101,7 +112,59 @@ def test_ticks_are_bounded_and_the_rest_comes_next_tick(tmp_path, bucket_land):
         if not requests:
             break
         ticks.append(accounted(requests))
-    assert ticks == [{PIN: 4, GEO: 3}, {PIN: 4, USER: 2}, {PIN: 2}]
+    assert ticks == [{f"{PIN},{GEO},{USER}": 4 + 3 + 2}, {PIN: 4}, {PIN: 2}]
+
+
+def _add_run(instance, assets: list[str], status: dg.DagsterRunStatus) -> None:
+    """A run of ``assets`` in ``status``, as the run queue and the run itself leave it."""
+    instance.add_run(
+        dg.DagsterRun(
+            job_name="__ASSET_JOB",
+            status=status,
+            asset_selection=frozenset(dg.AssetKey(name) for name in assets),
+        )
+    )
+
+
+def test_a_topic_a_waiting_run_will_refresh_is_left_to_it(s3_mount, s3_bucket, bucket_land):
+    """Ticking every few seconds while a run takes longer: at most one run waits behind the
+    running one, and it reads what landed meanwhile, however many ticks saw it."""
+    with dg.instance_for_test() as instance:
+
+        def tick_on(cursor):
+            with dg.build_sensor_context(cursor=cursor, instance=instance, resources={"s3_mount": s3_mount}) as ctx:
+                result = new_objects_sensor(ctx)
+            if isinstance(result, dg.SkipReason):
+                return [], cursor
+            return result.run_requests, result.cursor
+
+        pin = bucket_land(s3_bucket, PIN, 0)
+        requests, cursor = tick_on(None)
+        assert accounted(requests) == {PIN: 1}
+
+        _add_run(instance, ["pin_raw_json", "df_pin"], dg.DagsterRunStatus.NOT_STARTED)  # that run, not started
+        later_pin = bucket_land(s3_bucket, PIN, 1)
+        geo = bucket_land(s3_bucket, GEO, 0)
+        requests, cursor = tick_on(cursor)
+        # The waiting run will read the new pin object; geo's needs a run of its own.
+        assert accounted(requests) == {GEO: 1}
+        assert json.loads(cursor)[PIN] == {f"topics/{PIN}/partition=0/": later_pin}
+        assert json.loads(cursor)[GEO] == {f"topics/{GEO}/partition=0/": geo}
+        assert pin != later_pin
+
+        bucket_land(s3_bucket, PIN, 2)
+        requests, new_cursor = tick_on(cursor)
+        assert requests == [] and new_cursor != cursor  # left to the waiting run, and passed over
+
+
+def test_a_started_run_does_not_hold_new_objects_back(s3_mount, s3_bucket, bucket_land):
+    """A run already reading may have listed before the new objects landed: they get a run."""
+    with dg.instance_for_test() as instance:
+        _add_run(instance, ["pin_raw_json", "df_pin"], dg.DagsterRunStatus.STARTED)
+        bucket_land(s3_bucket, PIN, 0)
+        with dg.build_sensor_context(instance=instance, resources={"s3_mount": s3_mount}) as ctx:
+            result = new_objects_sensor(ctx)
+        assert accounted(result.run_requests) == {PIN: 1}
 
 
 def test_partitions_each_have_their_cursor(s3_mount, s3_bucket, bucket_land):
@@ -144,5 +207,6 @@ def test_an_unreachable_bucket_skips_with_the_reason(tmp_path, unreachable_s3_re
 
 def test_the_sensor_runs_by_itself_every_few_seconds():
     assert new_objects_sensor.default_status == dg.DefaultSensorStatus.RUNNING
-    assert new_objects_sensor.minimum_interval_seconds <= 30
+    # A tick lists only what is new, so it may come often: landing -> run request within seconds.
+    assert new_objects_sensor.minimum_interval_seconds <= 5
     assert "{topic: {partition_prefix: last_key_seen}}" in new_objects_sensor.description
