@@ -26,8 +26,9 @@ from pintrest_assets.sink_layout import object_key
 SPARK_HOME = Path(pyspark.__file__).parent
 # A JVM starts in seconds on an idle machine; the test machines are shared.
 READY_TIMEOUT = 180
-# Short-lived JVMs: the same quick-start options local mode uses, for the daemons and executors.
-QUICK_JVM = LOCAL_DRIVER_JAVA_OPTIONS
+# Short-lived JVMs with a few rows each: local mode's options, and no optimising JIT compiler
+# (local mode keeps it for batches of millions of rows).
+QUICK_JVM = f"-XX:TieredStopAtLevel=1 {LOCAL_DRIVER_JAVA_OPTIONS}"
 
 
 # --- the resource's settings, without Spark -------------------------------------------------------
@@ -40,12 +41,15 @@ def test_local_spark_by_default_quiet_and_small():
     assert config["spark.ui.showConsoleProgress"] == "false"
     assert config["spark.log.level"] == "WARN"
     assert int(config["spark.sql.shuffle.partitions"]) <= 8
+    # Splits small enough that a batch of a few files gives each core several tasks.
+    assert int(config["spark.sql.files.maxPartitionBytes"]) <= 32 << 20
 
 
 def test_a_cluster_master_or_a_connect_server_from_the_settings():
     cluster = build_spark_resource(Settings.from_env({"PINTREST_SPARK_MASTER": "spark://10.0.0.5:7077"}))
     assert cluster.spark_config["spark.master"] == "spark://10.0.0.5:7077"
     assert "spark.sql.shuffle.partitions" not in cluster.spark_config  # the cluster's own default
+    assert "spark.sql.files.maxPartitionBytes" not in cluster.spark_config
     assert not cluster.is_local
 
     remote = build_spark_resource(Settings.from_env({"PINTREST_SPARK_REMOTE": "sc://spark.example:15002"}))
