@@ -54,6 +54,8 @@ def command(settings, verbose: bool, host: str, port: int, no_stream: bool) -> i
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     use_project_instance(settings)
+    if not no_stream:
+        _create_instance_storage()
     with local_gateway(settings.rest_proxy_url, quiet=not verbose) as started:
         if started:
             print(f"gateway started on {settings.rest_proxy_url}")
@@ -97,6 +99,18 @@ def exposure_warning(host: str) -> str | None:
         "authentication, and anyone who reaches it can launch runs and wipe assets: put it behind "
         'an authenticating proxy (README: "The Dagster UI beyond this machine").'
     )
+
+
+def _create_instance_storage() -> None:
+    """Creates the instance's storage before the service and the UI open it together: two
+    processes creating a new SQLite storage at once may both stamp its schema version, and
+    Dagster then refuses it."""
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        instance.get_runs(limit=1)
+        instance.fetch_materializations(dg.AssetKey("pinterest_data"), limit=1)
+        instance.all_instigator_state()
 
 
 def _stop(process: subprocess.Popen) -> None:

@@ -44,11 +44,13 @@ def test_run_stream_holds_exactly_the_records_the_proxy_acknowledged(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert f"gateway started on {proxy}" in done.stdout
     assert f"emulated {POSTS} posts through the Kinesis proxy: {3 * POSTS} records acknowledged" in done.stdout
-    assert "checks: 3 passed, 0 failed" in done.stdout
+    assert "checks: 6 passed, 0 failed" in done.stdout
     assert not is_listening(kinesis_port), "the embedded kinesalite outlived the gateway"
 
     summary = json.loads((home / "stream_run_summary.json").read_text())
-    assert set(summary["checks"]) == {f"{spec.stream_table_asset}/records_reconciled" for spec in TOPICS}
+    assert set(summary["checks"]) == {
+        f"{spec.stream_table_asset}/{check}" for spec in TOPICS for check in ("records_reconciled", "fresh")
+    }
     assert set(summary["checks"].values()) == {"passed"}
     # The posts the run drew (one chunk, the emulation's own draw): each is one row of each
     # stream table, a post drawn twice two rows.

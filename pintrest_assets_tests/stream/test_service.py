@@ -54,9 +54,9 @@ def wait_for_rows(path, rows: int, timeout: float = 180) -> None:
 
 
 @contextlib.contextmanager
-def running_service(resources, spark, instance):
+def running_service(resources, spark, instance, maintain_seconds: float = 3600):
     """The streaming service in a thread of this process (this module's Spark session), its
-    micro-batches recorded in ``instance``."""
+    micro-batches recorded in ``instance``, its tables maintained every ``maintain_seconds``."""
     kinesis, warehouse = resources["kinesis"], resources["warehouse_io_manager"]
     reporter = DagsterReporter(instance, kinesis, check_every=0.5, log=lambda line: None)
     lines: list[str] = []
@@ -66,7 +66,8 @@ def running_service(resources, spark, instance):
         warehouse.base_dir,
         lambda: spark,
         trigger_seconds=0.5,
-        maintain_seconds=3600,
+        maintain_seconds=maintain_seconds,
+        maintain=lambda table: warehouse.maintain(table.table),
         on_commit=reporter,
         log=lines.append,
     )
@@ -222,3 +223,24 @@ def test_freshness_fails_when_records_wait_and_the_table_does_not_advance(
     with dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor) as context:
         sensor(context)
     assert latest_check(instance, "pin_stream_table", FRESHNESS_CHECK).passed
+
+
+def test_the_service_compacts_its_tables_between_its_own_micro_batches(
+    instance, resources, user_id, kinesis, posts_database, spark, tmp_path
+):
+    pin_table = tmp_path / "warehouse" / PIN.stream_table(user_id)
+    values = [post["pin"] for post in draw(posts_database, 60)]
+    with running_service(resources, spark, instance, maintain_seconds=0.0):
+        for first in range(0, 60, 10):  # a micro-batch each, or more
+            put(kinesis, PIN.kinesis_stream(user_id), values[first : first + 10])
+            wait_for_rows(pin_table, first + 10)
+    delta = DeltaTable(str(pin_table))
+    operations = [commit["operation"] for commit in delta.history()]
+    assert "OPTIMIZE" in operations
+    # Compacted as it went: fewer files than micro-batches, and still every record once.
+    batches = StreamTable.for_user(tmp_path / "warehouse", PIN, user_id).state().batch_id + 1
+    assert len(delta.file_uris()) < batches
+    stored = collections.Counter(delta.to_pandas(columns=["ind"])["ind"])
+    assert stored == collections.Counter(value[PIN.index_column] for value in values)
+    recorded = service_materialisations(instance, "pin_stream_table")
+    assert any(m.get("maintenance_compacted_files", 0) > 0 for m in recorded)

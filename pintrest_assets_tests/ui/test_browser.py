@@ -177,9 +177,18 @@ def test_materialise_all_by_clicking_succeeds(dev_server, page):
     page.screenshot(path=ARTIFACTS / "lineage-after-run.png")
 
 
-def test_ctrl_c_stops_the_ui_and_the_gateway(dev_server):
+def test_ctrl_c_stops_the_ui_the_stream_service_and_the_gateway(dev_server):
+    from pintrest_assets.stream.service import WriterLock
+
+    # The stream service holds the stream tables while it runs.
+    lock = WriterLock(dev_server["home"] / "warehouse")
+    deadline = time.monotonic() + 120
+    while lock.service_running() is None:
+        assert time.monotonic() < deadline, (dev_server["home"] / "dev.log").read_text()[-3000:]
+        time.sleep(1)
     process = dev_server["process"]
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=90) == 0
     for port in (int(dev_server["url"].rsplit(":", 1)[1]), dev_server["gateway_port"]):
         assert not is_listening(port), f"port {port} still answers"
+    assert not lock.held_by_another(), "the stream service outlived pintrest dev"
