@@ -184,19 +184,51 @@ COPIES = "_copies"  # the raw rows a post had, in ``one_row_per_post``'s result
 
 
 def one_row_per_post(raw: DataFrame, key: str) -> DataFrame:
-    """One raw row per ``key``, in a single aggregation over ``raw``: the raw columns of one of
-    the post's rows, and ``COPIES``, how many rows the post had.
+    """One raw row per ``key``: the raw columns of one of the post's rows, and ``COPIES``, how
+    many rows the post had.
 
     The cleaned table is the cleaning of these rows: a post drawn again is the same row again,
     so cleaning one of its copies is cleaning them all, and the cleaning rules (regular
-    expressions over every text column) run once per post rather than once per row. Spark
-    aggregates each input split before the shuffle, so only a few rows per post and split cross
-    it. Every column is ``first`` of the same row, as ``dropDuplicates`` keeps one: the first row
-    of a key sets them all at once, in each split and when the splits are merged.
+    expressions over every text column) run once per post rather than once per row.
+
+    A DataFrame read from parquet files (as the warehouse loads df_pin, df_geo and df_user)
+    holds every row ever sent, but each post's first copy is in the first files: posts are drawn
+    at random, so a few draws per post have drawn them all. So the posts are found in two passes
+    (``_first_copies``): the keys and the place of each row (file and row in it) only, the
+    narrow columns of every row, to pick each post's first copy; then the whole rows of the few
+    files that hold a first copy. Without file metadata (rows made in memory), one aggregation
+    keeps one row per key, as ``dropDuplicates`` does: every column ``first`` of the same row.
     """
+    if _has_file_metadata(raw):
+        return _first_copies(raw, key)
     return raw.groupBy(key).agg(
         *(F.first(c).alias(c) for c in raw.columns if c != key), F.count(F.lit(1)).alias(COPIES)
     ).select(*raw.columns, COPIES)
+
+
+def _has_file_metadata(df: DataFrame) -> bool:
+    try:
+        df.select("_metadata.file_path", "_metadata.row_index").schema  # analysed here, on Spark Connect too
+    except Exception:  # noqa: BLE001 - AnalysisException, classic or Connect
+        return False
+    return True
+
+
+def _first_copies(raw: DataFrame, key: str) -> DataFrame:
+    place = F.struct(F.col("_metadata.file_path").alias("file"), F.col("_metadata.row_index").alias("row"))
+    firsts = (
+        raw.select(key, place.alias("_at"))
+        .groupBy(key)
+        .agg(F.min("_at").alias("_at"), F.count(F.lit(1)).alias(COPIES))
+        .select(F.col("_at.file").alias("_file"), F.col("_at.row").alias("_row"), COPIES)
+        .cache()
+    )
+    files = sorted(row["_file"] for row in firsts.select("_file").distinct().collect())
+    if not files:
+        return raw.select(*raw.columns, F.lit(0).cast("long").alias(COPIES)).limit(0)
+    rows = raw.sparkSession.read.schema(raw.schema).parquet(*files)
+    rows = rows.select(*raw.columns, F.col("_metadata.file_path").alias("_file"), F.col("_metadata.row_index").alias("_row"))
+    return rows.join(F.broadcast(firsts), ["_file", "_row"]).select(*raw.columns, COPIES)
 
 
 def rows_and_failures_of_posts(posts: DataFrame, conversions: Mapping[str, Conversion]) -> tuple[int, dict[str, int]]:

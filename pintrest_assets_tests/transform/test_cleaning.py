@@ -344,9 +344,30 @@ def test_one_row_per_post_keeps_one_whole_row_of_a_post(raw):
     assert post["_copies"] == 100
 
 
-def test_no_posts_no_rows(raw):
+def test_posts_read_from_files_are_their_first_copies(raw, spark, tmp_path):
+    """A DataFrame read from parquet files is deduplicated in two passes (keys and places, then
+    the files holding a first copy): the same posts and counts as the one aggregation."""
+    first = [_pin(i, follower_count="lots" if i == 3 else "1k") for i in range(1, 6)]
+    later = [_pin(i, follower_count="lots" if i == 3 else "1k") for i in (1, 3, 3, 6)]
+    raw("pin", first).write.parquet(str(tmp_path / "a"))
+    raw("pin", later).write.parquet(str(tmp_path / "b"))
+    from_files = spark.read.schema(raw("pin", []).schema).parquet(str(tmp_path / "a"), str(tmp_path / "b"))
+    in_memory = raw("pin", first + later)
+    assert cleaning._has_file_metadata(from_files) and not cleaning._has_file_metadata(in_memory)
+    posts = one_row_per_post(from_files, "index")
+    assert sorted(tuple(r) for r in posts.collect()) == sorted(
+        tuple(r) for r in one_row_per_post(in_memory, "index").collect()
+    )
+    assert sorted((r["index"], r["_copies"]) for r in posts.collect()) == [(1, 2), (2, 1), (3, 3), (4, 1), (5, 1), (6, 1)]
+    assert rows_and_failures_of_posts(posts, CONVERSIONS["pin"]) == (9, {"follower_count": 3})
+
+
+def test_no_posts_no_rows(raw, spark, tmp_path):
     posts = one_row_per_post(raw("geo", []), "ind")
     assert rows_and_failures_of_posts(posts, CONVERSIONS["geo"]) == (0, {"timestamp": 0})
+    raw("geo", []).write.parquet(str(tmp_path / "empty"))
+    from_files = spark.read.schema(raw("geo", []).schema).parquet(str(tmp_path / "empty"))
+    assert rows_and_failures_of_posts(one_row_per_post(from_files, "ind"), CONVERSIONS["geo"]) == (0, {"timestamp": 0})
 
 
 def test_conversion_failures_count_values_lost_not_values_missing(raw):
