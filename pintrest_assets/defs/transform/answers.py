@@ -13,6 +13,7 @@ aggregations that take a fraction of a second each.
 
 import inspect
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
@@ -90,6 +91,7 @@ ANSWERS_BY_NAME: dict[str, Answer] = {answer.name: answer for answer in ANSWERS}
 
 
 SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"
+ANSWER_THREADS = 3
 
 
 def _answer_spec(answer: Answer) -> dg.AssetSpec:
@@ -125,24 +127,37 @@ def answers_asset(context: dg.AssetExecutionContext, warehouse_io_manager: dg.Re
         for name in dict.fromkeys(n for a in ANSWERS if a.name in needed for n in a.inputs)
         if name not in ANSWERS_BY_NAME
     }
-    computed: dict[str, DataFrame] = dict(tables)
     # A few thousand rows per table: one shuffle partition each (the session's default is for the
     # DataFrames' batches), which also spares each sorted answer the job that samples its range.
     partitions = spark.conf.get(SHUFFLE_PARTITIONS)
     spark.conf.set(SHUFFLE_PARTITIONS, "1")
     try:
-        for answer in ANSWERS:  # in order: an answer another reads comes first
-            if answer.name not in needed:
-                continue
-            rows, table = _answer_rows(answer.compute(**{name: computed[name] for name in answer.inputs}))
-            # An answer read by another is read as stored: its collected rows.
-            computed[answer.name] = table
-            if answer.name in selected:
-                yield _answer_output(context, answer, rows, table)
+        # Each answer is a few small Spark jobs whose time is mostly the driver's planning and
+        # scheduling: computed a few at a time, while the IO manager stores those done, in order.
+        with ThreadPoolExecutor(max_workers=ANSWER_THREADS, thread_name_prefix="answer") as pool:
+            done: dict[str, Future] = {}
+            for answer in ANSWERS:  # in order: an answer another reads comes first
+                if answer.name in needed:
+                    done[answer.name] = pool.submit(_computed, answer, tables, done)
+            for answer in ANSWERS:
+                if answer.name in selected:
+                    rows, table, chart = done[answer.name].result()
+                    yield _answer_output(context, answer, rows, table, chart)
     finally:
         spark.conf.set(SHUFFLE_PARTITIONS, partitions)
         for df in tables.values():
             df.unpersist()
+
+
+def _computed(answer: Answer, tables: dict[str, DataFrame], done: dict[str, Future]):
+    """The answer's rows, the DataFrame of those rows that is stored (the rows shown are the rows
+    stored, computed once) and its chart. An answer read by another is read as stored: its rows."""
+    inputs = {name: tables[name] if name in tables else done[name].result()[1] for name in answer.inputs}
+    result = answer.compute(**inputs)
+    rows = [tuple(row) for row in result.collect()]
+    table = result.sparkSession.createDataFrame(rows, result.schema)
+    chart = answer.chart(rows) if answer.chart is not None and rows else None
+    return rows, table, chart
 
 
 def _needed(selected: set[str]) -> set[str]:
@@ -155,21 +170,16 @@ def _needed(selected: set[str]) -> set[str]:
         needed |= more
 
 
-def _answer_rows(result: DataFrame) -> tuple[list[tuple], DataFrame]:
-    """The answer's rows, collected, and the DataFrame of those rows that is stored: the rows
-    shown are the rows stored, computed once."""
-    rows = [tuple(row) for row in result.collect()]
-    return rows, result.sparkSession.createDataFrame(rows, result.schema)
-
-
-def _answer_output(context: dg.AssetExecutionContext, answer: Answer, rows: list[tuple], table: DataFrame) -> dg.Output:
+def _answer_output(
+    context: dg.AssetExecutionContext, answer: Answer, rows: list[tuple], table: DataFrame, chart: bytes | None
+) -> dg.Output:
     metadata = {
         "dagster/row_count": len(rows),
         "dagster/column_schema": column_schema(table.schema),
         "result": metadata_table(table.columns, rows),
     }
-    if answer.chart is not None and rows:
-        metadata["chart"] = dg.MetadataValue.md(markdown_image(answer.chart(rows), answer.question))
+    if chart is not None:
+        metadata["chart"] = dg.MetadataValue.md(markdown_image(chart, answer.question))
     context.log.info(f"question {answer.number}: {len(rows)} rows")
     return dg.Output(table, output_name=answer.name, metadata=metadata)
 
