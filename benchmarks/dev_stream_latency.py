@@ -24,6 +24,7 @@ Usage: python benchmarks/dev_stream_latency.py [--rate 10] [--seconds 60]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import shutil
@@ -133,6 +134,17 @@ def main() -> None:
             f"median {statistics.median(steady):.2f} s, p95 {steady[int(0.95 * (len(steady) - 1))]:.2f} s, "
             f"max {steady[-1]:.2f} s"
         )
+    from deltalake import DeltaTable
+
+    for table in tables.values():
+        with contextlib.suppress(Exception):
+            delta = DeltaTable(str(table.path))
+            state = table.state()
+            compactions = sum(1 for c in delta.history() if c.get("operation") == "OPTIMIZE")
+            print(
+                f"  {table.name}: {state.batch_id + 1} micro-batches, {len(delta.file_uris())} files now, "
+                f"{compactions} compactions"
+            )
     shutil.rmtree(work, ignore_errors=True)
 
 

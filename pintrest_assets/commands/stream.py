@@ -36,7 +36,7 @@ from pintrest_assets.commands import pintrest_command
 @click.option(
     "--maintain-seconds",
     type=click.FloatRange(min=1),
-    default=300.0,
+    default=60.0,
     show_default=True,
     help="Compact and vacuum each table this often (between two of its micro-batches).",
 )

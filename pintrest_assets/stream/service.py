@@ -48,7 +48,7 @@ from pintrest_assets.stream.tables import CHECKPOINTS_DIR, BatchResult, StreamSt
 from pintrest_assets.topics import TopicSpec
 
 DEFAULT_TRIGGER_SECONDS = 1.0
-DEFAULT_MAINTAIN_SECONDS = 300.0
+DEFAULT_MAINTAIN_SECONDS = 60.0
 WRITER_LOCK = "_writer.lock"
 WRITER_INFO = "_writer.json"
 SERVICE = "service"
