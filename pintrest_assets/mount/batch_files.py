@@ -32,6 +32,7 @@ import json
 import os
 import re
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -140,6 +141,8 @@ class BatchWriter:
         self._bodies: list[tuple[str, bytes, int]] = []  # (key, records as lines, how many)
         self._objects: list[BatchObject] = []
         self._bytes = 0
+        self._pool: ThreadPoolExecutor | None = None
+        self._writing: Future | None = None
 
     def add(self, key: str, etag: str, data: bytes) -> BatchObject:
         _check_key(key)
@@ -158,29 +161,41 @@ class BatchWriter:
         """Writes the last batch; returns every batch written, with its objects."""
         if self._objects:
             self._flush()
+        if self._writing is not None:
+            self._writing.result()
+            self._pool.shutdown()
         return self.written
 
     def _flush(self) -> None:
+        """Hands the batch to a thread that parses and writes it while the next one is gathered
+        (pyarrow and file reads release the GIL); one batch at a time, so at most two are held."""
         name = f"batch-{self.sequence:08d}-{uuid.uuid4().hex[:8]}"
+        if self._writing is not None:
+            self._writing.result()  # in order, and an error surfaces here
+        else:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="batch-writer")
+        self._writing = self._pool.submit(self._write, name, self._bodies, self._objects)
+        self.sequence += 1
+        self._bodies, self._objects, self._bytes = [], [], 0
+
+    def _write(self, name: str, bodies: list[tuple[str, bytes, int]], objects: list[BatchObject]) -> None:
         tables: list[pa.Table] = []
         residue: list[bytes] = []
         if self.schema is not None and self.key_column is not None:
-            self._split(self._bodies, tables, residue)
+            self._split(bodies, tables, residue)
         else:
-            residue = [line for key, body, _ in self._bodies for line in _tagged(key, body)]
+            residue = [line for key, body, _ in bodies for line in _tagged(key, body)]
         parsed = sum(t.num_rows for t in tables)
         stats = {}
         # Spark reads batch files on other machines too (a cluster): durable before listed.
-        write_atomically(objects_path(self.directory / name), json.dumps(self._objects).encode())
+        write_atomically(objects_path(self.directory / name), json.dumps(objects).encode())
         if parsed:
             table = pa.concat_tables(tables)
             stats = column_stats(table, self.schema)
             _write_parquet(table, self.directory / f"{name}{PARSED_SUFFIX}")
         if residue:
             write_atomically(self.directory / f"{name}{SUFFIX}", b"".join(residue))
-        self.written.append(WrittenBatch(name, self._objects, parsed, len(residue), stats))
-        self.sequence += 1
-        self._bodies, self._objects, self._bytes = [], [], 0
+        self.written.append(WrittenBatch(name, objects, parsed, len(residue), stats))
 
     def _split(self, bodies: list[tuple[str, bytes, int]], tables: list[pa.Table], residue: list[bytes]) -> None:
         """Parses ``bodies`` into ``tables``; the lines pyarrow refuses go to ``residue``."""
