@@ -145,6 +145,9 @@ def main() -> None:
                 f"  {table.name}: {state.batch_id + 1} micro-batches, {len(delta.file_uris())} files now, "
                 f"{compactions} compactions"
             )
+    if len(first) < len(tables):
+        print(f"  (kept {work} for its dev.log)")
+        return
     shutil.rmtree(work, ignore_errors=True)
 
 
