@@ -55,6 +55,8 @@ SERVICE = "service"
 REFRESH = "refresh"
 # A query that failed (Kinesis unreachable, a bad record the writer refused) starts again after this.
 RESTART_SECONDS = 5.0
+# The longest the service waits for a query's source to be up before it starts the next query.
+QUERY_START_SECONDS = 60.0
 
 
 class WriterLock:
@@ -294,6 +296,14 @@ class StreamService:
             foreach_batch=writer,
         )
         self.queries[table.name] = query
+        # Until its source is up (its Python worker connected, its first offsets asked), before
+        # the next query starts: three workers importing pyspark at once on a loaded machine may
+        # miss Spark's time limit to connect back.
+        deadline = time.monotonic() + QUERY_START_SECONDS
+        while query.isActive and time.monotonic() < deadline:
+            if query.status.get("message") != "Initializing sources":
+                break
+            time.sleep(0.2)
 
     def _watch(self, spark, spec: TopicSpec, restarts: dict[str, float]) -> None:
         name = spec.stream_table(self.kinesis.user_id)
