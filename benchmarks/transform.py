@@ -16,8 +16,8 @@ Each run is ``dg.materialize`` of the transform group and its checks with the re
 manager; the figures are the steps' durations from the run's events (step start to step
 success), summed over the cleaned tables and the answers ("transform steps") and over the
 checks; and the CPU seconds the run took (this process and the Spark JVM), which load from other
-work on the machine stretches less than the wall clock. The answers of the two sides are read back and compared row by row: a speed-up that
-changes an answer is no speed-up. ``--profile`` also writes Spark's event log and prints each
+work on the machine stretches less than the wall clock. The answers of the two sides are read
+back and compared row by row: a speed-up that changes an answer is no speed-up. ``--profile`` also writes Spark's event log and prints each
 step's Spark jobs (count, time, the slowest ones' call sites).
 
 Usage: python benchmarks/transform.py [--posts 1000000] [--new 1000] [--ref a813c51]

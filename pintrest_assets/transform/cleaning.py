@@ -227,7 +227,9 @@ def _first_copies(raw: DataFrame, key: str) -> DataFrame:
     if not files:
         return raw.select(*raw.columns, F.lit(0).cast("long").alias(COPIES)).limit(0)
     rows = raw.sparkSession.read.schema(raw.schema).parquet(*files)
-    rows = rows.select(*raw.columns, F.col("_metadata.file_path").alias("_file"), F.col("_metadata.row_index").alias("_row"))
+    rows = rows.select(
+        *raw.columns, F.col("_metadata.file_path").alias("_file"), F.col("_metadata.row_index").alias("_row")
+    )
     return rows.join(F.broadcast(firsts), ["_file", "_row"]).select(*raw.columns, COPIES)
 
 

@@ -358,7 +358,8 @@ def test_posts_read_from_files_are_their_first_copies(raw, spark, tmp_path):
     assert sorted(tuple(r) for r in posts.collect()) == sorted(
         tuple(r) for r in one_row_per_post(in_memory, "index").collect()
     )
-    assert sorted((r["index"], r["_copies"]) for r in posts.collect()) == [(1, 2), (2, 1), (3, 3), (4, 1), (5, 1), (6, 1)]
+    copies = sorted((r["index"], r["_copies"]) for r in posts.collect())
+    assert copies == [(1, 2), (2, 1), (3, 3), (4, 1), (5, 1), (6, 1)]
     assert rows_and_failures_of_posts(posts, CONVERSIONS["pin"]) == (9, {"follower_count": 3})
 
 

@@ -2,11 +2,11 @@
 
 One factory over the topic spec table. A cleaned table is rebuilt whole from its DataFrame on
 each refresh (the DataFrames grow by appends, and a post drawn again may arrive in any batch, so
-duplicates are only visible across the whole table), in one pass over the DataFrame: a single
-aggregation keeps one raw row per post and counts its copies (``one_row_per_post``). The DataFrame holds every row ever sent (a million after a long
-emulation) but only as many posts as the database (11,153 in the sample): the cleaning rules,
-the row and null counts and the table's write all work on those few rows, held in memory for
-the step.
+duplicates are only visible across the whole table). The DataFrame holds every row ever sent
+(a million after a long emulation) but only as many posts as the database (11,153 in the
+sample): ``one_row_per_post`` finds each post's first copy from the keys and row places alone
+and reads whole only the files that hold one, then the cleaning rules, the row and null counts
+and the table's write work on those few rows, held in memory for the step.
 """
 
 import dagster as dg
