@@ -73,7 +73,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8082
 # The S3 sink's flush.size and rotation: deploy/msk-connect/ configures the connector alike.
 DEFAULT_FLUSH_SIZE = 100
-DEFAULT_ROTATE_INTERVAL_MS = 5000
+DEFAULT_ROTATE_INTERVAL_MS = 1000
 
 
 class ApiKeyRequired(ConfigError):
