@@ -49,9 +49,14 @@ test-system:
 bench: install-test
 	$(BIN)/python benchmarks/emulation_throughput.py
 	$(BIN)/python benchmarks/lake_refresh.py
+	$(BIN)/python benchmarks/lake_vs_duckdb.py
+	$(BIN)/python benchmarks/transform.py
 	$(BIN)/python benchmarks/reconciliation.py
 	$(BIN)/python benchmarks/streaming.py
+	$(BIN)/python benchmarks/stream_backlog.py
+	$(BIN)/python benchmarks/stream_keep_up.py
 	$(BIN)/python benchmarks/dev_stream_latency.py
+	$(BIN)/python benchmarks/dev_batch_latency.py
 
 clean:
 	rm -rf .pintrest
