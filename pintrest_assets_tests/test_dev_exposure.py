@@ -46,7 +46,7 @@ def test_pintrest_dev_warns_once_before_serving(monkeypatch, tmp_path, capsys, h
     monkeypatch.setattr("pintrest_assets.gateway.process.local_gateway", lambda *a, **k: contextlib.nullcontext(False))
     started = []
     monkeypatch.setattr("subprocess.Popen", lambda args, **kwargs: started.append(args) or _FakeUI(args))
-    assert main(["dev", "--host", host]) == 0
+    assert main(["dev", "--host", host, "--no-stream"]) == 0  # the UI alone: its Popen is the fake
     [args] = started
     assert args[args.index("-h") + 1] == host
     assert capsys.readouterr().err.count("no authentication") == warned
