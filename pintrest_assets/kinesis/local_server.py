@@ -163,6 +163,8 @@ class LocalKinesis:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         args = [
             node,
+            "--require",
+            str(_abort_guard(cli)),
             str(cli),
             "--port",
             str(self.port),
@@ -236,6 +238,32 @@ class LocalKinesis:
 
 # Loopback requests never go through a proxy set in the environment.
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+# kinesalite throws from a request's 'error' handler when its client goes away in the middle of
+# the request (a consumer stopped mid-call: ECONNRESET, "aborted"), and that ends the whole server.
+# Loaded before it (`node --require`), this drops such a request alone; any other error still ends
+# the server, as it would have.
+ABORT_GUARD = """\
+process.on('uncaughtException', function (err) {
+  if (err && err.code === 'ECONNRESET') {
+    console.error('kinesalite: dropped a request its client aborted')
+    return
+  }
+  console.error((err && err.stack) || err)
+  process.exit(1)
+})
+"""
+
+
+def _abort_guard(cli: Path) -> Path:
+    """The guard's file, beside kinesalite's installation (written once, atomically)."""
+    guard = cli.parents[2] / "abort-guard.js"
+    if not guard.exists() or guard.read_text() != ABORT_GUARD:
+        partial = guard.with_name(f".{guard.name}.{os.getpid()}")
+        partial.write_text(ABORT_GUARD)
+        partial.replace(guard)
+    return guard
 
 
 def _answers(url: str) -> bool:

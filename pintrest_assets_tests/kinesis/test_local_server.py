@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import socket
+import time
 
 import pytest
 
@@ -76,3 +78,22 @@ def test_an_installed_copy_needs_no_npm(kinesalite, monkeypatch):
     assert cli.name == "cli.js" and cli.exists()
     monkeypatch.setattr(shutil, "which", lambda name: None)
     assert local_server.install_kinesalite() == cli
+
+
+@pytest.mark.kinesis
+def test_a_client_gone_mid_request_does_not_end_the_server(kinesalite, kinesis):
+    """A consumer stopped in the middle of a call (its connection closed before the body ends)
+    costs that request alone: the server goes on answering, every stream still there."""
+    create_stream(kinesis, "abandoned", 1)
+    wait_until_active(kinesis, ["abandoned"], timeout=30)
+    host, port = kinesalite.endpoint_url.removeprefix("http://").split(":")
+    for _ in range(3):
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(
+                b"POST / HTTP/1.1\r\nHost: kinesis\r\nContent-Type: application/x-amz-json-1.1\r\n"
+                b"X-Amz-Target: Kinesis_20131202.ListStreams\r\nContent-Length: 1000\r\n\r\n{\"Lim"
+            )
+            time.sleep(0.2)
+    time.sleep(0.5)
+    assert kinesalite.process.poll() is None
+    assert "abandoned" in kinesis.list_streams()["StreamNames"]
