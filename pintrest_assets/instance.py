@@ -64,5 +64,11 @@ def use_project_instance(settings: Settings) -> str:
 def project_instance(settings: Settings) -> dg.DagsterInstance:
     import dagster as dg  # here, not at the top: `pintrest dev` only points DAGSTER_HOME at it
 
-    use_project_instance(settings)
-    return dg.DagsterInstance.get()
+    from filelock import FileLock
+
+    home = Path(use_project_instance(settings))
+    # Two processes creating a new SQLite storage at once (a sensor's run and `pintrest run` on a
+    # fresh home) may both stamp its schema version, and Dagster then refuses it: the first to
+    # open the instance creates its storage while the others wait.
+    with FileLock(home / ".storage.lock"):
+        return dg.DagsterInstance.get()

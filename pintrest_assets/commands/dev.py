@@ -55,7 +55,7 @@ def command(settings, verbose: bool, host: str, port: int, no_stream: bool) -> i
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     use_project_instance(settings)
     if not no_stream:
-        _create_instance_storage()
+        _create_instance_storage(settings)
     with local_gateway(settings.rest_proxy_url, quiet=not verbose) as started:
         if started:
             print(f"gateway started on {settings.rest_proxy_url}")
@@ -101,13 +101,15 @@ def exposure_warning(host: str) -> str | None:
     )
 
 
-def _create_instance_storage() -> None:
+def _create_instance_storage(settings) -> None:
     """Creates the instance's storage before the service and the UI open it together: two
     processes creating a new SQLite storage at once may both stamp its schema version, and
     Dagster then refuses it."""
     import dagster as dg
 
-    with dg.DagsterInstance.get() as instance:
+    from pintrest_assets.instance import project_instance
+
+    with project_instance(settings) as instance:
         instance.get_runs(limit=1)
         instance.fetch_materializations(dg.AssetKey("pinterest_data"), limit=1)
         instance.all_instigator_state()
