@@ -108,9 +108,9 @@ def measure(tree: Path, args) -> dict:
     if tree != REPO:
         env["PYTHONPATH"] = str(tree)
     os.environ.update({k: v for k, v in env.items() if k.startswith("PINTREST_")})
-    from pintrest_assets.ingest.emulation import emulate
-    from pintrest_assets.resources.by_settings import database_for, rest_proxy_for
-    from pintrest_assets.resources.warehouse import WarehouseTable
+    from pintrest_assets.emulation.emulator import emulate
+    from pintrest_assets.resources import database_for, rest_proxy_for
+    from pintrest_assets.lake.warehouse import WarehouseTable
     from pintrest_assets.settings import Settings
 
     settings = Settings.from_env()

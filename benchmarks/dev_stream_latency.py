@@ -61,7 +61,7 @@ def main() -> None:
         "PINTREST_KINESIS_LOCAL_PORT": str(kinesis_port),
     }
     os.environ.update({k: v for k, v in env.items() if k.startswith("PINTREST_")})
-    from pintrest_assets.resources.database import PostsDatabase
+    from pintrest_assets.database.resource import PostsDatabase
     from pintrest_assets.settings import Settings
     from pintrest_assets.stream.tables import StreamTable
     from pintrest_assets.topics import TOPICS

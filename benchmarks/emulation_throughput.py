@@ -23,11 +23,11 @@ from pathlib import Path
 from ports import free_port
 
 from pintrest_assets.bucket import LocalBucket
-from pintrest_assets.ingest.emulation import emulate
-from pintrest_assets.ingest.landing import LandingWatcher
-from pintrest_assets.resources.database import PostsDatabase
-from pintrest_assets.resources.rest_proxy import RestProxyResource
-from pintrest_assets.sample_data.seed import seed
+from pintrest_assets.emulation.emulator import emulate
+from pintrest_assets.emulation.landing import LandingWatcher
+from pintrest_assets.database.resource import PostsDatabase
+from pintrest_assets.kafka.client import RestProxyResource
+from pintrest_assets.database.seed import seed
 from pintrest_assets.topics import TOPICS
 
 

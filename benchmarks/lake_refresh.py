@@ -47,13 +47,13 @@ from dagster_aws.s3 import S3Resource
 
 from pintrest_assets.defs.lake.dataframes import dataframe_assets
 from pintrest_assets.defs.lake.raw_json import raw_json_assets
-from pintrest_assets.resources.database import json_ready
-from pintrest_assets.resources.s3_mount import S3MountResource
-from pintrest_assets.resources.spark import SparkResource, build_spark_resource
-from pintrest_assets.resources.warehouse import WarehouseIOManager
-from pintrest_assets.sample_data.generate import generate_posts
+from pintrest_assets.database.resource import json_ready
+from pintrest_assets.lake.mount.resource import S3MountResource
+from pintrest_assets.lake.spark import SparkResource, build_spark_resource
+from pintrest_assets.lake.warehouse import WarehouseIOManager
+from pintrest_assets.database.generate import generate_posts
 from pintrest_assets.settings import Settings
-from pintrest_assets.sink_layout import object_key
+from pintrest_assets.kafka.sink_layout import object_key
 from pintrest_assets.topics import TOPICS, TOPICS_BY_NAME, TopicSpec
 
 USER_ID = "bench"

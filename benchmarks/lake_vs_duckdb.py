@@ -34,9 +34,9 @@ import threading
 import time
 from pathlib import Path
 
-from pintrest_assets.resources.database import json_ready
-from pintrest_assets.sample_data.generate import generate_posts
-from pintrest_assets.sink_layout import object_key
+from pintrest_assets.database.resource import json_ready
+from pintrest_assets.database.generate import generate_posts
+from pintrest_assets.kafka.sink_layout import object_key
 from pintrest_assets.topics import TOPICS
 
 USER_ID = "bench"

@@ -38,7 +38,7 @@ def record_batches(instance: dg.DagsterInstance, first_offset: int, batches: int
     for _ in range(batches):
         instance.report_runless_asset_event(
             dg.AssetMaterialization(
-                PIN.stream_asset,
+                PIN.topic_asset,
                 metadata={
                     "topic": TOPIC,
                     "records_sent": size,

@@ -38,11 +38,11 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=100_000, help="records per stream")
     args = parser.parse_args()
 
-    from pintrest_assets import kinesis_proxy
+    from pintrest_assets.kinesis import proxy_contract as kinesis_proxy
     from pintrest_assets.kinesis.local_server import LocalKinesis
     from pintrest_assets.kinesis.streams import ensure_streams, kinesis_client
-    from pintrest_assets.resources.database import PostsDatabase
-    from pintrest_assets.sample_data.seed import seed
+    from pintrest_assets.database.resource import PostsDatabase
+    from pintrest_assets.database.seed import seed
     from pintrest_assets.topics import TOPICS
 
     work = Path(tempfile.mkdtemp(prefix="pintrest-bench-backlog-"))

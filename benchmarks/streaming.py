@@ -64,8 +64,8 @@ def main() -> None:
     os.environ.update({k: v for k, v in env.items() if k.startswith("PINTREST_")})
     os.environ.pop("DAGSTER_HOME", None)
 
-    from pintrest_assets.resources.database import PostsDatabase
-    from pintrest_assets.sample_data.seed import seed
+    from pintrest_assets.database.resource import PostsDatabase
+    from pintrest_assets.database.seed import seed
     from pintrest_assets.settings import Settings
 
     settings = Settings.from_env()
@@ -122,7 +122,7 @@ class Bench:
     def resources(self, user_id: str) -> dict:
         from dataclasses import replace
 
-        from pintrest_assets.resources.by_settings import resources_for
+        from pintrest_assets.resources import resources_for
 
         return resources_for(replace(self.settings, user_id=user_id), resolve_secrets=True)
 
@@ -134,7 +134,7 @@ class Bench:
     # -- 1. into the proxies ------------------------------------------------------------------
 
     def ingest(self, user_id: str, posts: int) -> dict:
-        from pintrest_assets.ingest.emulation import emulate
+        from pintrest_assets.emulation.emulator import emulate
 
         self.create_streams(user_id)
         resources = self.resources(user_id)
@@ -155,7 +155,7 @@ class Bench:
 
     def wait_until_landed(self, report, timeout: float = 120) -> None:
         from pintrest_assets.bucket import LocalBucket
-        from pintrest_assets.ingest.landing import LandingWatcher
+        from pintrest_assets.emulation.landing import LandingWatcher
 
         bucket = LocalBucket(self.settings.bucket)
         deadline = time.monotonic() + timeout
@@ -208,7 +208,7 @@ class Bench:
         )
 
     def records_read(self, path: str, user_id: str, spec=None) -> int:
-        from pintrest_assets.resources.warehouse import WarehouseTable
+        from pintrest_assets.lake.warehouse import WarehouseTable
         from pintrest_assets.stream.tables import StreamTable
         from pintrest_assets.topics import TOPICS
 
@@ -228,7 +228,7 @@ class Bench:
         ``cadence`` seconds (None: ``FOLLOW_POLL_SECONDS`` after each refresh, as a following
         run does) until they hold every record."""
         FOLLOW_POLL_SECONDS = 2.0  # noqa: N806 - a refresh again this long after the last one ends
-        from pintrest_assets.ingest.emulation import emulate
+        from pintrest_assets.emulation.emulator import emulate
         from pintrest_assets.topics import TOPICS
 
         user_id = f"lat{path}" if cadence is not None else f"follow{path}"
@@ -290,7 +290,7 @@ def run_start_seconds(env: dict) -> float:
     """A cold process importing the project's definitions and starting a local Spark session."""
     code = (
         "import pintrest_assets.definitions as d; "
-        "from pintrest_assets.resources.by_settings import resources_for; "
+        "from pintrest_assets.resources import resources_for; "
         "from pintrest_assets.settings import Settings; "
         "resources_for(Settings.from_env())['spark'].spark_session.range(1).count()"
     )

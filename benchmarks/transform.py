@@ -147,8 +147,8 @@ def _child(code: str, warehouse: str, out: str, args) -> None:
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     import dagster as dg
 
-    from pintrest_assets.resources.spark import SparkResource, spark_config
-    from pintrest_assets.resources.warehouse import WarehouseIOManager
+    from pintrest_assets.lake.spark import SparkResource, spark_config
+    from pintrest_assets.lake.warehouse import WarehouseIOManager
 
     events = Path(warehouse).parent / f"events-{Path(warehouse).name}"
     config = spark_config("local[*]", verbose=False)
@@ -278,9 +278,9 @@ def _append_posts(io_manager, spark, count: int, seed: int) -> None:
     from pyspark.sql import functions as F
 
     from pintrest_assets.lake.schemas import SCHEMAS
-    from pintrest_assets.resources.database import json_ready
-    from pintrest_assets.resources.warehouse import TableAppend
-    from pintrest_assets.sample_data.generate import generate_posts
+    from pintrest_assets.database.resource import json_ready
+    from pintrest_assets.lake.warehouse import TableAppend
+    from pintrest_assets.database.generate import generate_posts
     from pintrest_assets.topics import TOPICS
 
     posts = list(generate_posts(SAMPLE_POSTS))

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
-from pintrest_assets import sink_layout
+from pintrest_assets.kafka import sink_layout
 from pintrest_assets.settings import ConfigError, Settings
 
 PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")

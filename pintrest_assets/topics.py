@@ -22,8 +22,8 @@ class TopicSpec:
     description: str
 
     @property
-    def stream_asset(self) -> str:
-        """The asset of the emulated topic stream, e.g. ``pin_topic``."""
+    def topic_asset(self) -> str:
+        """The asset of the topic the emulation produces to, e.g. ``pin_topic``."""
         return f"{self.name}_topic"
 
     @property

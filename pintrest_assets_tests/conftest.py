@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from pathlib import Path
 
 import boto3
 import pytest
@@ -22,9 +23,15 @@ import sqlalchemy as sa
 from moto.server import ThreadedMotoServer
 from sqlalchemy.engine import make_url
 
+from pintrest_assets.bucket import LocalBucket, S3Bucket
+from pintrest_assets.database.resource import PostsDatabase
+from pintrest_assets.database.seed import seed
+from pintrest_assets.gateway import Gateway
+from pintrest_assets.kafka.client import RestProxyResource
 from pintrest_assets.kinesis.local_server import LocalKinesis
 from pintrest_assets.kinesis.streams import kinesis_client
 from pintrest_assets_tests import servers
+from pintrest_assets_tests.gateway.helpers import GatewayProcess
 from pintrest_assets_tests.net import free_port
 
 _HOME = tempfile.mkdtemp(prefix="pintrest-tests-")
@@ -219,3 +226,73 @@ def s3_bucket_name(moto_endpoint_url, aws_env) -> str:
     name = f"test-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=moto_endpoint_url).create_bucket(Bucket=name)
     return name
+
+
+# Gateways, buckets and the posts database, for the gateway, Kafka, emulation and command tests.
+
+@pytest.fixture
+def bucket(tmp_path) -> LocalBucket:
+    return LocalBucket(tmp_path / "bucket")
+
+
+@pytest.fixture
+def start_gateway(tmp_path, bucket):
+    """Start gateways on free ports (same state dir unless told otherwise); all shut down at the end."""
+    started = []
+
+    def start(**kwargs) -> Gateway:
+        kwargs.setdefault("bucket", bucket)
+        kwargs.setdefault("state_dir", tmp_path / "state")
+        kwargs.setdefault("port", 0)
+        kwargs.setdefault("fsync", False)  # the crash tests run with fsync on; here it only costs time
+        gateway = Gateway(**kwargs).start()
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in started:
+        gateway.shutdown()
+
+
+@pytest.fixture
+def gateway(start_gateway) -> Gateway:
+    return start_gateway()
+
+
+@pytest.fixture
+def s3_bucket(moto_endpoint_url, s3_bucket_name) -> S3Bucket:
+    return S3Bucket(boto3.client("s3", endpoint_url=moto_endpoint_url), s3_bucket_name, "landing")
+
+
+@pytest.fixture
+def gateway_process(tmp_path):
+    """Start gateway subprocesses; any still running at the end is killed."""
+    processes = []
+
+    def start(*args: str, home: Path | None = None, env: dict[str, str] | None = None) -> GatewayProcess:
+        process = GatewayProcess(home or tmp_path / "home", *args, env=env)
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        if process.proc.poll() is None:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def seeded_db_url(tmp_path_factory):
+    """A SQLite sample database of 2,000 posts, shared by a module's tests (they only read it)."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'posts.db'}"
+    seed(url, rows=2000)
+    return url
+
+
+@pytest.fixture
+def database(seeded_db_url):
+    return PostsDatabase(url=seeded_db_url)
+
+
+@pytest.fixture
+def rest_proxy(gateway):
+    return RestProxyResource(url=gateway.url, user_id="tester", backoff_seconds=0.01)

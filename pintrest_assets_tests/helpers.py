@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 
 from pintrest_assets.bucket import LocalBucket
-from pintrest_assets.sink_layout import object_key, partition_prefix
+from pintrest_assets.kafka.sink_layout import object_key, partition_prefix
 
 
 def land_in_key_order(bucket: LocalBucket, topic: str, count: int) -> tuple[list[str], threading.Thread]:

@@ -1,7 +1,7 @@
 import pytest
 
 from pintrest_assets.bucket import LocalBucket
-from pintrest_assets.sink_layout import object_key, parse_object_key, partition_prefix
+from pintrest_assets.kafka.sink_layout import object_key, parse_object_key, partition_prefix
 from pintrest_assets_tests.helpers import land_in_key_order, poll_until_landed
 
 

@@ -2,7 +2,7 @@ import importlib
 
 import dagster as dg
 
-from pintrest_assets.resources.by_settings import resources_for
+from pintrest_assets.resources import resources_for
 from pintrest_assets.settings import Settings
 from pintrest_assets.topics import TOPICS
 
@@ -20,7 +20,7 @@ def test_definitions_load_with_the_whole_lineage(monkeypatch, tmp_path):
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
     for spec in TOPICS:
-        chain = [spec.table, spec.stream_asset, spec.raw_asset, spec.dataframe]
+        chain = [spec.table, spec.topic_asset, spec.raw_asset, spec.dataframe]
         for upstream, downstream in zip(chain, chain[1:]):
             assert dg.AssetKey(upstream) in graph.get(dg.AssetKey(downstream)).parent_keys, (upstream, downstream)
     assert defs.resolve_sensor_def("new_objects_sensor") is not None

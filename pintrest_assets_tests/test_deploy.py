@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pintrest_assets import deploy, kinesis_proxy, sink_layout
+from pintrest_assets import deploy
+from pintrest_assets.kafka import sink_layout
+from pintrest_assets.kinesis import proxy_contract as kinesis_proxy
 from pintrest_assets.gateway.http import API_KEY_HEADER
 from pintrest_assets.gateway.server import DEFAULT_PORT, ROUTES, Gateway
-from pintrest_assets.rest_proxy_v2 import topic_path
+from pintrest_assets.kafka.rest_proxy_v2 import topic_path
 from pintrest_assets.settings import Settings
 from pintrest_assets.topics import TOPICS
 

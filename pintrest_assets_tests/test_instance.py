@@ -13,9 +13,9 @@ from sqlalchemy.engine import make_url
 from pintrest_assets.bucket import LocalBucket
 from pintrest_assets.defs.lake.sensors import new_objects_sensor
 from pintrest_assets.instance import MARK, instance_config, use_project_instance
-from pintrest_assets.resources.s3_mount import S3MountResource
+from pintrest_assets.lake.mount.resource import S3MountResource
 from pintrest_assets.settings import ConfigError, Settings
-from pintrest_assets.sink_layout import object_key
+from pintrest_assets.kafka.sink_layout import object_key
 from pintrest_assets.topics import TOPICS
 from pintrest_assets_tests.net import free_port
 

@@ -14,7 +14,7 @@ import click
 from pintrest_assets.commands import pintrest_command
 
 if TYPE_CHECKING:
-    from pintrest_assets.ingest.emulation import EmulationReport, ReportMark
+    from pintrest_assets.emulation.emulator import EmulationReport, ReportMark
 
 DEFAULT_POSTS = 1000
 # --forever's pace unless --rate says otherwise: a steady stream of posts, as a site's users make
@@ -80,10 +80,10 @@ def command(
     # The database and proxy resources load Dagster; nothing here loads Spark.
     from tqdm import tqdm
 
-    from pintrest_assets.ingest.emulation import emulate
+    from pintrest_assets.emulation.emulator import emulate
     from pintrest_assets.instance import project_instance
-    from pintrest_assets.resources.by_settings import database_for, rest_proxy_for
-    from pintrest_assets.resources.kinesis_proxy import kinesis_proxy_for
+    from pintrest_assets.resources import database_for, rest_proxy_for
+    from pintrest_assets.kinesis.proxy_client import kinesis_proxy_for
 
     database = database_for(settings, resolve_secrets=True)
     proxy = (kinesis_proxy_for if stream else rest_proxy_for)(settings, resolve_secrets=True)
@@ -154,7 +154,7 @@ class BatchRecorder:
     def record(self, report: EmulationReport, final: bool = False) -> None:
         import dagster as dg
 
-        from pintrest_assets.ingest.stream_metadata import stream_metadata
+        from pintrest_assets.emulation.batch_metadata import batch_metadata
         from pintrest_assets.topics import TOPICS
 
         self.last = time.monotonic()
@@ -170,9 +170,9 @@ class BatchRecorder:
                 continue
             self.instance.report_runless_asset_event(
                 dg.AssetMaterialization(
-                    spec.kinesis_asset if streaming else spec.stream_asset,
+                    spec.kinesis_asset if streaming else spec.topic_asset,
                     description="sent by `pintrest emulate --stream`" if streaming else "sent by `pintrest emulate`",
-                    metadata=stream_metadata(part, spec.name),
+                    metadata=batch_metadata(part, spec.name),
                 )
             )
             self.marks[spec.name] = mark

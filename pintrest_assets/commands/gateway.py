@@ -98,7 +98,7 @@ def command(
     fsync: bool,
 ) -> int:
     from pintrest_assets.bucket import open_bucket
-    from pintrest_assets.gateway.broker import StateDirInUse
+    from pintrest_assets.kafka.broker import StateDirInUse
     from pintrest_assets.gateway.kinesis import KinesisStack
     from pintrest_assets.gateway.server import ApiKeyRequired, Gateway
 

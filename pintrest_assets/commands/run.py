@@ -107,12 +107,12 @@ def prepare_database(settings: Settings) -> None:
     from pintrest_assets.settings import redact_url
 
     if settings.db_url_is_secret:
-        from pintrest_assets.resources.by_settings import database_for
+        from pintrest_assets.resources import database_for
 
         database_for(settings, resolve_secrets=True).check()  # never write sample data into it
         print(f"posts database: {redact_url(settings.db_url)}", flush=True)
         return
-    from pintrest_assets.sample_data.seed import seed_if_empty
+    from pintrest_assets.database.seed import seed_if_empty
 
     started = time.perf_counter()
     inserted = seed_if_empty(settings.db_url)
@@ -148,7 +148,7 @@ class Pipeline:
         """Materialises the topic streams: one emulation batch through the REST proxy."""
         from pintrest_assets import run_summary
 
-        sent = self._emulation("topic_streams", lambda spec: spec.stream_asset, posts, seed, via="")
+        sent = self._emulation("topic_streams", lambda spec: spec.topic_asset, posts, seed, via="")
         return {name: run_summary.stream_summary(stream) for name, stream in sent.items()}
 
     def _emulation(self, op: str, asset_of, posts: int, seed: int | None, via: str) -> dict[str, dict]:
@@ -447,7 +447,7 @@ def wait_until_landed(settings: Settings, topics: dict[str, dict], timeout: floa
     from tqdm import tqdm
 
     from pintrest_assets.bucket import open_bucket
-    from pintrest_assets.ingest import landing
+    from pintrest_assets.emulation import landing
 
     bucket = open_bucket(settings.bucket, endpoint_url=settings.s3_endpoint_url)
     started = time.perf_counter()
@@ -474,7 +474,7 @@ def wait_until_landed(settings: Settings, topics: dict[str, dict], timeout: floa
 def read_answers(settings: Settings, preview_rows: int = 5) -> dict:
     """Each answer's question, row count and first rows, read back from the warehouse."""
     from pintrest_assets.defs.transform.answers import ANSWERS
-    from pintrest_assets.resources.by_settings import resources_for
+    from pintrest_assets.resources import resources_for
 
     warehouse = resources_for(settings, resolve_secrets=True)["warehouse_io_manager"]
     answers = {}

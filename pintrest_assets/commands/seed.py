@@ -23,8 +23,8 @@ from pintrest_assets.commands import pintrest_command, seconds
 @click.option("--seed", type=int, help="Random seed (default: the sample's own).")
 @click.option("--db-url", metavar="URL", help="SQLAlchemy URL of the database (default: PINTREST_DB_URL).")
 def command(settings, verbose: bool, rows: int | None, seed: int | None, db_url: str | None) -> int:
-    from pintrest_assets.sample_data.generate import DEFAULT_ROWS, DEFAULT_SEED
-    from pintrest_assets.sample_data.seed import seed as seed_database
+    from pintrest_assets.database.generate import DEFAULT_ROWS, DEFAULT_SEED
+    from pintrest_assets.database.seed import seed as seed_database
     from pintrest_assets.settings import redact_url
 
     rows = DEFAULT_ROWS if rows is None else rows

@@ -43,7 +43,7 @@ from pintrest_assets.commands import pintrest_command
 def command(settings, verbose: bool, trigger_seconds: float, maintain_seconds: float) -> int:
     from pintrest_assets.defs.stream.reporting import DagsterReporter
     from pintrest_assets.instance import project_instance
-    from pintrest_assets.resources.by_settings import resources_for
+    from pintrest_assets.resources import resources_for
     from pintrest_assets.stream.service import StreamService
     from pintrest_assets.topics import TOPICS
 

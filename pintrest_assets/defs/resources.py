@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from pintrest_assets.resources.by_settings import resources_for
+from pintrest_assets.resources import resources_for
 from pintrest_assets.settings import Settings
 
 

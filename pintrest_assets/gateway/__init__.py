@@ -1,7 +1,9 @@
-"""The local stand-in for API Gateway + Kafka REST Proxy v2 + Kafka + the S3 sink connector.
+"""The local gateway: one HTTP server standing in for API Gateway in front of both proxies.
 
-``Gateway`` serves the v2 produce API, keeps every acknowledged record in a write-ahead log, and
-lands the records in a bucket exactly as the S3 sink connector lays them out.
+``Gateway`` (``server``) serves the Kafka REST Proxy v2 produce API in front of the local broker
+and its S3 sinks (``pintrest_assets.kafka``), and, with ``KinesisStack`` (``kinesis``), the
+Kinesis-proxy routes (``kinesis_routes``) in front of kinesalite or a real Kinesis. ``http``
+holds the routes-as-data HTTP plumbing; ``process`` runs the gateway for the commands.
 """
 
 from pintrest_assets.gateway.server import Gateway

@@ -23,8 +23,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from pintrest_assets.gateway.protocol import RestError, request_too_large
-from pintrest_assets.rest_proxy_v2 import V2_RESPONSE
+from pintrest_assets.kafka.protocol import RestError, request_too_large
+from pintrest_assets.kafka.rest_proxy_v2 import V2_RESPONSE
 
 if TYPE_CHECKING:
     from pintrest_assets.gateway.server import Gateway

@@ -32,8 +32,8 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from pintrest_assets import kinesis_proxy
-from pintrest_assets.gateway.protocol import RestError
+from pintrest_assets.kinesis import proxy_contract as kinesis_proxy
+from pintrest_assets.kafka.protocol import RestError
 
 log = logging.getLogger(__name__)
 

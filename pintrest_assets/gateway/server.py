@@ -47,12 +47,12 @@ import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from pintrest_assets import kinesis_proxy
+from pintrest_assets.kinesis import proxy_contract as kinesis_proxy
 from pintrest_assets.bucket import Bucket
 from pintrest_assets.gateway import kinesis_routes
-from pintrest_assets.gateway.broker import PARTITION, Broker
+from pintrest_assets.kafka.broker import PARTITION, Broker
 from pintrest_assets.gateway.http import GatewayHTTPServer, Request, Route
-from pintrest_assets.gateway.protocol import (
+from pintrest_assets.kafka.protocol import (
     RejectedRecord,
     RestError,
     invalid_topic_name,
@@ -63,7 +63,7 @@ from pintrest_assets.gateway.protocol import (
     topic_metadata,
     topic_not_found,
 )
-from pintrest_assets.rest_proxy_v2 import KAFKA_RETRIABLE_ERROR
+from pintrest_assets.kafka.rest_proxy_v2 import KAFKA_RETRIABLE_ERROR
 from pintrest_assets.settings import ConfigError
 from pintrest_assets.topics import is_valid_topic_name
 

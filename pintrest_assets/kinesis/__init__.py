@@ -1,7 +1,10 @@
-"""Kinesis for the streaming half of the pipeline, as plain machinery (no Dagster definitions).
+"""The Kinesis side of the pipeline, as plain machinery (no Dagster definitions).
 
-- ``local_server``: ``LocalKinesis``, the embedded default's Kinesis API (kinesalite on LevelDB).
-- ``streams``: the streams ``streaming-<user_id>-<topic>`` of the three topics, created if missing.
+- ``proxy_contract``: API Gateway's Kinesis-proxy contract, shared by the client and the gateway;
+- ``proxy_client``: ``KinesisProxyResource``, the streaming emulator's client of that proxy;
+- ``streams``: the streams ``streaming-<user_id>-<topic>`` of the three topics, created if missing;
+- ``local_server``: ``LocalKinesis``, the embedded default's Kinesis API (kinesalite on LevelDB);
+- ``positions``: where each shard stands against what a stream table has read;
 - ``spark_source``: ``spark.readStream.format("pintrest_kinesis")``, a Structured Streaming source
   with the options and columns of Databricks' ``kinesis`` source (``register(spark)`` first).
 

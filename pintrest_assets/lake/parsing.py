@@ -13,7 +13,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pintrest_assets.mount.batch_files import KEY_COLUMN, KEY_SEPARATOR, PARSED_SUFFIX, SUFFIX, BatchSlice
+from pintrest_assets.lake.mount.batch_files import KEY_COLUMN, KEY_SEPARATOR, PARSED_SUFFIX, SUFFIX, BatchSlice
 
 CORRUPT_RECORD = "_corrupt_record"
 

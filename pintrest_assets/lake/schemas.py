@@ -16,7 +16,7 @@ from pyspark.sql import types as T
 from pyspark.sql.pandas.types import to_arrow_schema
 
 from pintrest_assets.lake.columns import COLUMN_DESCRIPTIONS
-from pintrest_assets.sample_data.schema import table_of
+from pintrest_assets.database.schema import table_of
 from pintrest_assets.topics import TOPICS
 
 # Most specific first: Text is a String, Double a Float.

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pyspark.sql import types as T
 
 from pintrest_assets.settings import ConfigError
-from pintrest_assets.stream.positions import ShardPosition, unread
+from pintrest_assets.kinesis.positions import ShardPosition, unread
 from pintrest_assets.stream.query import MicroBatch, StreamRun, run_available_now_together
 from pintrest_assets.stream.service import REFRESH, SERVICE, WriterLock, describe
 from pintrest_assets.stream.tables import StreamState, StreamTable
@@ -156,7 +156,7 @@ def _after_run(spec, table, stream, run, kinesis, warehouse_io_manager, versions
 
 
 def _schema(table: StreamTable) -> T.StructType:
-    from pintrest_assets.resources.warehouse import spark_schema
+    from pintrest_assets.lake.warehouse import spark_schema
 
     return spark_schema(table.delta())
 

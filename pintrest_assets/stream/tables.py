@@ -56,8 +56,8 @@ from pyspark.sql import types as T
 from pintrest_assets.kinesis.spark_source import read_summaries
 from pintrest_assets.lake.parsing import good_rows, parse_records, rejected_lines
 from pintrest_assets.lake.schemas import SCHEMAS
-from pintrest_assets.resources import warehouse
-from pintrest_assets.resources.warehouse import QUARANTINE_SCHEMA, ConcurrentCommitError, WarehouseTable
+from pintrest_assets.lake import warehouse
+from pintrest_assets.lake.warehouse import QUARANTINE_SCHEMA, ConcurrentCommitError, WarehouseTable
 from pintrest_assets.topics import TOPICS_BY_NAME, TopicSpec
 from pintrest_assets.transform.cleaning import CLEANERS
 

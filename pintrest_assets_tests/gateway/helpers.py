@@ -4,13 +4,16 @@ and waiting for a condition."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import requests
 
 from pintrest_assets.bucket import Bucket
-from pintrest_assets.sink_layout import parse_object_key, partition_prefix
+from pintrest_assets.kafka.sink_layout import parse_object_key, partition_prefix
 
 JSON_V2 = "application/vnd.kafka.json.v2+json"
 BINARY_V2 = "application/vnd.kafka.binary.v2+json"
@@ -42,3 +45,33 @@ def wait_until(condition, timeout: float = 10.0, interval: float = 0.02):
             raise AssertionError(f"timed out after {timeout}s waiting for {condition}")
         time.sleep(interval)
     return result
+
+
+class GatewayProcess:
+    """``pintrest gateway`` as a subprocess, as ``make run`` starts it."""
+
+    def __init__(self, home: Path, *args: str, env: dict[str, str] | None = None):
+        self.env = dict(os.environ, PINTREST_HOME=str(home), **(env or {}))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pintrest_assets.cli", "gateway", "--port", "0", "--no-kinesis", *args],
+            cwd=REPO,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.banner = self.proc.stdout.readline()
+        if not self.banner.startswith("gateway listening on "):
+            self.proc.kill()
+            raise AssertionError(f"gateway did not start: {self.banner}{self.proc.stderr.read()}")
+        self.url = self.banner.split()[3].rstrip(",")
+
+    def stop(self, timeout: float = 90) -> tuple[int, str, str]:
+        """SIGTERM, then the exit code and the rest of stdout and stderr."""
+        self.proc.terminate()
+        out, err = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, out, err
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.communicate(timeout=10)

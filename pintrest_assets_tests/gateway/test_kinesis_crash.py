@@ -26,10 +26,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from pintrest_assets import kinesis_proxy
+from pintrest_assets.kinesis import proxy_contract as kinesis_proxy
 from pintrest_assets.kinesis.local_server import end_orphan
 from pintrest_assets.kinesis.streams import kinesis_client
-from pintrest_assets.resources.kinesis_proxy import KinesisProxyError, KinesisProxyResource
+from pintrest_assets.kinesis.proxy_client import KinesisProxyError, KinesisProxyResource
 from pintrest_assets_tests.gateway.helpers import REPO, wait_until
 from pintrest_assets_tests.helpers import read_stream
 from pintrest_assets_tests.net import free_port

@@ -18,7 +18,7 @@ import requests
 import yaml
 from botocore.stub import Stubber
 
-from pintrest_assets import kinesis_proxy
+from pintrest_assets.kinesis import proxy_contract as kinesis_proxy
 from pintrest_assets.gateway.kinesis import KinesisStack
 from pintrest_assets.gateway.server import ROUTES
 from pintrest_assets.kinesis.streams import kinesis_client

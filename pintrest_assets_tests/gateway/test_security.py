@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from pintrest_assets.gateway.server import ROUTES, ApiKeyRequired, Gateway
-from pintrest_assets.resources.rest_proxy import RestProxyError, RestProxyResource
+from pintrest_assets.kafka.client import RestProxyError, RestProxyResource
 from pintrest_assets.settings import ConfigError
 from pintrest_assets_tests.gateway.helpers import JSON_V2
 

@@ -28,7 +28,7 @@ MEET_TIMEOUT_SECONDS = 120
 
 def _meet_before_committing(mode: str, meet_dir: Path, refreshes) -> None:
     """Holds df_pin's first append attempt of each refresh until the other writer reaches its own."""
-    from pintrest_assets.resources.warehouse import WarehouseIOManager
+    from pintrest_assets.lake.warehouse import WarehouseIOManager
 
     append = WarehouseIOManager._append
     met = set()
@@ -54,7 +54,7 @@ def main(mode: str) -> None:
     from pintrest_assets.defs.lake.dataframes import dataframe_assets
     from pintrest_assets.defs.lake.raw_json import raw_json_assets
     from pintrest_assets.instance import project_instance
-    from pintrest_assets.resources.by_settings import resources_for
+    from pintrest_assets.resources import resources_for
     from pintrest_assets.settings import Settings
     from pintrest_assets.topics import TOPICS
 

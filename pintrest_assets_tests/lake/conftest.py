@@ -9,7 +9,7 @@ import pytest
 from dagster_aws.s3 import S3Resource
 
 from pintrest_assets.bucket import Bucket, S3Bucket
-from pintrest_assets.sink_layout import object_key
+from pintrest_assets.kafka.sink_layout import object_key
 from pintrest_assets_tests.net import free_port
 
 # S3 requests sent by CountingS3Resource clients, by operation ("ListObjectsV2", "GetObject", ...),
@@ -130,9 +130,9 @@ import dagster as dg  # noqa: E402
 from pintrest_assets.bucket import LocalBucket  # noqa: E402
 from pintrest_assets.defs.lake.dataframes import dataframe_assets  # noqa: E402
 from pintrest_assets.defs.lake.raw_json import raw_json_assets  # noqa: E402
-from pintrest_assets.resources.s3_mount import S3MountResource  # noqa: E402
-from pintrest_assets.resources.spark import SparkResource, spark_config  # noqa: E402
-from pintrest_assets.resources.warehouse import WarehouseIOManager, WarehouseTable  # noqa: E402
+from pintrest_assets.lake.mount.resource import S3MountResource  # noqa: E402
+from pintrest_assets.lake.spark import SparkResource, spark_config  # noqa: E402
+from pintrest_assets.lake.warehouse import WarehouseIOManager, WarehouseTable  # noqa: E402
 from pintrest_assets.topics import TOPICS_BY_NAME  # noqa: E402
 
 SPARK_USER_ID = "u"

@@ -18,10 +18,10 @@ from pyspark.sql import functions as F
 
 from pintrest_assets.defs.lake.dataframes import dataframe_assets
 from pintrest_assets.defs.lake.raw_json import raw_json_assets
-from pintrest_assets.resources import warehouse
-from pintrest_assets.resources.s3_mount import S3MountResource
-from pintrest_assets.resources.spark import SparkResource, spark_config
-from pintrest_assets.resources.warehouse import WarehouseIOManager
+from pintrest_assets.lake import warehouse
+from pintrest_assets.lake.mount.resource import S3MountResource
+from pintrest_assets.lake.spark import SparkResource, spark_config
+from pintrest_assets.lake.warehouse import WarehouseIOManager
 
 
 def main(bucket: str, mount: str, warehouse_dir: str, user_id: str, marker: str, mode: str) -> None:

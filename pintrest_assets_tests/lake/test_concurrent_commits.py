@@ -15,8 +15,8 @@ import pytest
 from deltalake import DeltaTable
 from pyspark.sql import types as T
 
-from pintrest_assets.resources import warehouse
-from pintrest_assets.resources.warehouse import (
+from pintrest_assets.lake import warehouse
+from pintrest_assets.lake.warehouse import (
     ConcurrentCommitError,
     TableAppend,
     TableState,

@@ -15,11 +15,11 @@ from pintrest_assets.defs.lake.dataframes import cursor_after, dataframe_assets
 from pintrest_assets.defs.lake.raw_json import raw_json_assets
 from pintrest_assets.lake.schemas import SCHEMAS
 from pintrest_assets.lake.statistics import merge_stats, summary_markdown
-from pintrest_assets.resources import warehouse
-from pintrest_assets.resources.s3_mount import MountedSelection
-from pintrest_assets.resources.spark import SparkResource
-from pintrest_assets.resources.warehouse import TableState, WarehouseTable
-from pintrest_assets.sink_layout import object_key
+from pintrest_assets.lake import warehouse
+from pintrest_assets.lake.mount.resource import MountedSelection
+from pintrest_assets.lake.spark import SparkResource
+from pintrest_assets.lake.warehouse import TableState, WarehouseTable
+from pintrest_assets.kafka.sink_layout import object_key
 from pintrest_assets.topics import TOPICS
 
 

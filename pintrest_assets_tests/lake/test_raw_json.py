@@ -3,7 +3,7 @@ import pytest
 
 from pintrest_assets.bucket import LocalBucket
 from pintrest_assets.defs.lake.raw_json import raw_json_assets
-from pintrest_assets.resources.s3_mount import S3MountResource
+from pintrest_assets.lake.mount.resource import S3MountResource
 from pintrest_assets.topics import TOPICS, TOPICS_BY_NAME
 
 
@@ -20,7 +20,7 @@ def test_one_raw_json_asset_per_topic_downstream_of_its_stream():
     for asset, spec in zip(raw_json_assets, TOPICS):
         asset_spec = next(iter(asset.specs))
         assert asset_spec.group_name == "lake"
-        assert [dep.asset_key for dep in asset_spec.deps] == [dg.AssetKey(spec.stream_asset)]
+        assert [dep.asset_key for dep in asset_spec.deps] == [dg.AssetKey(spec.topic_asset)]
         assert set(asset_spec.kinds) == {"s3", "json"}
         assert spec.description in asset_spec.description
         assert "s3_mount" in asset.required_resource_keys

@@ -21,7 +21,7 @@ def batch(instance, sent, offsets, failed=0, topic="u.pin"):
     """A topic stream materialisation, with the metadata the emulation batch records."""
     instance.report_runless_asset_event(
         dg.AssetMaterialization(
-            PIN.stream_asset,
+            PIN.topic_asset,
             metadata={
                 "topic": topic,
                 "records_sent": sent,
@@ -232,7 +232,7 @@ def test_wiping_the_stream_resets_what_the_check_expects(instance, settle_at_onc
     read(instance, rows=10, quarantined=0)
     assert evaluate(instance)[1]["settled"]["acknowledged"] == 10
 
-    instance.wipe_assets([dg.AssetKey(PIN.stream_asset)])
+    instance.wipe_assets([dg.AssetKey(PIN.topic_asset)])
     batch(instance, 3, {"0": [10, 12]})
     evaluation, metadata = evaluate(instance)
     assert (metadata["acknowledged"], metadata["batches_counted"]) == (3, 1)

@@ -50,7 +50,7 @@ def late_batch(instance, engine, sent, offsets):
     writer = threading.Thread(
         target=lambda: instance.report_runless_asset_event(
             dg.AssetMaterialization(
-                PIN.stream_asset,
+                PIN.topic_asset,
                 description=HELD_BACK,
                 metadata={"topic": "u.pin", "records_sent": sent, "records_failed": 0, "offset_ranges": offsets},
             )
@@ -75,7 +75,7 @@ def late_batch(instance, engine, sent, offsets):
 
 
 def ids(instance):
-    records = instance.fetch_materializations(dg.AssetKey(PIN.stream_asset), limit=10, ascending=True).records
+    records = instance.fetch_materializations(dg.AssetKey(PIN.topic_asset), limit=10, ascending=True).records
     return [(r.storage_id, r.asset_materialization.description) for r in records]
 
 

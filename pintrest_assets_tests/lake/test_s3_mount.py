@@ -6,12 +6,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from pintrest_assets.bucket import LocalBucket
-from pintrest_assets.mount.batch_files import BatchSlice, BatchWriter, load_objects, record_lines
-from pintrest_assets.mount.ledger import TopicLedger, _lines_backwards
-from pintrest_assets.mount.listing import list_new_objects
-from pintrest_assets.resources.s3_mount import S3_FETCH_THREADS, S3MountResource
+from pintrest_assets.lake.mount.batch_files import BatchSlice, BatchWriter, load_objects, record_lines
+from pintrest_assets.lake.mount.ledger import TopicLedger, _lines_backwards
+from pintrest_assets.lake.mount.listing import list_new_objects
+from pintrest_assets.lake.mount.resource import S3_FETCH_THREADS, S3MountResource
 from pintrest_assets.settings import ConfigError
-from pintrest_assets.sink_layout import count_records, object_key, partition_prefix
+from pintrest_assets.kafka.sink_layout import count_records, object_key, partition_prefix
 from pintrest_assets_tests.test_bucket import land_in_key_order, poll_until_landed
 
 TOPIC = "u.pin"

@@ -5,7 +5,7 @@ import pytest
 
 from pintrest_assets.bucket import LocalBucket
 from pintrest_assets.defs.lake.sensors import build_new_objects_sensor, new_objects_sensor
-from pintrest_assets.resources.s3_mount import S3MountResource
+from pintrest_assets.lake.mount.resource import S3MountResource
 from pintrest_assets.topics import TOPICS_BY_NAME
 
 PIN, GEO, USER = "u.pin", "u.geo", "u.user"

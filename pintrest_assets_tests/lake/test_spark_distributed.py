@@ -14,14 +14,14 @@ import pyspark
 import pytest
 from pyspark.sql import SparkSession
 
-from pintrest_assets.resources.spark import (
+from pintrest_assets.lake.spark import (
     LOCAL_DRIVER_JAVA_OPTIONS,
     SparkResource,
     build_spark_resource,
     spark_config,
 )
 from pintrest_assets.settings import ConfigError, Settings
-from pintrest_assets.sink_layout import object_key
+from pintrest_assets.kafka.sink_layout import object_key
 
 SPARK_HOME = Path(pyspark.__file__).parent
 # A JVM starts in seconds on an idle machine; the test machines are shared.

@@ -8,10 +8,10 @@ import uuid
 
 import pytest
 
-from pintrest_assets import kinesis_proxy
+from pintrest_assets.kinesis import proxy_contract as kinesis_proxy
 from pintrest_assets.kinesis.streams import ensure_streams
-from pintrest_assets.resources.database import PostsDatabase
-from pintrest_assets.sample_data.seed import seed
+from pintrest_assets.database.resource import PostsDatabase
+from pintrest_assets.database.seed import seed
 
 # The session's kinesalite and its client, and the module's Spark session.
 from pintrest_assets_tests.kinesis.conftest import kinesalite, kinesis, spark  # noqa: F401

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from pintrest_assets.resources import warehouse
+from pintrest_assets.lake import warehouse
 from pintrest_assets.stream.query import run_available_now, source_options
 from pintrest_assets.stream.tables import STATE_KEY, StreamTable
 from pintrest_assets.topics import TOPICS_BY_NAME

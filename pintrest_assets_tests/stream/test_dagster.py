@@ -15,9 +15,9 @@ from pintrest_assets.defs.stream.assets import kinesis_streams, stream_tables
 from pintrest_assets.defs.stream.checks import stream_reconciliation_checks
 from pintrest_assets.gateway import Gateway
 from pintrest_assets.kinesis.streams import kinesis_client
-from pintrest_assets.resources.kinesis_proxy import KinesisProxyResource
-from pintrest_assets.resources.spark import SparkResource, spark_config
-from pintrest_assets.resources.warehouse import WarehouseIOManager
+from pintrest_assets.kinesis.proxy_client import KinesisProxyResource
+from pintrest_assets.lake.spark import SparkResource, spark_config
+from pintrest_assets.lake.warehouse import WarehouseIOManager
 from pintrest_assets.stream.resource import KinesisResource
 from pintrest_assets.topics import TOPICS
 from pintrest_assets_tests.stream.conftest import SHARDS, put_raw

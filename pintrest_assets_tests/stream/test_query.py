@@ -9,7 +9,7 @@ import shutil
 import pytest
 from pyspark.sql import functions as F
 
-from pintrest_assets import kinesis_proxy
+from pintrest_assets.kinesis import proxy_contract as kinesis_proxy
 from pintrest_assets.lake.parsing import good_rows, parse_records
 from pintrest_assets.lake.schemas import SCHEMAS
 from pintrest_assets.stream.query import run_available_now, source_options

@@ -8,8 +8,8 @@ import pytest
 from pintrest_assets.defs.transform.answers import answer_assets
 from pintrest_assets.defs.transform.automation import transform_daily_schedule, transform_on_new_dataframes
 from pintrest_assets.defs.transform.clean_tables import clean_table_assets
-from pintrest_assets.resources.spark import SparkResource
-from pintrest_assets.resources.warehouse import WarehouseIOManager
+from pintrest_assets.lake.spark import SparkResource
+from pintrest_assets.lake.warehouse import WarehouseIOManager
 from pintrest_assets.topics import TOPICS
 
 

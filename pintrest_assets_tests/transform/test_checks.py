@@ -13,8 +13,8 @@ from pintrest_assets.defs.transform.checks import (
     join_coverage,
 )
 from pintrest_assets.domain import IMAGE_SRC_ERROR, USER_INFO_ERROR
-from pintrest_assets.resources.spark import SparkResource, spark_config
-from pintrest_assets.resources.warehouse import WarehouseIOManager
+from pintrest_assets.lake.spark import SparkResource, spark_config
+from pintrest_assets.lake.warehouse import WarehouseIOManager
 from pintrest_assets.topics import TOPICS_BY_NAME
 from pintrest_assets.transform.cleaning import GEO_COLUMNS, PIN_COLUMNS
 

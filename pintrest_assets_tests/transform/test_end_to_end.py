@@ -10,8 +10,8 @@ from pintrest_assets.defs.transform.answers import ANSWERS, answer_assets
 from pintrest_assets.defs.transform.checks import clean_table_checks
 from pintrest_assets.defs.transform.clean_tables import clean_table_assets
 from pintrest_assets.lake.schemas import SCHEMAS
-from pintrest_assets.resources.spark import SparkResource, spark_config
-from pintrest_assets.resources.warehouse import TableAppend, TableState, WarehouseIOManager
+from pintrest_assets.lake.spark import SparkResource, spark_config
+from pintrest_assets.lake.warehouse import TableAppend, TableState, WarehouseIOManager
 from pintrest_assets.topics import TOPICS
 from pintrest_assets.transform.cleaning import CLEANED_COLUMNS
 from pintrest_assets_tests.transform.frames import raw_frame

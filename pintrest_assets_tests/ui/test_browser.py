@@ -17,7 +17,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from pintrest_assets.sample_data.seed import seed
+from pintrest_assets.database.seed import seed
 from pintrest_assets.topics import TOPICS
 from pintrest_assets_tests.net import free_port, is_listening
 
@@ -110,14 +110,14 @@ def page(dev_server):
 @pytest.mark.parametrize("spec", TOPICS, ids=[spec.name for spec in TOPICS])
 def test_lineage_shows_source_table_to_dataframe(dev_server, page, spec):
     page.goto(f"{dev_server['url']}/assets/{spec.dataframe}?view=lineage&lineageScope=upstream&lineageDepth=5")
-    chain = [spec.table, spec.stream_asset, spec.raw_asset, spec.dataframe]
+    chain = [spec.table, spec.topic_asset, spec.raw_asset, spec.dataframe]
     for name in chain:
         page.get_by_text(name, exact=True).first.wait_for(state="visible")
     body = page.inner_text("body")
     others = [s for s in TOPICS if s is not spec]
     # Upstream of this DataFrame are exactly its own topic's assets.
     assert not [o.table for o in others if re.search(rf"\b{o.table}\b", body)]
-    assert not [o.stream_asset for o in others if o.stream_asset in body]
+    assert not [o.topic_asset for o in others if o.topic_asset in body]
     page.screenshot(path=ARTIFACTS / f"lineage-{spec.dataframe}.png")
 
 
@@ -136,7 +136,7 @@ def test_stream_group_lineage_runs_from_source_tables_through_streams_to_stream_
             page.get_by_text(name, exact=True).first.wait_for(state="visible")
         body = page.inner_text("body")
         # Upstream of a stream table are its own source table and stream only: not the batch path's topic.
-        assert spec.stream_asset not in body and spec.dataframe not in body
+        assert spec.topic_asset not in body and spec.dataframe not in body
         assert not [o.kinesis_asset for o in TOPICS if o is not spec and o.kinesis_asset in body]
         page.screenshot(path=ARTIFACTS / f"lineage-{spec.stream_table_asset}.png")
 

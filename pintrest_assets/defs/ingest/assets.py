@@ -5,10 +5,10 @@ from typing import Optional
 
 import dagster as dg
 
-from pintrest_assets.ingest.emulation import emulate
-from pintrest_assets.ingest.stream_metadata import batch_results
-from pintrest_assets.resources.database import PostsDatabase
-from pintrest_assets.resources.rest_proxy import RestProxyResource
+from pintrest_assets.emulation.emulator import emulate
+from pintrest_assets.emulation.batch_metadata import batch_results
+from pintrest_assets.database.resource import PostsDatabase
+from pintrest_assets.kafka.client import RestProxyResource
 from pintrest_assets.topics import TOPICS
 
 
@@ -23,7 +23,7 @@ class EmulationConfig(dg.Config):
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
-            spec.stream_asset,
+            spec.topic_asset,
             deps=[spec.table],
             group_name="ingest",
             kinds={"kafka"},
@@ -43,4 +43,4 @@ def topic_streams(
 ):
     """Runs one emulation batch: random posts from the database to the three topics."""
     report = emulate(database, rest_proxy, config.posts, rate=config.rate, rng=random.Random(config.seed))
-    yield from batch_results(context, report, lambda spec: spec.stream_asset)
+    yield from batch_results(context, report, lambda spec: spec.topic_asset)

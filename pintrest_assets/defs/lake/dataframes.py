@@ -40,9 +40,9 @@ from pintrest_assets.lake.statistics import (
     profile,
     summary_markdown,
 )
-from pintrest_assets.resources.s3_mount import MountedSelection, S3MountResource
-from pintrest_assets.resources.spark import SparkResource
-from pintrest_assets.resources.warehouse import (
+from pintrest_assets.lake.mount.resource import MountedSelection, S3MountResource
+from pintrest_assets.lake.spark import SparkResource
+from pintrest_assets.lake.warehouse import (
     CommittedAppend,
     TableAppend,
     TableState,

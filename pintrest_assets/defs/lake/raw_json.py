@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from pintrest_assets.resources.s3_mount import S3MountResource
+from pintrest_assets.lake.mount.resource import S3MountResource
 from pintrest_assets.topics import TOPICS, TopicSpec
 
 
@@ -10,7 +10,7 @@ def build_raw_json_asset(spec: TopicSpec) -> dg.AssetsDefinition:
     @dg.asset(
         name=spec.raw_asset,
         group_name="lake",
-        deps=[spec.stream_asset],
+        deps=[spec.topic_asset],
         kinds={"s3", "json"},
         description=f"The `<user_id>.{spec.name}` topic's objects in the bucket (one JSON record per line), "
         f"mounted where Spark reads them: their lines gathered into a few batch files. {spec.description}",

@@ -218,7 +218,7 @@ def count_topic(instance: dg.DagsterInstance, spec: TopicSpec) -> TopicCounts:
     topic = raw_meta.get("topic")
 
     check = dg.AssetCheckKey(dg.AssetKey(spec.dataframe), CHECK_NAME)
-    tally, settled = bring_up_to_date(instance, spec.stream_asset, check, topic)
+    tally, settled = bring_up_to_date(instance, spec.topic_asset, check, topic)
 
     stale = []
     if tally.last_batch is not None and (raw is None or raw.storage_id < tally.last_batch):
@@ -238,13 +238,13 @@ def count_topic(instance: dg.DagsterInstance, spec: TopicSpec) -> TopicCounts:
 
 def bring_up_to_date(
     instance: dg.DagsterInstance,
-    stream_asset: str,
+    topic_asset: str,
     check: dg.AssetCheckKey,
     topic: str | None,
     kind: str = "topic",
 ) -> tuple[Tally, Tally]:
     """What the proxy acknowledged for ``topic`` (a Kafka topic, or a Kinesis stream with
-    ``kind="stream"``) over every materialisation of ``stream_asset``, and the settled part of it
+    ``kind="stream"``) over every materialisation of ``topic_asset``, and the settled part of it
     for ``check``'s next evaluation to start from.
 
     Starts from the settled tally ``check``'s last evaluation recorded, unless the destination
@@ -252,9 +252,9 @@ def bring_up_to_date(
     materialisations after it; those older than twice ``SETTLE_SECONDS`` settle.
     """
     settled = _previous_tally(instance, check, kind)
-    if settled is None or settled.topic != topic or _wiped(instance, stream_asset, settled.through):
+    if settled is None or settled.topic != topic or _wiped(instance, topic_asset, settled.through):
         settled = Tally(topic, kind=kind)
-    records = list(_materialisations_after(instance, stream_asset, settled.through))
+    records = list(_materialisations_after(instance, topic_asset, settled.through))
     cutoff = time.time() - 2 * SETTLE_SECONDS
     settle_through = max((r.storage_id for r in records if r.timestamp <= cutoff), default=settled.through)
     tally = settled

@@ -4,7 +4,7 @@ import json
 
 import dagster as dg
 
-from pintrest_assets.resources.s3_mount import S3MountResource
+from pintrest_assets.lake.mount.resource import S3MountResource
 from pintrest_assets.settings import ConfigError
 from pintrest_assets.topics import TOPICS
 

@@ -20,14 +20,14 @@ from pydantic import Field
 
 from pintrest_assets.defs.ingest.assets import EmulationConfig
 from pintrest_assets.defs.lake.reconciliation import bring_up_to_date
-from pintrest_assets.ingest.emulation import emulate
-from pintrest_assets.ingest.stream_metadata import batch_results
+from pintrest_assets.emulation.emulator import emulate
+from pintrest_assets.emulation.batch_metadata import batch_results
 from pintrest_assets.lake.schemas import column_schema
-from pintrest_assets.resources.database import PostsDatabase
-from pintrest_assets.resources.kinesis_proxy import KinesisProxyResource
-from pintrest_assets.resources.spark import SparkResource
-from pintrest_assets.resources.warehouse import WarehouseIOManager
-from pintrest_assets.stream.positions import lag_table
+from pintrest_assets.database.resource import PostsDatabase
+from pintrest_assets.kinesis.proxy_client import KinesisProxyResource
+from pintrest_assets.lake.spark import SparkResource
+from pintrest_assets.lake.warehouse import WarehouseIOManager
+from pintrest_assets.kinesis.positions import lag_table
 from pintrest_assets.stream.refresh import StreamRefresh, refresh_or_wait
 from pintrest_assets.stream.resource import KinesisResource
 from pintrest_assets.topics import TOPICS, TopicSpec

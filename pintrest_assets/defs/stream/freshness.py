@@ -6,7 +6,7 @@ for longer than ``FRESHNESS_SECONDS``: the streaming service is down, stuck or f
 table with nothing waiting is fresh however old its last commit (nobody sent anything), which
 is why this is not Dagster's ``build_last_update_freshness_checks``: that check fails whenever
 the last materialisation is old, records or not. The check asks each shard for the first record
-after the last one the table read (two Kinesis calls per shard, ``stream/positions.py``).
+after the last one the table read (two Kinesis calls per shard, ``kinesis/positions.py``).
 
 ``stream_freshness_sensor`` evaluates the three checks every 30 seconds and records the results
 in the instance without a run (``report_runless_asset_event``), when a result changes and every
@@ -20,7 +20,7 @@ import time
 
 import dagster as dg
 
-from pintrest_assets.resources.warehouse import WarehouseIOManager
+from pintrest_assets.lake.warehouse import WarehouseIOManager
 from pintrest_assets.settings import ConfigError
 from pintrest_assets.stream.refresh import probe
 from pintrest_assets.stream.resource import KinesisResource

@@ -139,7 +139,7 @@ class DagsterReporter:
     def _schema(self, committed: Committed):
         name = committed.table.name
         if name not in self._schemas:
-            from pintrest_assets.resources.warehouse import spark_schema
+            from pintrest_assets.lake.warehouse import spark_schema
 
             delta = committed.table.delta()
             self._schemas[name] = spark_schema(delta) if delta is not None else None

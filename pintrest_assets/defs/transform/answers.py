@@ -22,7 +22,7 @@ from pyspark.sql import DataFrame
 
 from pintrest_assets.defs.transform.automation import ON_NEW_DATA, TRANSFORM_GROUP
 from pintrest_assets.lake.schemas import column_schema
-from pintrest_assets.resources.warehouse import WarehouseIOManager
+from pintrest_assets.lake.warehouse import WarehouseIOManager
 from pintrest_assets.transform import questions
 from pintrest_assets.transform.charts import (
     bar_chart,

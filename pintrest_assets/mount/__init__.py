@@ -1,2 +1,0 @@
-"""The S3 mount's machinery: listing new sink objects, gathering them into batch files, and the
-ledger of what is mounted. The ``s3_mount`` resource (``resources/s3_mount.py``) drives it."""
