@@ -13,6 +13,7 @@ A test whose server is not installed is skipped, with the command that installs 
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -296,3 +297,31 @@ def database(seeded_db_url):
 @pytest.fixture
 def rest_proxy(gateway):
     return RestProxyResource(url=gateway.url, user_id="tester", backoff_seconds=0.01)
+
+
+@pytest.fixture(scope="module")
+def spark():
+    """A local Spark session for one test module (started here unless one is running already).
+
+    The source's Python workers must run this interpreter (the project's Spark settings do not
+    say which one); ``register`` also sees to it for a session started without it.
+    """
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    running = SparkSession.getActiveSession() or SparkSession._instantiatedSession
+    session = running or (
+        SparkSession.builder.master("local[2]")
+        .appName("pintrest-kinesis-tests")
+        .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.default.parallelism", "2")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.log.level", "ERROR")
+        .getOrCreate()
+    )
+    yield session
+    if running is None:
+        session.stop()

@@ -1,32 +1,12 @@
-"""Fixtures for the Kinesis tests: one kinesalite server for the session, streams on it, and Spark."""
+"""Fixtures for the Kinesis tests: new streams on the session's kinesalite (``conftest.py`` above)."""
 
 from __future__ import annotations
 
-import json
-import os
-import sys
 import uuid
 
 import pytest
 
-from pintrest_assets.kinesis.local_server import LocalKinesis
-from pintrest_assets.kinesis.streams import create_stream, kinesis_client, wait_until_active
-from pintrest_assets_tests.net import free_port
-
-
-@pytest.fixture(scope="session")
-def kinesalite(tmp_path_factory) -> LocalKinesis:
-    """A kinesalite server on a free loopback port, its LevelDB in a temporary directory."""
-    server = LocalKinesis(tmp_path_factory.mktemp("kinesalite") / "data", free_port())
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def kinesis(kinesalite):
-    """A boto3 Kinesis client of the session's kinesalite."""
-    return kinesis_client(kinesalite.endpoint_url, "us-east-1")
+from pintrest_assets.kinesis.streams import create_stream, wait_until_active
 
 
 @pytest.fixture
@@ -40,51 +20,3 @@ def new_stream(kinesis):
         return name
 
     return make
-
-
-def put_posts(client, stream: str, start: int, count: int, partition_key=None) -> list[dict]:
-    """Put posts ``{"index": start..start+count-1, ...}`` as JSON records, 500 per PutRecords, each
-    under a random partition key (or ``partition_key(index)``); returns the posts."""
-    posts = [{"index": i, "title": f"post {i}", "follower_count": f"{i}k"} for i in range(start, start + count)]
-    for first in range(0, count, 500):
-        batch = posts[first : first + 500]
-        answer = client.put_records(
-            StreamName=stream,
-            Records=[
-                {
-                    "Data": json.dumps(post).encode(),
-                    "PartitionKey": partition_key(post["index"]) if partition_key else str(uuid.uuid4()),
-                }
-                for post in batch
-            ],
-        )
-        assert answer["FailedRecordCount"] == 0
-    return posts
-
-
-@pytest.fixture(scope="module")
-def spark():
-    """A local Spark session for one test module (started here unless one is running already).
-
-    The source's Python workers must run this interpreter (the project's Spark settings do not
-    say which one); ``register`` also sees to it for a session started without it.
-    """
-    from pyspark.sql import SparkSession
-
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    running = SparkSession.getActiveSession() or SparkSession._instantiatedSession
-    session = running or (
-        SparkSession.builder.master("local[2]")
-        .appName("pintrest-kinesis-tests")
-        .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.default.parallelism", "2")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.log.level", "ERROR")
-        .getOrCreate()
-    )
-    yield session
-    if running is None:
-        session.stop()

@@ -11,7 +11,7 @@ import pytest
 from pintrest_assets.kinesis import local_server
 from pintrest_assets.kinesis.local_server import KinesaliteUnavailable, LocalKinesis
 from pintrest_assets.kinesis.streams import create_stream, kinesis_client, wait_until_active
-from pintrest_assets_tests.kinesis.conftest import put_posts
+from pintrest_assets_tests.kinesis.helpers import put_posts
 from pintrest_assets_tests.net import free_port, is_listening
 
 # Tests marked kinesis run kinesalite (Node.js and npm); the others need neither.

@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 
 from pintrest_assets.kinesis.spark_source import FORMAT, SHARD_END, register
 from pintrest_assets.kinesis.streams import wait_until_active
-from pintrest_assets_tests.kinesis.conftest import put_posts
+from pintrest_assets_tests.kinesis.helpers import put_posts
 
 pytestmark = pytest.mark.kinesis  # kinesalite: Node.js and npm
 

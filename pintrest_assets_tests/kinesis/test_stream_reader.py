@@ -19,7 +19,7 @@ from pintrest_assets.kinesis.spark_source import (
     read_summaries,
 )
 from pintrest_assets.kinesis.streams import create_stream, kinesis_client, wait_until_active
-from pintrest_assets_tests.kinesis.conftest import put_posts
+from pintrest_assets_tests.kinesis.helpers import put_posts
 
 # Tests marked kinesis run kinesalite (Node.js and npm); the others need neither.
 

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 import yaml
 
 from pintrest_assets.defs.lake import reconciliation
-from pintrest_assets_tests.lake.test_reconciliation import PIN, batch, evaluate, landed, read
+from pintrest_assets_tests.lake.helpers import PIN, batch, evaluate, landed, read
 
 HELD_BACK = "held-back"
 _LOCK = 4242

@@ -12,7 +12,7 @@ from pintrest_assets.lake.mount.listing import list_new_objects
 from pintrest_assets.lake.mount.resource import S3_FETCH_THREADS, S3MountResource
 from pintrest_assets.settings import ConfigError
 from pintrest_assets.kafka.sink_layout import count_records, object_key, partition_prefix
-from pintrest_assets_tests.test_bucket import land_in_key_order, poll_until_landed
+from pintrest_assets_tests.helpers import land_in_key_order, poll_until_landed
 
 TOPIC = "u.pin"
 

@@ -1,26 +1,28 @@
-"""Fixtures for the stream tests: the session's kinesalite, a user id with its three
-streams per test, a small posts database, Spark, and helpers that put records as the proxy does."""
+"""Fixtures for the stream tests: a user id with its three streams per test on the session's
+kinesalite, a small posts database, the local gateway in front of kinesalite, and the resources
+of the stream group (Spark, the warehouse, the Kinesis endpoint and proxy)."""
 
 from __future__ import annotations
 
-import random
 import uuid
 
+import dagster as dg
 import pytest
 
-from pintrest_assets.kinesis import proxy_contract as kinesis_proxy
-from pintrest_assets.kinesis.streams import ensure_streams
+from pintrest_assets.bucket import LocalBucket
 from pintrest_assets.database.resource import PostsDatabase
 from pintrest_assets.database.seed import seed
-
-# The session's kinesalite and its client, and the module's Spark session.
-from pintrest_assets_tests.kinesis.conftest import kinesalite, kinesis, spark  # noqa: F401
-
-SHARDS = 2
+from pintrest_assets.gateway import Gateway
+from pintrest_assets.kinesis.proxy_client import KinesisProxyResource
+from pintrest_assets.kinesis.streams import ensure_streams, kinesis_client
+from pintrest_assets.lake.spark import SparkResource, spark_config
+from pintrest_assets.lake.warehouse import WarehouseIOManager
+from pintrest_assets.stream.resource import KinesisResource
+from pintrest_assets_tests.stream.helpers import SHARDS
 
 
 @pytest.fixture
-def user_id(kinesis) -> str:  # noqa: F811 - the fixture imported above
+def user_id(kinesis) -> str:
     """A user id of its own, with its three streams (two shards each) on the session's kinesalite."""
     user = f"t{uuid.uuid4().hex[:10]}"
     ensure_streams(kinesis, user, shard_count=SHARDS, timeout=60)
@@ -34,26 +36,28 @@ def posts_database(tmp_path_factory) -> PostsDatabase:
     return PostsDatabase(url=url)
 
 
-def draw(database: PostsDatabase, count: int, seed_value: int = 7) -> list[dict]:
-    """``count`` posts drawn as the emulation draws them (with replacement)."""
-    return database.draw_posts(count, random.Random(seed_value)).posts
+@pytest.fixture
+def gateway(tmp_path, kinesalite):
+    """The local gateway with its Kinesis-proxy routes in front of the module's kinesalite."""
+    client = kinesis_client(kinesalite.endpoint_url, "us-east-1", max_attempts=1, read_timeout=29)
+    gateway = Gateway(LocalBucket(tmp_path / "bucket"), tmp_path / "state", port=0, fsync=False, kinesis=client)
+    gateway.start()
+    yield gateway
+    gateway.shutdown()
 
 
-def put(client, stream: str, values: list) -> list[tuple[str, str]]:
-    """Puts ``values`` as the Kinesis proxy would (each value's JSON text, a uuid4 partition key),
-    500 per PutRecords; returns the (shard id, sequence number) of each, in order."""
-    acknowledged = []
-    for first in range(0, len(values), 500):
-        chunk = values[first : first + 500]
-        answer = client.put_records(
-            StreamName=stream,
-            Records=[{"Data": kinesis_proxy.record_bytes(v), "PartitionKey": str(uuid.uuid4())} for v in chunk],
-        )
-        assert answer["FailedRecordCount"] == 0
-        acknowledged += [(r["ShardId"], r["SequenceNumber"]) for r in answer["Records"]]
-    return acknowledged
+@pytest.fixture
+def resources(tmp_path, user_id, gateway, kinesalite, posts_database, spark) -> dict:
+    session = SparkResource(spark_config={**spark_config("local[2]"), "spark.sql.shuffle.partitions": "2"})
+    return {
+        "database": posts_database,
+        "kinesis_proxy": KinesisProxyResource(url=gateway.url, user_id=user_id),
+        "kinesis": KinesisResource(endpoint_url=kinesalite.endpoint_url, region="us-east-1", user_id=user_id),
+        "spark": session,
+        "warehouse_io_manager": WarehouseIOManager(base_dir=str(tmp_path / "warehouse"), spark=session),
+    }
 
 
-def put_raw(client, stream: str, data: bytes) -> None:
-    """One record of arbitrary bytes, put directly (not through the proxy)."""
-    client.put_record(StreamName=stream, Data=data, PartitionKey=str(uuid.uuid4()))
+@pytest.fixture
+def instance():
+    return dg.DagsterInstance.ephemeral()

@@ -20,7 +20,7 @@ from deltalake import DeltaTable
 
 from pintrest_assets.stream.tables import StreamTable
 from pintrest_assets.topics import TOPICS_BY_NAME
-from pintrest_assets_tests.stream.conftest import put
+from pintrest_assets_tests.kinesis.helpers import put
 
 pytestmark = [pytest.mark.slow, pytest.mark.kinesis]  # kinesalite: Node.js and npm
 

@@ -9,92 +9,12 @@ import shutil
 import dagster as dg
 import pytest
 
-from pintrest_assets.bucket import LocalBucket
-from pintrest_assets.defs.sources.assets import source_tables
-from pintrest_assets.defs.stream.assets import kinesis_streams, stream_tables
-from pintrest_assets.defs.stream.checks import stream_reconciliation_checks
-from pintrest_assets.gateway import Gateway
-from pintrest_assets.kinesis.streams import kinesis_client
-from pintrest_assets.kinesis.proxy_client import KinesisProxyResource
-from pintrest_assets.lake.spark import SparkResource, spark_config
-from pintrest_assets.lake.warehouse import WarehouseIOManager
-from pintrest_assets.stream.resource import KinesisResource
 from pintrest_assets.topics import TOPICS
-from pintrest_assets_tests.stream.conftest import SHARDS, put_raw
+from pintrest_assets_tests.kinesis.helpers import put_raw
+from pintrest_assets_tests.stream.helpers import ASSETS, SHARDS, STREAM_TABLES, check_only, emulate, metadata, refresh
 
-STREAM_TABLES = [dg.AssetKey(spec.stream_table_asset) for spec in TOPICS]
-ASSETS = [*source_tables, kinesis_streams, stream_tables, *stream_reconciliation_checks]
 
 pytestmark = pytest.mark.kinesis  # kinesalite: Node.js and npm
-
-
-@pytest.fixture
-def gateway(tmp_path, kinesalite):
-    """The local gateway with its Kinesis-proxy routes in front of the module's kinesalite."""
-    client = kinesis_client(kinesalite.endpoint_url, "us-east-1", max_attempts=1, read_timeout=29)
-    gateway = Gateway(LocalBucket(tmp_path / "bucket"), tmp_path / "state", port=0, fsync=False, kinesis=client)
-    gateway.start()
-    yield gateway
-    gateway.shutdown()
-
-
-@pytest.fixture
-def resources(tmp_path, user_id, gateway, kinesalite, posts_database, spark) -> dict:
-    session = SparkResource(spark_config={**spark_config("local[2]"), "spark.sql.shuffle.partitions": "2"})
-    return {
-        "database": posts_database,
-        "kinesis_proxy": KinesisProxyResource(url=gateway.url, user_id=user_id),
-        "kinesis": KinesisResource(endpoint_url=kinesalite.endpoint_url, region="us-east-1", user_id=user_id),
-        "spark": session,
-        "warehouse_io_manager": WarehouseIOManager(base_dir=str(tmp_path / "warehouse"), spark=session),
-    }
-
-
-@pytest.fixture
-def instance():
-    return dg.DagsterInstance.ephemeral()
-
-
-def emulate(instance, resources, posts: int, seed: int = 5):
-    return dg.materialize(
-        ASSETS,
-        resources=resources,
-        instance=instance,
-        selection=dg.AssetSelection.assets(*[spec.kinesis_asset for spec in TOPICS]),
-        run_config={"ops": {"kinesis_streams": {"config": {"posts": posts, "seed": seed}}}},
-    )
-
-
-def refresh(instance, resources):
-    """The three stream tables and their checks, in one run."""
-    return dg.materialize(
-        ASSETS, resources=resources, instance=instance, selection=dg.AssetSelection.assets(*STREAM_TABLES)
-    )
-
-
-def check_only(instance, resources):
-    result = dg.materialize(
-        ASSETS,
-        resources=resources,
-        instance=instance,
-        selection=dg.AssetSelection.checks_for_assets(*STREAM_TABLES),
-        raise_on_error=False,
-    )
-    return {e.asset_key.to_user_string(): e for e in result.get_asset_check_evaluations()}
-
-
-def materialisations(result, asset: str) -> list[dict]:
-    """The metadata of each materialisation of ``asset`` in the run, in order."""
-    return [
-        {k: v.value for k, v in e.event_specific_data.materialization.metadata.items()}
-        for e in result.get_asset_materialization_events()
-        if e.event_specific_data.materialization.asset_key.to_user_string() == asset
-    ]
-
-
-def metadata(result, asset: str) -> dict:
-    [only] = materialisations(result, asset)
-    return only
 
 
 def test_streams_to_stream_tables_reconciled(instance, resources, user_id, kinesis, tmp_path):

@@ -16,7 +16,8 @@ from pintrest_assets.stream.query import run_available_now, source_options
 from pintrest_assets.stream.tables import EMPTY_RECORD, StreamStateMismatch, StreamTable
 from pintrest_assets.topics import TOPICS, TOPICS_BY_NAME
 from pintrest_assets.transform.cleaning import CLEANED_COLUMNS, CLEANERS
-from pintrest_assets_tests.stream.conftest import SHARDS, draw, put, put_raw
+from pintrest_assets_tests.kinesis.helpers import put, put_raw
+from pintrest_assets_tests.stream.helpers import SHARDS, draw
 
 PIN = TOPICS_BY_NAME["pin"]
 

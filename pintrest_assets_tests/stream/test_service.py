@@ -22,17 +22,8 @@ from pintrest_assets.defs.stream.reporting import DagsterReporter
 from pintrest_assets.stream.service import SERVICE, StreamService, WriterLock
 from pintrest_assets.stream.tables import StreamTable
 from pintrest_assets.topics import TOPICS, TOPICS_BY_NAME
-from pintrest_assets_tests.stream.conftest import draw, put
-from pintrest_assets_tests.stream.test_dagster import (  # noqa: F401 - fixtures
-    ASSETS,
-    STREAM_TABLES,
-    emulate,
-    gateway,
-    instance,
-    materialisations,
-    metadata,
-    resources,
-)
+from pintrest_assets_tests.kinesis.helpers import put
+from pintrest_assets_tests.stream.helpers import ASSETS, STREAM_TABLES, draw, emulate, metadata
 
 pytestmark = pytest.mark.kinesis  # kinesalite: Node.js and npm
 
