@@ -13,18 +13,12 @@ table's Structured Streaming query with ``trigger(availableNow=True)``: every re
 arrived before it started, appended in micro-batches, then it stops (``stream/refresh.py``).
 """
 
-import random
-
 import dagster as dg
 from pydantic import Field
 
-from pintrest_assets.defs.ingest.assets import EmulationConfig
+from pintrest_assets.defs.ingest.assets import emulation_asset
 from pintrest_assets.defs.lake.reconciliation import bring_up_to_date
-from pintrest_assets.emulation.emulator import emulate
-from pintrest_assets.emulation.batch_metadata import batch_results
 from pintrest_assets.lake.schemas import column_schema
-from pintrest_assets.database.resource import PostsDatabase
-from pintrest_assets.kinesis.proxy_client import KinesisProxyResource
 from pintrest_assets.lake.spark import SparkResource
 from pintrest_assets.lake.warehouse import WarehouseIOManager
 from pintrest_assets.kinesis.positions import lag_table
@@ -36,30 +30,15 @@ from pintrest_assets.transform.metadata_table import metadata_table
 GROUP = "stream"
 
 
-@dg.multi_asset(
-    specs=[
-        dg.AssetSpec(
-            spec.kinesis_asset,
-            deps=[spec.table],
-            group_name=GROUP,
-            kinds={"kinesis"},
-            description=f"The `streaming-<user_id>-{spec.name}` Kinesis stream: posts sent through the API Gateway "
-            f"Kinesis proxy. {spec.description}",
-        )
-        for spec in TOPICS
-    ],
-    # One post is three records drawn together: the three streams are always sent together.
-    can_subset=False,
+kinesis_streams = emulation_asset(
+    "kinesis_streams",
+    proxy="kinesis_proxy",
+    asset_of=lambda spec: spec.kinesis_asset,
+    describe=lambda spec: f"The `streaming-<user_id>-{spec.name}` Kinesis stream: posts sent through the API "
+    f"Gateway Kinesis proxy. {spec.description}",
+    group_name=GROUP,
+    kind="kinesis",
 )
-def kinesis_streams(
-    context: dg.AssetExecutionContext,
-    config: EmulationConfig,
-    database: PostsDatabase,
-    kinesis_proxy: KinesisProxyResource,
-):
-    """Runs one emulation batch: random posts from the database to the three Kinesis streams."""
-    report = emulate(database, kinesis_proxy, config.posts, rate=config.rate, rng=random.Random(config.seed))
-    yield from batch_results(context, report, lambda spec: spec.kinesis_asset)
 
 
 def _stream_table_spec(spec: TopicSpec) -> dg.AssetSpec:
