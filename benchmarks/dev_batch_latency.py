@@ -36,7 +36,6 @@ import bisect
 import os
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -47,6 +46,7 @@ from pathlib import Path
 
 import requests
 from ports import free_port
+from processes import stop_process
 
 PINTREST = [sys.executable, "-m", "pintrest_assets.cli"]
 REPO = Path(__file__).resolve().parent.parent
@@ -172,12 +172,7 @@ def measure(tree: Path, args) -> dict:
     finally:
         stop.set()
         for process in reversed(processes):
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGINT)
-                try:
-                    process.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
+            stop_process(process, timeout=60)
         log.close()
     first = next((t - started for t, n in rows if n), None)
     shutil.rmtree(work, ignore_errors=True)

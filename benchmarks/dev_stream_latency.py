@@ -28,7 +28,6 @@ import contextlib
 import os
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from pathlib import Path
 
 import requests
 from ports import free_port
+from processes import stop_process
 
 PINTREST = [sys.executable, "-m", "pintrest_assets.cli"]
 
@@ -101,12 +101,7 @@ def main() -> None:
         sender.join()
         load = os.getloadavg()
     finally:
-        if dev.poll() is None:
-            os.killpg(dev.pid, signal.SIGINT)
-            try:
-                dev.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                os.killpg(dev.pid, signal.SIGKILL)
+        stop_process(dev, timeout=90)
         log.close()
 
     latencies = sorted(visible[(t, s, q)] - acked for t, s, q, acked in sent if (t, s, q) in visible)
