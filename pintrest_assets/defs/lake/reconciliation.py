@@ -267,7 +267,9 @@ def bring_up_to_date(
 
 def _previous_tally(instance: dg.DagsterInstance, check: dg.AssetCheckKey, kind: str) -> Tally | None:
     """The settled tally the check's last completed evaluation recorded, if any."""
-    # The newest executions may still be running (planned, without an evaluation).
+    # The newest executions may still be running (planned, without an evaluation): this one's own,
+    # at least. The instance's public get_latest_asset_check_evaluation_record returns only the
+    # newest, so the history comes from its event log storage.
     for execution in instance.event_log_storage.get_asset_check_execution_history(check, limit=_RECENT_EXECUTIONS):
         evaluation = execution.event.dagster_event.event_specific_data if execution.event else None
         if isinstance(evaluation, dg.AssetCheckEvaluation):
