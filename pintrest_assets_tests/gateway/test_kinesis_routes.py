@@ -29,7 +29,7 @@ from pintrest_assets_tests.net import free_port
 
 # Tests marked kinesis run kinesalite (Node.js and npm); the others need neither.
 
-USER_ID = "u"
+USER_ID = f"r{uuid.uuid4().hex[:8]}"  # its own streams on the session's kinesalite
 PIN = f"streaming-{USER_ID}-pin"
 # Kinesis's documented limit, written out: the code's own constant must not define what is tested.
 KINESIS_MAX_RECORD_BYTES = 1024 * 1024  # 1 MiB per record, data and partition key together
@@ -37,20 +37,13 @@ OPENAPI = Path(__file__).resolve().parents[2] / "deploy" / "api-gateway" / "kine
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    """The embedded Kinesis of a gateway: kinesalite on a free port, the three streams created."""
-    stack = KinesisStack(
-        None, user_id=USER_ID, kinesis_dir=tmp_path_factory.mktemp("home") / "kinesis", local_port=free_port()
-    )
+def stack(kinesalite):
+    """The Kinesis of a gateway: the session's kinesalite as its endpoint, the three streams created.
+    The tests' own reads go through the session's ``kinesis`` client (retrying, unlike the gateway's)."""
+    stack = KinesisStack(kinesalite.endpoint_url, user_id=USER_ID)
     stack.open()
     yield stack
     stack.close()
-
-
-@pytest.fixture(scope="module")
-def kinesis(stack):
-    """A client of the stack's kinesalite for the tests' own reads (retrying, unlike the gateway's)."""
-    return kinesis_client(stack.client_endpoint, "us-east-1")
 
 
 @pytest.fixture
@@ -422,11 +415,16 @@ def test_attach_that_fails_says_why_in_the_503(start_gateway, tmp_path):
 
 
 @pytest.mark.kinesis
-def test_one_embedded_kinesis_per_home(stack):
-    second = KinesisStack(None, user_id=USER_ID, kinesis_dir=stack.kinesis_dir, local_port=free_port())
-    with pytest.raises(ConfigError, match="PINTREST_HOME: another gateway runs the embedded Kinesis"):
-        second.open()
-    second.close()
+def test_one_embedded_kinesis_per_home(tmp_path):
+    first = KinesisStack(None, user_id=USER_ID, kinesis_dir=tmp_path / "kinesis", local_port=free_port())
+    first.open()
+    try:
+        second = KinesisStack(None, user_id=USER_ID, kinesis_dir=first.kinesis_dir, local_port=free_port())
+        with pytest.raises(ConfigError, match="PINTREST_HOME: another gateway runs the embedded Kinesis"):
+            second.open()
+        second.close()
+    finally:
+        first.close()
 
 
 @pytest.mark.kinesis
