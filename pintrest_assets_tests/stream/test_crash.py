@@ -36,6 +36,22 @@ def posts(first: int, count: int) -> list[dict]:
     return [{"index": i, "title": f"post {i}", "follower_count": f"{i % 90}k"} for i in range(first, first + count)]
 
 
+def producing(kinesis, stream: str) -> tuple[threading.Thread, list[Exception]]:
+    """A thread (not started) that puts the DURING records after the BEFORE ones, 250 every 0.2 s,
+    and the list in which it leaves what failed (for the test to report)."""
+    errors: list[Exception] = []
+
+    def produce() -> None:
+        try:
+            for first in range(BEFORE, BEFORE + DURING, 250):
+                put(kinesis, stream, posts(first, 250))
+                time.sleep(0.2)
+        except Exception as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    return threading.Thread(target=produce), errors
+
+
 def consumer(kinesalite, user_id: str, tmp_path: Path, marker: Path, mode: str) -> subprocess.Popen:
     with open(tmp_path / f"{mode}.log", "ab") as log:  # the child keeps its own copy
         return subprocess.Popen(
@@ -72,22 +88,9 @@ def indexes(table: StreamTable) -> collections.Counter:
 def test_a_consumer_killed_under_load_loses_and_doubles_nothing(kinesalite, kinesis, user_id, tmp_path, moment):
     stream = PIN.kinesis_stream(user_id)
     put(kinesis, stream, posts(0, BEFORE))
-    producing = threading.Event()
-    errors = []
-
-    def produce() -> None:
-        try:
-            for first in range(BEFORE, BEFORE + DURING, 250):
-                put(kinesis, stream, posts(first, 250))
-                time.sleep(0.2)
-        except Exception as exc:  # noqa: BLE001 - reported by the test
-            errors.append(exc)
-        finally:
-            producing.set()
-
     marker = tmp_path / "marker"
     process = consumer(kinesalite, user_id, tmp_path, marker, moment)
-    producer = threading.Thread(target=produce)
+    producer, errors = producing(kinesis, stream)
     producer.start()
     try:
         deadline = time.monotonic() + MARK_TIMEOUT
@@ -153,18 +156,8 @@ def test_the_service_killed_under_load_and_started_again_appends_every_record_on
     table = StreamTable.for_user(home / "warehouse", PIN, user_id)
     stream = PIN.kinesis_stream(user_id)
     put(kinesis, stream, posts(0, BEFORE))
-    errors = []
-
-    def produce() -> None:
-        try:
-            for first in range(BEFORE, BEFORE + DURING, 250):
-                put(kinesis, stream, posts(first, 250))
-                time.sleep(0.2)
-        except Exception as exc:  # noqa: BLE001 - reported by the test
-            errors.append(exc)
-
     first = service(kinesalite, user_id, home, "first.log")
-    producer = threading.Thread(target=produce)
+    producer, errors = producing(kinesis, stream)
     try:
         deadline = time.monotonic() + MARK_TIMEOUT
         while table.state().batch_id is None:
