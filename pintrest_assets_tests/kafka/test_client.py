@@ -1,21 +1,17 @@
 """The REST proxy client against a real HTTP server that misbehaves on cue.
 
 Each test scripts the server's answers, one per request; once the script runs out the server
-behaves like a healthy Kafka REST proxy (or as the test's ``otherwise`` says).
+behaves like a healthy Kafka REST proxy (or as the test's ``otherwise`` says). What the client
+shares with the Kinesis proxy's (Retry-After, back-off, an unreachable proxy, secrets) is tested
+over both in ``pintrest_assets_tests/test_proxy_client.py``.
 """
 
 from __future__ import annotations
 
 import base64
-import json
-import threading
 import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import dagster as dg
 import pydantic
 import pytest
 
@@ -24,164 +20,35 @@ from pintrest_assets.kafka.client import (
     RecordFailure,
     RestProxyError,
     RestProxyResource,
-    RestProxyUnreachableError,
 )
 from pintrest_assets.settings import ConfigError
-from pintrest_assets_tests.net import free_port
+from pintrest_assets_tests.scripted_proxy import (
+    STAGE,
+    ScriptedRestProxy,
+    client_settings,
+    drop,
+    no_http_proxy,  # noqa: F401 - an autouse fixture, here for this module
+    reply,
+    serving,
+    stall,
+)
+from pintrest_assets_tests.scripted_proxy import accept_produce as accept
 
 TOPIC = "0e95b18877fd.pin"
-STAGE = "/dev"
 TOPIC_PATH = f"{STAGE}/topics/{TOPIC}"
 
 
 # -- a scripted REST proxy ---------------------------------------------------------------------
 
 
-@dataclass
-class Seen:
-    method: str
-    path: str
-    headers: dict[str, str]  # lower-case names
-    body: dict | None
-
-    @property
-    def values(self) -> list:
-        return [record["value"] for record in self.body["records"]]
-
-
-@dataclass
-class Reply:
-    status: int
-    body: object = None  # JSON, or raw bytes, or None for an empty body
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-def reply(status, body=None, headers=None):
-    return lambda server, seen: Reply(status, body, headers or {})
-
-
-def accept(error_for=None):
-    """A healthy proxy: offsets in arrival order; ``error_for(value)`` may fail single records."""
-
-    def step(server, seen):
-        offsets = []
-        for value in seen.values:
-            error = error_for(value) if error_for else None
-            if error:
-                offsets.append({"partition": None, "offset": None, "error_code": error[0], "error": error[1]})
-            else:
-                offsets.append({"partition": 0, "offset": server.take_offset(), "error_code": None, "error": None})
-        return Reply(200, {"key_schema_id": None, "value_schema_id": None, "offsets": offsets})
-
-    return step
-
-
-def drop(server, seen):
-    """Close the connection without answering."""
-    return None
-
-
-def stall(seconds):
-    """Answer nothing for ``seconds`` (longer than the client waits), then hang up."""
-
-    def step(server, seen):
-        time.sleep(seconds)
-        return None
-
-    return step
-
-
-class ScriptedProxy(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.script: deque = deque()
-        self.otherwise = accept()
-        self.keep_alive = True
-        self.seen: list[Seen] = []
-        self._offset = 0
-        self._lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def take_offset(self) -> int:
-        with self._lock:
-            self._offset += 1
-            return self._offset - 1
-
-    def next_step(self, seen: Seen):
-        with self._lock:
-            self.seen.append(seen)
-            return self.script.popleft() if self.script else self.otherwise
-
-    def handle_error(self, request, client_address):
-        pass  # clients that gave up on a stalled answer are part of the tests
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, like the real proxy
-
-    def do_GET(self):
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        seen = Seen(
-            self.command,
-            self.path,
-            {name.lower(): value for name, value in self.headers.items()},
-            json.loads(raw) if raw else None,
-        )
-        answer = self.server.next_step(seen)(self.server, seen)
-        if answer is None:
-            self.close_connection = True
-            return
-        data = answer.body if isinstance(answer.body, bytes) else b""
-        if answer.body is not None and not isinstance(answer.body, bytes):
-            data = json.dumps(answer.body).encode()
-        self.send_response(answer.status)
-        if answer.body is not None:
-            self.send_header("Content-Type", "application/vnd.kafka.v2+json")
-        for name, value in answer.headers.items():
-            self.send_header(name, value)
-        if not self.server.keep_alive:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_POST = do_GET
-
-    def log_message(self, format, *args):
-        pass
-
-
-@pytest.fixture(autouse=True)
-def _no_http_proxy(monkeypatch):
-    # An HTTP(S)_PROXY in the environment must not swallow requests to the local server.
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-
-
 @pytest.fixture
 def proxy():
-    server = ScriptedProxy()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(ScriptedRestProxy()) as server:
+        yield server
 
 
-def make_client(proxy: ScriptedProxy, **overrides) -> RestProxyResource:
-    settings = dict(
-        url=f"{proxy.url}{STAGE}",
-        timeout_seconds=2.0,
-        max_retries=3,
-        backoff_seconds=0.001,
-        max_backoff_seconds=0.01,
-    )
-    return RestProxyResource(**{**settings, **overrides})
+def make_client(proxy: ScriptedRestProxy, **overrides) -> RestProxyResource:
+    return RestProxyResource(**client_settings(proxy, **overrides))
 
 
 @pytest.fixture
@@ -326,24 +193,6 @@ def test_dropped_connection_then_success(proxy, client):
     assert (result.sent, result.retries, result.requests) == (4, 2, 3)
 
 
-def test_429_waits_for_retry_after(proxy):
-    resource = make_client(proxy, max_backoff_seconds=5.0)
-    proxy.script.append(reply(429, {"error_code": 42901, "message": "Too many requests"}, {"Retry-After": "1"}))
-    started = time.monotonic()
-    result = resource.produce(TOPIC, posts(3))
-    assert time.monotonic() - started >= 0.95
-    assert (result.sent, result.retries) == (3, 1)
-
-
-def test_retry_after_is_capped_by_max_backoff(proxy, monkeypatch):
-    waits = []
-    monkeypatch.setattr("pintrest_assets.proxy_client.sleep", waits.append)
-    resource = make_client(proxy, backoff_seconds=0.5, max_backoff_seconds=2.0)
-    proxy.script.append(reply(429, {"error_code": 42901, "message": "Too many requests"}, {"Retry-After": "60"}))
-    assert resource.produce(TOPIC, posts(3)).sent == 3
-    assert waits == [2.0]  # max_backoff_seconds, not the 60 s asked for
-
-
 def test_gives_up_after_max_retries_with_the_partial_count(proxy, client):
     proxy.script.append(accept())
     proxy.otherwise = reply(503, {"error_code": 50302, "message": "Broker not available"})
@@ -361,25 +210,6 @@ def test_gives_up_after_max_retries_with_the_partial_count(proxy, client):
     assert (partial.records, partial.sent, partial.requests, partial.retries) == (1200, 500, 5, 3)
     assert partial.offsets == [(0, i) for i in range(500)]
     assert len(proxy.seen) == 5
-
-
-def test_backoff_is_exponential_with_full_jitter(proxy, monkeypatch):
-    ranges, waits = [], []
-
-    def uniform(low, high):  # the top of each range, so the waits show the ranges
-        ranges.append((low, high))
-        return high
-
-    # The module's own names, not random.uniform and time.sleep: those are shared by every
-    # thread in the process, and a sleep loop elsewhere would spin on waits.append.
-    monkeypatch.setattr("pintrest_assets.proxy_client.uniform", uniform)
-    monkeypatch.setattr("pintrest_assets.proxy_client.sleep", waits.append)
-    resource = make_client(proxy, max_retries=5, backoff_seconds=1.0, max_backoff_seconds=4.0)
-    proxy.otherwise = reply(503)
-    with pytest.raises(RestProxyError, match="gave up after 5 retries"):
-        resource.produce(TOPIC, posts(1))
-    assert ranges == [(0, 1.0), (0, 2.0), (0, 4.0), (0, 4.0), (0, 4.0)]
-    assert waits == [1.0, 2.0, 4.0, 4.0, 4.0]
 
 
 # -- per-record errors ---------------------------------------------------------------------------
@@ -462,28 +292,7 @@ def test_an_answer_without_one_offset_per_record_is_an_error(proxy, client):
     assert len(proxy.seen) == 1
 
 
-def test_an_answer_that_is_not_json_is_an_error(proxy, client):
-    proxy.script.append(reply(200, b"<html>Welcome to nginx</html>"))
-    with pytest.raises(RestProxyError, match="is this a Kafka REST proxy"):
-        client.produce(TOPIC, posts(3))
-
-
 # -- reaching the proxy at all ------------------------------------------------------------------
-
-
-def test_connection_refused_names_the_setting():
-    port = free_port()
-    resource = RestProxyResource(
-        url=f"http://127.0.0.1:{port}/dev", max_retries=2, backoff_seconds=0.001, max_backoff_seconds=0.01
-    )
-    with pytest.raises(RestProxyUnreachableError) as caught:
-        resource.produce(TOPIC, posts(3))
-
-    error = caught.value
-    assert str(error) == f"PINTREST_REST_PROXY_URL: cannot reach http://127.0.0.1:{port}/dev: connection refused"
-    assert isinstance(error, ConfigError) and isinstance(error, RestProxyError)
-    assert error.setting == "PINTREST_REST_PROXY_URL"
-    assert (error.partial.sent, error.partial.requests) == (0, 3)
 
 
 def test_proxy_going_away_mid_run_is_not_a_settings_problem(proxy, client):
@@ -495,21 +304,6 @@ def test_proxy_going_away_mid_run_is_not_a_settings_problem(proxy, client):
     with pytest.raises(RestProxyError, match="gave up after 3 retries: connection refused") as caught:
         client.produce(TOPIC, posts(2))
     assert not isinstance(caught.value, ConfigError)
-
-
-def test_secrets_stay_out_of_logs_and_errors(proxy, caplog):
-    url_with_login = f"http://bob:url-pass-789@127.0.0.1:{proxy.server_address[1]}{STAGE}"
-    resource = make_client(proxy, url=url_with_login, api_key="key-SECRET-123")
-    proxy.script.extend([reply(503), reply(503), reply(404, {"error_code": 40401, "message": "Topic not found."})])
-    with caplog.at_level("DEBUG"), pytest.raises(RestProxyError) as caught:
-        resource.produce(TOPIC, posts(2))
-
-    assert proxy.seen[0].headers["x-api-key"] == "key-SECRET-123"
-    assert "retry 2/3" in caplog.text
-    for secret in ("key-SECRET-123", "url-pass-789"):
-        assert secret not in caplog.text
-        assert secret not in str(caught.value)
-    assert f"http://***@127.0.0.1:{proxy.server_address[1]}{TOPIC_PATH}" in str(caught.value)
 
 
 # -- topics --------------------------------------------------------------------------------------
@@ -572,19 +366,3 @@ def test_one_resource_serves_several_threads(proxy, caplog):
     assert [r.sent for r in results] == [300] * 4
     offsets = [o for r in results for _, o in r.offsets]
     assert sorted(offsets) == list(range(1200))
-
-
-def test_secrets_come_from_the_environment_in_a_run(proxy, monkeypatch):
-    monkeypatch.setenv("TEST_REST_PROXY_API_KEY", "from-env-456")
-
-    @dg.asset
-    def emitted(rest_proxy: RestProxyResource) -> dg.MaterializeResult:
-        result = rest_proxy.produce(TOPIC, posts(3))
-        return dg.MaterializeResult(metadata={"sent": result.sent})
-
-    resource = make_client(proxy, api_key=dg.EnvVar("TEST_REST_PROXY_API_KEY"))
-    outcome = dg.materialize([emitted], resources={"rest_proxy": resource})
-    assert outcome.success
-    assert proxy.seen[0].headers["x-api-key"] == "from-env-456"
-    [materialization] = outcome.asset_materializations_for_node("emitted")
-    assert materialization.metadata["sent"].value == 3

@@ -2,18 +2,14 @@
 
 Each test scripts the server's answers, one per request; once the script runs out the server
 behaves like a healthy API Gateway Kinesis proxy (or as the test's ``otherwise`` says): it
-assigns each record the next sequence number of one of two shards, by partition key.
+assigns each record the next sequence number of one of two shards, by partition key. What the
+client shares with the REST proxy's (Retry-After, back-off, an unreachable proxy, secrets) is
+tested over both in ``pintrest_assets_tests/test_proxy_client.py``.
 """
 
 from __future__ import annotations
 
-import json
-import threading
-import time
 import uuid
-from collections import deque
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import dagster as dg
 import pydantic
@@ -24,19 +20,27 @@ from pintrest_assets.emulation.emulator import TopicTally
 from pintrest_assets.kinesis.proxy_client import (
     KinesisProxyError,
     KinesisProxyResource,
-    KinesisProxyUnreachableError,
     RecordFailure,
     kinesis_proxy_for,
 )
 from pintrest_assets.settings import ConfigError, Settings
 from pintrest_assets.topics import TOPICS
-from pintrest_assets_tests.net import free_port
+from pintrest_assets_tests.scripted_proxy import (
+    BASE_SEQUENCE,
+    STAGE,
+    ScriptedKinesisProxy,
+    client_settings,
+    drop,
+    kinesis_error,
+    no_http_proxy,  # noqa: F401 - an autouse fixture, here for this module
+    reply,
+    serving,
+)
+from pintrest_assets_tests.scripted_proxy import accept_put as accept
 
 STREAM = "streaming-0e95b18877fd-pin"
-STAGE = "/dev"
 RECORDS_PATH = f"{STAGE}/streams/{STREAM}/records"
 RECORD_PATH = f"{STAGE}/streams/{STREAM}/record"
-BASE_SEQUENCE = 49_680_723_867_804_691_172_407_549_663_292_214_441_732_564_752_353_198_082  # as long as Kinesis's
 THROTTLED = "ProvisionedThroughputExceededException"
 # Kinesis's documented limits, written out: the code's own constants must not define what is tested.
 KINESIS_MAX_RECORD_BYTES = 1024 * 1024  # 1 MiB per record, data and partition key together
@@ -46,154 +50,14 @@ KINESIS_MAX_PUT_RECORDS_BYTES = 5 * 1024 * 1024  # 5 MiB per PutRecords request
 # -- a scripted Kinesis proxy --------------------------------------------------------------------
 
 
-@dataclass
-class Seen:
-    method: str
-    path: str
-    headers: dict[str, str]  # lower-case names
-    body: dict | None
-
-    @property
-    def records(self) -> list[tuple[object, str]]:
-        """``(data, partition key)`` of each record the request carried."""
-        if self.path.endswith("/record"):
-            return [(self.body["Data"], self.body["PartitionKey"])]
-        return [(r["data"], r["partition-key"]) for r in self.body["records"]]
-
-    @property
-    def data(self) -> list:
-        return [data for data, _ in self.records]
-
-
-@dataclass
-class Reply:
-    status: int
-    body: object = None  # JSON, or raw bytes, or None for an empty body
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-def reply(status, body=None, headers=None):
-    return lambda server, seen: Reply(status, body, headers or {})
-
-
-def kinesis_error(status: int, error_type: str, message: str = "refused"):
-    """Kinesis's error as API Gateway passes it through."""
-    return reply(status, {"__type": error_type, "message": message})
-
-
-def accept(error_for=None):
-    """A healthy proxy; ``error_for(data)`` may refuse single records with ``(code, message)``."""
-
-    def step(server, seen):
-        entries = []
-        for data, key in seen.records:
-            error = error_for(data) if error_for else None
-            entries.append({"ErrorCode": error[0], "ErrorMessage": error[1]} if error else server.put(key))
-        if seen.path.endswith("/record"):
-            return (
-                Reply(200, entries[0])
-                if "ErrorCode" not in entries[0]
-                else Reply(400, {"__type": entries[0]["ErrorCode"], "message": entries[0]["ErrorMessage"]})
-            )
-        failed = sum(1 for e in entries if "ErrorCode" in e)
-        return Reply(200, {"FailedRecordCount": failed, "Records": entries})
-
-    return step
-
-
-def drop(server, seen):
-    """Close the connection without answering."""
-    return None
-
-
-class ScriptedKinesisProxy(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.script: deque = deque()
-        self.otherwise = accept()
-        self.seen: list[Seen] = []
-        self.stored: list[tuple[str, int, object, str]] = []  # shard, sequence, data, key
-        self._sequence = BASE_SEQUENCE
-        self._lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def put(self, key: str) -> dict:
-        with self._lock:
-            self._sequence += 1
-            shard = f"shardId-00000000000{hash(key) % 2}"
-            return {"SequenceNumber": str(self._sequence), "ShardId": shard}
-
-    def next_step(self, seen: Seen):
-        with self._lock:
-            self.seen.append(seen)
-            return self.script.popleft() if self.script else self.otherwise
-
-    def handle_error(self, request, client_address):
-        pass
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self):
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        seen = Seen(
-            self.command,
-            self.path,
-            {name.lower(): value for name, value in self.headers.items()},
-            json.loads(raw) if raw else None,
-        )
-        answer = self.server.next_step(seen)(self.server, seen)
-        if answer is None:
-            self.close_connection = True
-            return
-        data = answer.body if isinstance(answer.body, bytes) else b""
-        if answer.body is not None and not isinstance(answer.body, bytes):
-            data = json.dumps(answer.body).encode()
-        self.send_response(answer.status)
-        self.send_header("Content-Type", "application/json")
-        for name, value in answer.headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_PUT = do_POST = do_GET
-
-    def log_message(self, format, *args):
-        pass
-
-
-@pytest.fixture(autouse=True)
-def _no_http_proxy(monkeypatch):
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-
-
 @pytest.fixture
 def proxy():
-    server = ScriptedKinesisProxy()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(ScriptedKinesisProxy()) as server:
+        yield server
 
 
 def make_client(proxy: ScriptedKinesisProxy, **overrides) -> KinesisProxyResource:
-    settings = dict(
-        url=f"{proxy.url}{STAGE}",
-        user_id="0e95b18877fd",
-        timeout_seconds=2.0,
-        max_retries=3,
-        backoff_seconds=0.001,
-        max_backoff_seconds=0.01,
-    )
-    return KinesisProxyResource(**{**settings, **overrides})
+    return KinesisProxyResource(**client_settings(proxy, user_id="0e95b18877fd", **overrides))
 
 
 @pytest.fixture
@@ -397,32 +261,6 @@ def test_a_throttled_single_record_is_retried(proxy):
     assert (result.sent, result.retries, result.requests) == (2, 1, 3)
 
 
-def test_throttling_backs_off_exponentially_with_full_jitter(proxy, monkeypatch):
-    ranges, waits = [], []
-
-    def uniform(low, high):
-        ranges.append((low, high))
-        return high
-
-    monkeypatch.setattr("pintrest_assets.proxy_client.uniform", uniform)
-    monkeypatch.setattr("pintrest_assets.proxy_client.sleep", waits.append)
-    resource = make_client(proxy, max_retries=5, backoff_seconds=1.0, max_backoff_seconds=4.0)
-    proxy.otherwise = kinesis_error(400, THROTTLED, "Rate exceeded for stream")
-    with pytest.raises(KinesisProxyError, match="gave up after 5 retries") as caught:
-        resource.produce(STREAM, posts(1))
-    assert ranges == [(0, 1.0), (0, 2.0), (0, 4.0), (0, 4.0), (0, 4.0)]
-    assert waits == [1.0, 2.0, 4.0, 4.0, 4.0]
-    assert f"HTTP 400, error_code {THROTTLED}: Rate exceeded for stream" in str(caught.value)
-
-
-def test_429_waits_for_retry_after(proxy):
-    resource = make_client(proxy, max_backoff_seconds=5.0)
-    proxy.script.append(reply(429, {"message": "Too Many Requests"}, {"Retry-After": "1"}))
-    started = time.monotonic()
-    assert resource.produce(STREAM, posts(3)).sent == 3
-    assert time.monotonic() - started >= 0.95
-
-
 def test_gives_up_after_max_retries_with_the_partial_count(proxy, client):
     proxy.script.append(accept())
     proxy.otherwise = reply(503, {"message": "no Kinesis behind this gateway: Node.js is missing"})
@@ -471,36 +309,6 @@ def test_an_answer_without_one_entry_per_record_is_an_error(proxy, client):
     proxy.script.append(reply(200, {"FailedRecordCount": 0, "Records": [{"SequenceNumber": "1", "ShardId": "s"}]}))
     with pytest.raises(KinesisProxyError, match="expected 3 record entries in the answer, got 1"):
         client.produce(STREAM, posts(3))
-
-
-def test_an_answer_that_is_not_json_is_an_error(proxy, client):
-    proxy.script.append(reply(200, b"<html>Welcome to nginx</html>"))
-    with pytest.raises(KinesisProxyError, match="is this a Kinesis proxy"):
-        client.produce(STREAM, posts(3))
-
-
-def test_connection_refused_names_the_setting():
-    port = free_port()
-    resource = KinesisProxyResource(
-        url=f"http://127.0.0.1:{port}/dev", max_retries=2, backoff_seconds=0.001, max_backoff_seconds=0.01
-    )
-    with pytest.raises(KinesisProxyUnreachableError) as caught:
-        resource.produce(STREAM, posts(3))
-    error = caught.value
-    assert str(error) == f"PINTREST_KINESIS_PROXY_URL: cannot reach http://127.0.0.1:{port}/dev: connection refused"
-    assert isinstance(error, ConfigError) and error.setting == "PINTREST_KINESIS_PROXY_URL"
-    assert (error.partial.sent, error.partial.requests) == (0, 3)
-
-
-def test_secrets_stay_out_of_logs_and_errors(proxy, caplog):
-    url = f"http://bob:url-pass-789@127.0.0.1:{proxy.server_address[1]}{STAGE}"
-    resource = make_client(proxy, url=url, api_key="key-SECRET-123")
-    proxy.script.extend([reply(503), reply(503), kinesis_error(400, "ResourceNotFoundException")])
-    with caplog.at_level("DEBUG"), pytest.raises(KinesisProxyError) as caught:
-        resource.produce(STREAM, posts(2))
-    assert "Kinesis proxy: retry 2/3" in caplog.text
-    for secret in ("key-SECRET-123", "url-pass-789"):
-        assert secret not in caplog.text and secret not in str(caught.value)
 
 
 # -- streams -------------------------------------------------------------------------------------
@@ -565,17 +373,3 @@ def test_the_resource_from_the_settings(tmp_path, monkeypatch):
     resource = kinesis_proxy_for(settings, resolve_secrets=True)
     assert (resource.url, resource.api_key) == ("https://k.execute-api.eu-west-1.amazonaws.com/dev", "kinesis-key")
     assert kinesis_proxy_for(settings).api_key == dg.EnvVar("PINTREST_KINESIS_PROXY_API_KEY")
-
-
-def test_secrets_come_from_the_environment_in_a_run(proxy, monkeypatch):
-    monkeypatch.setenv("TEST_KINESIS_PROXY_API_KEY", "from-env-456")
-
-    @dg.asset
-    def emitted(kinesis_proxy: KinesisProxyResource) -> dg.MaterializeResult:
-        result = kinesis_proxy.produce(STREAM, posts(3))
-        return dg.MaterializeResult(metadata={"sent": result.sent})
-
-    resource = make_client(proxy, api_key=dg.EnvVar("TEST_KINESIS_PROXY_API_KEY"))
-    outcome = dg.materialize([emitted], resources={"kinesis_proxy": resource})
-    assert outcome.success
-    assert proxy.seen[0].headers["x-api-key"] == "from-env-456"
