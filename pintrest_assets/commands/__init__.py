@@ -1,4 +1,6 @@
 """The `pintrest` commands, one module each; `pintrest_assets.cli` picks the one to load.
+``run`` keeps its streaming half (``--stream``) in ``run_stream.py``, and what its two halves
+share in ``stages.py``.
 
 A command module defines ``command``, built with ``pintrest_command``, and imports anything heavy
 (dagster, pyspark, sqlalchemy, requests, the resources) inside its function: ``pintrest <cmd>
