@@ -1,4 +1,7 @@
-"""The project's Definitions: everything under ``defs/``, one folder per stage, and its resources."""
+"""The project's Definitions: everything under ``defs/``, loaded by ``dg.load_from_defs_folder``:
+the stages' folders ``sources/``, ``ingest/``, ``lake/``, ``transform/`` and ``stream/``, and
+``resources.py`` (the resources and the executor). No logic here; ``defs/__init__.py`` says what
+each folder holds."""
 
 from pathlib import Path
 

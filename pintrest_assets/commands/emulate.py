@@ -1,4 +1,5 @@
-"""``pintrest emulate``: the original's user_posting_emulation.py as a command."""
+"""``pintrest emulate``: the original's user_posting_emulation.py as a command, and with ``--stream``
+its user_posting_emulation_streaming.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""``pintrest gateway``: the local REST proxy and S3 sink as a long-running command."""
+"""``pintrest gateway``: the local gateway as a long-running command: the Kafka REST proxy and S3 sink,
+and the Kinesis proxy."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ class TopicName(click.ParamType):
     "gateway",
     short_help="Serve the local Kafka REST proxy and S3 sink, and the Kinesis proxy.",
     help="Serve the Kafka REST Proxy v2 locally and land records in the bucket as the S3 sink does; serve the "
-    "API Gateway Kinesis-proxy routes in front of the embedded kinesalite or PINTREST_KINESIS_ENDPOINT_URL.",
+    "API Gateway Kinesis-proxy routes in front of the embedded kinesalite or PINTREST_KINESIS_ENDPOINT_URL "
+    "(unless --no-kinesis).",
     verbose_help="Log every request, and Python's warnings",
 )
 @click.option(

@@ -4,7 +4,7 @@ This module is the command and its batch half. Seeds the sample database if it i
 the local gateway when the REST proxy URL is local and nothing listens there, materialises the
 topic streams through Dagster (so the run is in the instance the UI shows), waits until every
 acknowledged record has landed in the bucket, then materialises the lake (raw JSON, DataFrames)
-and the transform (cleaned tables, the nine answers), and writes a summary to
+and the transform (cleaned tables, the answers), and writes a summary to
 ``$PINTREST_HOME/run_summary.json``. Exits non-zero if anything sent did not land, if the records
 read differ from the rows plus the quarantined lines, or if an error-severity check fails.
 
@@ -40,12 +40,13 @@ if TYPE_CHECKING:
 
 @pintrest_command(
     "run",
-    short_help="Run the whole pipeline end to end.",
+    short_help="Run the batch pipeline end to end, or with --stream the streaming half.",
     help=(
         "Seed the sample database if empty, start the local gateway if needed, emulate posts, wait until "
-        "they land, read them into the DataFrames, clean them, answer the nine questions, run every check, "
+        "they land, read them into the DataFrames, clean them, answer the questions, run every check, "
         "and print and write a summary ($PINTREST_HOME/run_summary.json). Exits 1 if anything sent did not "
-        "land or become a row, or an error-severity check failed."
+        "land or become a row, or an error-severity check failed. With --stream, the streaming half instead "
+        "(summary in $PINTREST_HOME/stream_run_summary.json)."
     ),
 )
 @click.option("--posts", type=click.IntRange(min=1), default=1000, show_default=True, help="Posts to emulate.")
@@ -129,7 +130,7 @@ class Pipeline(Stages):
         )
 
     def transform(self) -> None:
-        """Cleans the DataFrames and answers the nine questions."""
+        """Cleans the DataFrames and answers the questions."""
         from pintrest_assets.defs.transform.answers import ANSWERS
         from pintrest_assets.topics import TOPICS
 

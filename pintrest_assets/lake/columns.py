@@ -2,7 +2,7 @@
 
 A name means one thing wherever it appears, so one entry serves every table that has the column:
 the DataFrames (``df_pin``, ``df_geo``, ``df_user``, the source tables' columns), the cleaned
-tables and the stream tables (the cleaning's columns), and the nine answers. Where the cleaning
+tables and the stream tables (the cleaning's columns), and the answers. Where the cleaning
 changes a column's form, its line says both.
 """
 
@@ -35,7 +35,7 @@ COLUMN_DESCRIPTIONS: dict[str, str] = {
     "user_name": 'The user\'s first and last names, "<first> <last>".',
     "age": "The user's age in years.",
     "date_joined": "When the user joined: ISO-8601 text until cleaned, then a timestamp.",
-    # The nine answers
+    # The answers
     "category_count": "How many posts of the category the group has.",
     "post_year": "The year: the posts' year (question 2) or the year the users joined (questions 6 to 8).",
     "age_group": "The users' age group: 18-24, 25-35, 36-50 or 50+.",

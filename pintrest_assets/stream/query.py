@@ -125,13 +125,6 @@ def _ran(table: StreamTable, committed_before: set[int], before: StreamState) ->
     return [MicroBatch(batch_id, replayed=batch_id <= last) for batch_id in ran]
 
 
-def start_query(spark, table: StreamTable, options: Mapping[str, str], *, trigger: Mapping | None = None):
-    """Starts the table's query (``trigger`` as ``DataStreamWriter.trigger``'s keywords; default
-    ``availableNow=True``); returns the query and its writer (``.error``)."""
-    register(spark)
-    return _start_registered(spark, table, options, trigger)
-
-
 def _start_registered(
     spark, table: StreamTable, options: Mapping[str, str], trigger: Mapping | None = None, foreach_batch=None
 ):

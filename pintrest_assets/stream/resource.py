@@ -36,10 +36,6 @@ class KinesisResource(dg.ConfigurableResource):
         """``streaming-<user_id>-<topic>``."""
         return spec.kinesis_stream(self.user_id)
 
-    def table_for(self, spec: TopicSpec) -> str:
-        """``<user_id>_<topic>_table``."""
-        return spec.stream_table(self.user_id)
-
     def client(self):
         """A boto3 Kinesis client (throttling retried with back-off)."""
         from pintrest_assets.kinesis.streams import kinesis_client

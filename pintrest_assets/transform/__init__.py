@@ -1,1 +1,1 @@
-"""Transform machinery: the cleaning rules, the nine questions and their charts, as pure Spark functions."""
+"""Transform machinery: the cleaning rules, the questions and their charts, as pure Spark functions."""

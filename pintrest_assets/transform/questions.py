@@ -1,4 +1,4 @@
-"""The nine questions about the posts, as pure functions of the cleaned tables.
+"""The questions about the posts, as pure functions of the cleaned tables.
 
 A post is one pin joined to its geo and/or user row on ``ind`` (inner joins: a pin without the
 other row has no country, year or age to count it under; the join coverage check counts them).

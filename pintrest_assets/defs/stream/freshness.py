@@ -42,10 +42,6 @@ whether a service holds the stream tables, how long the oldest unread record has
 the table last committed. Nothing waiting: passes, however old the table's last commit."""
 
 
-def freshness_key(spec: TopicSpec) -> dg.AssetCheckKey:
-    return dg.AssetCheckKey(dg.AssetKey(spec.stream_table_asset), FRESHNESS_CHECK)
-
-
 def evaluate_freshness(
     spec: TopicSpec, kinesis: KinesisResource, warehouse_dir: str, threshold: float = FRESHNESS_SECONDS
 ) -> dg.AssetCheckEvaluation:

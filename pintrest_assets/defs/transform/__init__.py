@@ -1,1 +1,1 @@
-"""Transform: the cleaned tables, the nine answers, their checks and their automation."""
+"""Transform: the cleaned tables, the answers, their checks and their automation."""

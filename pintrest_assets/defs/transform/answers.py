@@ -1,14 +1,14 @@
-"""The nine answers: one asset per question, all built from the table ``ANSWERS``.
+"""The answers: one asset per question, all built from the table ``ANSWERS``.
 
 Each answer is a pure function of ``pintrest_assets.transform.questions`` whose name is the
 asset's name and whose parameters name the assets it reads. The asset computes it, stores the
 result in the warehouse and shows it in the UI as a markdown table, with a chart where a
 picture says more.
 
-The nine are one subsettable multi-asset, ``answers``: one step reads the cleaned tables once,
-holds them in memory and answers every selected question from them. Nine steps each read and
-planned the same few thousand rows again, and paid a step's start and end nine times, for
-aggregations that take a fraction of a second each.
+They are one subsettable multi-asset, ``answers``: one step reads the cleaned tables once,
+holds them in memory and answers every selected question from them. A step per answer read and
+planned the same few thousand rows again in each, and paid a step's start and end as many times,
+for aggregations that take a fraction of a second each.
 """
 
 import inspect
@@ -111,7 +111,7 @@ def _answer_spec(answer: Answer) -> dg.AssetSpec:
     name="answers",
     specs=[_answer_spec(answer) for answer in ANSWERS],
     can_subset=True,
-    description="The nine answers, computed in one step from the cleaned tables, read once and held in memory.",
+    description="The answers, computed in one step from the cleaned tables, read once and held in memory.",
 )
 def answers_asset(context: dg.AssetExecutionContext, warehouse_io_manager: dg.ResourceParam[WarehouseIOManager]):
     """The selected answers. Each is a small table (a row per country, year or age group) over the

@@ -40,7 +40,7 @@ ON_NEW_DATA = dg.AutomationCondition.eager()
     execution_timezone=DAILY_TIMEZONE,
     target=dg.AssetSelection.groups(TRANSFORM_GROUP),
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Refreshes the cleaned tables and the nine answers at midnight UTC; a missed day is not caught up.",
+    description="Refreshes the cleaned tables and the answers at midnight UTC; a missed day is not caught up.",
 )
 def transform_daily_schedule(context: dg.ScheduleEvaluationContext):
     """Requests the day's refresh, unless the tick is stale or there is nothing to read yet."""
