@@ -9,7 +9,7 @@ import pytest
 from pintrest_assets.cli import main
 from pintrest_assets.commands.dev import exposure_warning
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "localhost", "::1"])
