@@ -20,7 +20,8 @@ original's stream tables (the batch path's cleaned tables drop them with
 **Exactly once.** Spark writes a micro-batch's parquet files into a new directory of the table,
 and delta-rs commits them with the app transaction ``(STREAM_APP_ID, batch id)`` and the table's
 state after the batch (running counts, the last sequence number read per shard) in the commit
-info: the rows and the counts are in the log together, or neither is. Spark logs a batch's
+info, through the warehouse's Delta layer (``lake/delta.py``, the writer ``MICRO_BATCHES``): the
+rows and the counts are in the log together, or neither is. Spark logs a batch's
 offsets before running it and marks it committed in the checkpoint after the Delta commit; a
 consumer killed in between replays the batch, with the same id and the same records, and the
 writer skips it because the table's app transaction already has that version. This is what
@@ -47,8 +48,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from deltalake import DeltaTable
-from deltalake.exceptions import CommitFailedError
-from deltalake.transaction import AddAction, CommitProperties, Transaction
+from deltalake.transaction import AddAction
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -56,13 +56,14 @@ from pyspark.sql import types as T
 from pintrest_assets.kinesis.spark_source import read_summaries
 from pintrest_assets.lake.parsing import good_rows, parse_records, rejected_lines
 from pintrest_assets.lake.schemas import SCHEMAS
-from pintrest_assets.lake import warehouse
-from pintrest_assets.lake.warehouse import QUARANTINE_SCHEMA, ConcurrentCommitError, WarehouseTable
+from pintrest_assets.lake import delta as lake_delta
+from pintrest_assets.lake.delta import LakeTable, Writer
 from pintrest_assets.topics import TOPICS_BY_NAME, TopicSpec
 from pintrest_assets.transform.cleaning import CLEANERS
 
 STREAM_APP_ID = "pintrest.stream"  # app transaction of a stream table's micro-batches: version = batch id
 STATE_KEY = "pintrest.stream"  # commit info key of the table's state after a micro-batch
+MICRO_BATCHES = Writer(app_id=STREAM_APP_ID, info_key=STATE_KEY, version_field="batch_id", unit="micro-batch")
 CHECKPOINTS_DIR = "_checkpoints"
 EMPTY_RECORD = "empty record"
 
@@ -132,7 +133,7 @@ class StreamTable:
     def __init__(self, warehouse_dir: str | os.PathLike, name: str, spec: TopicSpec | str):
         self.spec = TOPICS_BY_NAME[spec] if isinstance(spec, str) else spec
         self.name = name
-        self.table = WarehouseTable(warehouse_dir, name)
+        self.table = LakeTable(warehouse_dir, name)
         self.checkpoint = Path(warehouse_dir) / CHECKPOINTS_DIR / name
         self._schema: T.StructType | None = None
 
@@ -231,7 +232,7 @@ class StreamTable:
                 f"again from its trim horizon."
             )
         if self.delta() is None:
-            warehouse.commit_files(self.path, None, [], self.schema(spark), "append", None)
+            lake_delta.create_empty(self.path, self.schema(spark))
         _commit_quarantine(self.table, state)
         return state
 
@@ -269,11 +270,11 @@ class StreamTable:
             # records rejected are read again (from the batch Spark keeps) only if there are any.
             lines = records.select("key", "line")
             parsed = parse_records(lines, self.raw_schema, self.spec.index_column)
-            adds = warehouse.write_files(clean(good_rows(parsed), self.spec), self.path)
-            if _rows(adds) < count:
+            adds = lake_delta.write_files(clean(good_rows(parsed), self.spec), self.path)
+            if lake_delta.row_count(adds) < count:
                 rejected = rejected_lines(parsed).unionByName(empty_records(lines))
-                quarantine_adds = warehouse.write_files(rejected.coalesce(1), self.quarantine_path)
-        rows, quarantined = _rows(adds), _rows(quarantine_adds)
+                quarantine_adds = lake_delta.write_files(rejected.coalesce(1), self.quarantine_path)
+        rows, quarantined = lake_delta.row_count(adds), lake_delta.row_count(quarantine_adds)
         if rows + quarantined != count:
             raise RuntimeError(
                 f"{self.name}: micro-batch {batch_id} read {count} records but wrote {rows} rows and "
@@ -289,20 +290,19 @@ class StreamTable:
             arrivals={**state.arrivals, **{s: v["arrived"] for s, v in shards.items()}},
             quarantine_files=tuple(asdict(a) for a in quarantine_adds),
         )
-        properties = CommitProperties(
-            custom_metadata={STATE_KEY: new.to_commit_info()},
-            app_transactions=[Transaction(STREAM_APP_ID, batch_id)],
+        lake_delta.commit(
+            self.table,
+            delta,
+            adds,
+            self.schema(spark),
+            writer=MICRO_BATCHES,
+            version=batch_id,
+            info=new.to_commit_info(),
             # A commit that meets another is not rebased onto it by delta-rs: it fails, and the
             # query replays the batch against the table as it then is (skipped if committed).
-            max_commit_retries=0,
+            rebase=False,
+            then="the query replays it when it runs again",
         )
-        try:
-            warehouse.commit_files(self.path, delta, adds, self.schema(spark), "append", properties)
-        except CommitFailedError as exc:
-            raise ConcurrentCommitError(
-                f"{self.name}: another writer committed while micro-batch {batch_id} was written; "
-                f"nothing was committed, the query replays it when it runs again ({exc})"
-            ) from exc
         _commit_quarantine(self.table, new)
         return BatchResult(batch_id, count, rows, quarantined, seconds=time.perf_counter() - started, state=new)
 
@@ -334,38 +334,12 @@ def empty_records(lines: DataFrame) -> DataFrame:
     )
 
 
-def _rows(adds: list[AddAction]) -> int:
-    return sum(json.loads(a.stats)["numRecords"] for a in adds)
-
-
 def _stream_state(table: DeltaTable | None) -> StreamState:
     """The state the table's latest micro-batch committed, from that commit's info."""
-    if table is None:
-        return StreamState()
-    batch_id = table.transaction_version(STREAM_APP_ID)
-    if batch_id is None:
-        return StreamState()
-    limit = 16
-    while True:
-        history = table.history(limit)
-        for commit in history:
-            info = commit.get(STATE_KEY)
-            if info is not None and info["batch_id"] == batch_id:
-                return StreamState.from_commit_info(info)
-        if len(history) < limit:
-            raise RuntimeError(f"{table.table_uri}: no commit of micro-batch {batch_id} in the table's log")
-        limit *= 8
+    info = MICRO_BATCHES.latest_info(table)
+    return StreamState() if info is None else StreamState.from_commit_info(info)
 
 
-def _commit_quarantine(table: WarehouseTable, state: StreamState) -> None:
+def _commit_quarantine(table: LakeTable, state: StreamState) -> None:
     """Commits the quarantine files of the batch that left ``state``, unless they are committed."""
-    if not state.quarantine_files:
-        return
-    path = table.quarantine_path
-    quarantine = DeltaTable(str(path)) if DeltaTable.is_deltatable(str(path)) else None
-    committed = quarantine.transaction_version(STREAM_APP_ID) if quarantine is not None else None
-    if committed is not None and committed >= state.batch_id:
-        return
-    adds = [AddAction(**a) for a in state.quarantine_files]
-    properties = CommitProperties(app_transactions=[Transaction(STREAM_APP_ID, state.batch_id)])
-    warehouse.commit_files(path, quarantine, adds, QUARANTINE_SCHEMA, "append", properties)
+    table.commit_quarantine(MICRO_BATCHES, state.batch_id, state.quarantine_files)

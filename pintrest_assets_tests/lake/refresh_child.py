@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 
 from pintrest_assets.defs.lake.dataframes import dataframe_assets
 from pintrest_assets.defs.lake.raw_json import raw_json_assets
-from pintrest_assets.lake import warehouse
+from pintrest_assets.lake import delta as lake_delta
 from pintrest_assets.lake.mount.resource import S3MountResource
 from pintrest_assets.lake.spark import SparkResource, spark_config
 from pintrest_assets.lake.warehouse import WarehouseIOManager
@@ -26,14 +26,14 @@ from pintrest_assets.lake.warehouse import WarehouseIOManager
 
 def main(bucket: str, mount: str, warehouse_dir: str, user_id: str, marker: str, mode: str) -> None:
     if mode == "during-write":
-        write_files = warehouse.write_files
+        write_files = lake_delta.write_files
 
         def write_then_mark(df, path):
             Path(marker).touch()
             pause = F.udf(lambda _: time.sleep(0.01) is None, "boolean")
             return write_files(df.where(pause(F.col("index"))), path)
 
-        warehouse.write_files = write_then_mark
+        lake_delta.write_files = write_then_mark
     elif mode == "before-commit":
 
         def wait_for_the_kill(*args, **kwargs):
@@ -41,7 +41,7 @@ def main(bucket: str, mount: str, warehouse_dir: str, user_id: str, marker: str,
             time.sleep(600)
             raise SystemExit("not killed")
 
-        warehouse.commit_files = wait_for_the_kill
+        lake_delta.commit_files = wait_for_the_kill
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

@@ -15,7 +15,7 @@ import pytest
 from deltalake import DeltaTable
 from pyspark.sql import types as T
 
-from pintrest_assets.lake import warehouse
+from pintrest_assets.lake import delta as lake_delta
 from pintrest_assets.lake.warehouse import (
     ConcurrentCommitError,
     TableAppend,
@@ -70,7 +70,7 @@ def test_two_appends_from_one_state_both_succeed_every_record_once(tmp_path, spa
     # Both writers have read the same state and written their files before either commits: the
     # commit of each waits at a barrier for the other's, then both go.
     barrier = threading.Barrier(2, timeout=120)
-    commit_files = warehouse.commit_files
+    commit_files = lake_delta.commit_files
     first_commit = threading.local()
 
     def commit_together(path, delta, adds, schema, mode, properties):
@@ -79,7 +79,7 @@ def test_two_appends_from_one_state_both_succeed_every_record_once(tmp_path, spa
             barrier.wait()
         return commit_files(path, delta, adds, schema, mode, properties)
 
-    monkeypatch.setattr(warehouse, "commit_files", commit_together)
+    monkeypatch.setattr(lake_delta, "commit_files", commit_together)
     # The sensor's refresh saw 8 objects landed, `pintrest run` a moment later 10.
     landed = {"sensor": _keys(8), "run": _keys(10)}
     states, results, errors = collections.defaultdict(list), {}, []
@@ -152,7 +152,7 @@ def test_an_overwrite_meeting_a_concurrent_commit_commits_over_the_newer_version
 
     io_manager.handle_output(context(), session.createDataFrame([(1, "old")], SCHEMA))
 
-    commit_files = warehouse.commit_files
+    commit_files = lake_delta.commit_files
     raced = []
 
     def other_commits_first(path, delta, adds, schema, mode, properties):
@@ -161,7 +161,7 @@ def test_an_overwrite_meeting_a_concurrent_commit_commits_over_the_newer_version
             io_manager.handle_output(context(), session.createDataFrame([(2, "other")], SCHEMA))
         return commit_files(path, delta, adds, schema, mode, properties)
 
-    monkeypatch.setattr(warehouse, "commit_files", other_commits_first)
+    monkeypatch.setattr(lake_delta, "commit_files", other_commits_first)
     io_manager.handle_output(context(), session.createDataFrame([(3, "mine")], SCHEMA))
     table = DeltaTable(str(io_manager.table("answer").path))
     assert table.to_pandas()["key"].tolist() == ["mine"]

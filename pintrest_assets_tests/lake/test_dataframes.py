@@ -15,7 +15,7 @@ from pintrest_assets.defs.lake.dataframes import cursor_after, dataframe_assets
 from pintrest_assets.defs.lake.raw_json import raw_json_assets
 from pintrest_assets.lake.schemas import SCHEMAS
 from pintrest_assets.lake.statistics import merge_stats, summary_markdown
-from pintrest_assets.lake import warehouse
+from pintrest_assets.lake import delta as lake_delta
 from pintrest_assets.lake.mount.resource import MountedSelection
 from pintrest_assets.lake.spark import SparkResource
 from pintrest_assets.lake.warehouse import TableState, WarehouseTable
@@ -299,7 +299,7 @@ def test_a_run_that_dies_before_its_commit_is_read_again_once(spark_lake, bucket
         raise RuntimeError("killed between the parquet and the commit")
 
     with monkeypatch.context() as patch:
-        patch.setattr(warehouse, "commit_files", crash)
+        patch.setattr(lake_delta, "commit_files", crash)
         assert not lake.refresh("user", raise_on_error=False).success
     table = lake.table("df_user")
     assert not DeltaTable.is_deltatable(str(table.path))  # written, never committed
@@ -321,7 +321,7 @@ def test_an_append_that_died_before_its_quarantine_commit_is_completed_by_the_ne
     lake = spark_lake
     bad = _put_lines(lake, "geo", 0, ["not json", json.dumps({"ind": 1})])
     calls = []
-    commit_files = warehouse.commit_files
+    commit_files = lake_delta.commit_files
 
     def die_at_the_quarantine(path, *args, **kwargs):
         if "_quarantine" in str(path):
@@ -330,7 +330,7 @@ def test_an_append_that_died_before_its_quarantine_commit_is_completed_by_the_ne
         return commit_files(path, *args, **kwargs)
 
     with monkeypatch.context() as patch:
-        patch.setattr(warehouse, "commit_files", die_at_the_quarantine)
+        patch.setattr(lake_delta, "commit_files", die_at_the_quarantine)
         assert not lake.refresh("geo", raise_on_error=False).success
     table = lake.table("df_geo")
     assert calls and table.state().quarantined == 1 and _quarantine(table) == []

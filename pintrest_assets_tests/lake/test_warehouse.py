@@ -147,10 +147,10 @@ def test_two_appends_racing_from_one_state_commit_once(tmp_path, spark_resource)
     io_manager = _io_manager(tmp_path, spark_resource)
     table = io_manager.table("places")
     session = spark_resource.spark_session
-    from pintrest_assets.lake import warehouse
+    from pintrest_assets.lake import delta as lake_delta
 
     racing = {}
-    commit_files = warehouse.commit_files
+    commit_files = lake_delta.commit_files
 
     def commit_after_the_other(path, delta, adds, schema, mode, properties):
         if not racing:
@@ -166,7 +166,7 @@ def test_two_appends_racing_from_one_state_commit_once(tmp_path, spark_resource)
     base = table.state()
     mine = TableAppend(base, SCHEMA, session.createDataFrame([(2, "c")], SCHEMA), 1, None, 0, 1, {"p/": "c"})
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(warehouse, "commit_files", commit_after_the_other)
+        patch.setattr(lake_delta, "commit_files", commit_after_the_other)
         with pytest.raises(ConcurrentCommitError):
             io_manager.handle_output(dg.build_output_context(asset_key=dg.AssetKey("places")), mine)
     assert sorted(r["ind"] for r in table.read(session).collect()) == [1, 7]

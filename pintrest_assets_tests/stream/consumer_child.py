@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from pintrest_assets.lake import warehouse
+from pintrest_assets.lake import delta as lake_delta
 from pintrest_assets.stream.query import run_available_now, source_options
 from pintrest_assets.stream.tables import STATE_KEY, StreamTable
 from pintrest_assets.topics import TOPICS_BY_NAME
@@ -30,7 +30,7 @@ MARK_AFTER_BATCH = 2
 
 def main(endpoint: str, user_id: str, warehouse_dir: str, marker: str, mode: str, per_batch: str = "500") -> None:
     if mode in ("mid-run", "after-commit"):
-        commit_files = warehouse.commit_files
+        commit_files = lake_delta.commit_files
 
         def commit_then_mark(path, delta, adds, schema, how, properties):
             version = commit_files(path, delta, adds, schema, how, properties)
@@ -42,7 +42,7 @@ def main(endpoint: str, user_id: str, warehouse_dir: str, marker: str, mode: str
                     raise SystemExit("not killed")
             return version
 
-        warehouse.commit_files = commit_then_mark
+        lake_delta.commit_files = commit_then_mark
     elif mode != "finish":
         raise SystemExit(f"unknown mode {mode!r}")
 
