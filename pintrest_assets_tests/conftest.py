@@ -13,7 +13,6 @@ A test whose server is not installed is skipped, with the command that installs 
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -304,12 +303,16 @@ def spark():
     """A local Spark session for one test module (started here unless one is running already).
 
     The source's Python workers must run this interpreter (the project's Spark settings do not
-    say which one); ``register`` also sees to it for a session started without it.
+    say which one); ``register`` also sees to it for a session started without it. They run it
+    through the launcher the project's sessions use (``worker_python``), which spares each of
+    them compiling Spark's pyspark zip.
     """
     from pyspark.sql import SparkSession
 
+    from pintrest_assets.lake.worker_python import worker_python
+
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_PYTHON", worker_python())
     running = SparkSession.getActiveSession() or SparkSession._instantiatedSession
     session = running or (
         SparkSession.builder.master("local[2]")

@@ -54,38 +54,45 @@ def command(settings, verbose: bool, host: str, port: int, no_stream: bool) -> i
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     use_project_instance(settings)
+    service = None
     if not no_stream:
         _create_instance_storage(settings)
-    with local_gateway(settings.rest_proxy_url, quiet=not verbose) as started:
-        if started:
-            print(f"gateway started on {settings.rest_proxy_url}")
-        service = None
-        if not no_stream:
-            # Its own process and process group: its Spark JVM and the UI's runs stay apart, and
-            # one signal stops the service and its JVM.
-            service = subprocess.Popen(
-                [sys.executable, "-m", "pintrest_assets.cli", "stream"],
-                cwd=WORKSPACE.parent,
-                start_new_session=True,
-                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-            )
-            print("stream service started (pintrest stream): the stream tables follow their streams", flush=True)
-        ui = subprocess.Popen(
-            [sys.executable, "-m", "dagster", "dev", "-w", str(WORKSPACE), "-h", host, "-p", str(port)]
-            + ([] if verbose else ["--log-level", "warning", "--code-server-log-level", "error"]),
+        # Its own process and process group: its Spark JVM and the UI's runs stay apart, and one
+        # signal stops the service and its JVM. It starts first: its JVM starts while the gateway
+        # does, and it waits for the gateway's streams.
+        service = subprocess.Popen(
+            [sys.executable, "-m", "pintrest_assets.cli", "stream"],
             cwd=WORKSPACE.parent,
-            start_new_session=True,  # its own process group: one signal stops the UI and its daemon
+            start_new_session=True,
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
-        print(f"Dagster UI on http://{host}:{port} (Ctrl-C stops it, the stream service and the gateway)", flush=True)
-        try:
-            return ui.wait()
-        except KeyboardInterrupt:
-            return 0
-        finally:
-            _stop(ui)
+    try:
+        with local_gateway(settings.rest_proxy_url, quiet=not verbose) as started:
+            if started:
+                print(f"gateway started on {settings.rest_proxy_url}")
             if service is not None:
-                _stop(service)
+                print("stream service started (pintrest stream): the stream tables follow their streams", flush=True)
+            ui = subprocess.Popen(
+                [sys.executable, "-m", "dagster", "dev", "-w", str(WORKSPACE), "-h", host, "-p", str(port)]
+                + ([] if verbose else ["--log-level", "warning", "--code-server-log-level", "error"]),
+                cwd=WORKSPACE.parent,
+                start_new_session=True,  # its own process group: one signal stops the UI and its daemon
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            )
+            print(
+                f"Dagster UI on http://{host}:{port} (Ctrl-C stops it, the stream service and the gateway)", flush=True
+            )
+            try:
+                return ui.wait()
+            except KeyboardInterrupt:
+                return 0
+            finally:
+                _stop(ui)
+                if service is not None:
+                    _stop(service)  # before the gateway and its Kinesis
+    finally:
+        if service is not None:
+            _stop(service)
 
 
 def exposure_warning(host: str) -> str | None:

@@ -28,6 +28,7 @@ from pydantic import PrivateAttr
 from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
+from pintrest_assets.resources.worker_python import worker_python
 from pintrest_assets.settings import ConfigError, Settings
 from pintrest_assets.topics import TOPICS
 from pintrest_assets.verbosity import is_verbose
@@ -115,8 +116,10 @@ class SparkResource(LazyPySparkResource):
             # A local driver talks to itself only: loopback keeps it off the network and
             # silences the "hostname resolves to a loopback address" warning.
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-            # Python workers (streaming sources, UDFs) run this interpreter, which has the project.
-            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+            # Python workers (streaming sources, UDFs) run this interpreter, which has the project
+            # (through a launcher that spares them compiling Spark's pyspark zip: worker_python.py).
+            if "PYSPARK_PYTHON" not in os.environ:
+                os.environ["PYSPARK_PYTHON"] = worker_python()
         starts_jvm = "spark.remote" not in self.spark_config and getattr(SparkContext, "_gateway", None) is None
         if starts_jvm and not is_verbose():
             with _jvm_notices_dropped():

@@ -64,13 +64,13 @@ class StreamRefresh:
         return self.run.quarantined if self.run else 0
 
 
-def probe(kinesis, spec: TopicSpec, state: StreamState) -> list[ShardPosition]:
+def probe(kinesis, spec: TopicSpec, state: StreamState, client=None) -> list[ShardPosition]:
     """The stream's shards against ``state``; a ``ConfigError`` naming the setting when the
-    stream cannot be reached."""
+    stream cannot be reached. ``client``: a client of ``kinesis`` to use (else a new one)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     stream = kinesis.stream_for(spec)
-    client = kinesis.client()
+    client = client or kinesis.client()
     try:
         return unread(client, stream, state.positions)
     except client.exceptions.ResourceNotFoundException:

@@ -55,6 +55,10 @@ SERVICE = "service"
 REFRESH = "refresh"
 # A query that failed (Kinesis unreachable, a bad record the writer refused) starts again after this.
 RESTART_SECONDS = 5.0
+# While the streams are missing (the gateway starting), how often the service looks, and how
+# long it does so before it says it waits.
+STREAMS_POLL_SECONDS = 0.5
+STREAMS_QUIET_SECONDS = 10.0
 # The longest the service waits for a query's source to be up before it starts the next query.
 QUERY_START_SECONDS = 60.0
 
@@ -271,16 +275,19 @@ class StreamService:
         from pintrest_assets.stream.refresh import probe
 
         said = None
+        # Started beside the gateway (``pintrest dev``), it finds no streams for a few seconds.
+        quiet_until = time.monotonic() + STREAMS_QUIET_SECONDS
+        client = self.kinesis.client()
         while not stop.is_set():
             try:
                 for spec in self.specs:
-                    probe(self.kinesis, spec, StreamState())
+                    probe(self.kinesis, spec, StreamState(), client)
                 return True
             except ConfigError as exc:
-                if said != str(exc):
+                if said != str(exc) and time.monotonic() >= quiet_until:
                     self.log(f"waiting for the Kinesis streams: {exc.args[-1] if exc.args else exc}")
                     said = str(exc)
-            stop.wait(2.0)
+            stop.wait(STREAMS_POLL_SECONDS)
         return False
 
     def _start(self, spark, spec: TopicSpec) -> None:

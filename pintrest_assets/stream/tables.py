@@ -136,6 +136,11 @@ class StreamTable:
         self.table = LakeTable(warehouse_dir, name)
         self.checkpoint = Path(warehouse_dir) / CHECKPOINTS_DIR / name
         self._schema: T.StructType | None = None
+        # The snapshot the last micro-batch committed, brought up to date before the next one
+        # (delta-rs reads only the commits since), and the state that batch committed, with
+        # its version: used as long as nobody else committed since (else read from the log).
+        self._delta: DeltaTable | None = None
+        self._committed: tuple[int, StreamState] | None = None
 
     @classmethod
     def for_user(cls, warehouse_dir: str | os.PathLike, spec: TopicSpec, user_id: str) -> StreamTable:
@@ -243,8 +248,7 @@ class StreamTable:
         ``stream``, ``shardId``, ``sequenceNumber``, ``approximateArrivalTimestamp``), unless
         the table has it already: ``foreachBatch``'s function."""
         started = time.perf_counter()
-        delta = self.delta()
-        state = _stream_state(delta)
+        delta, state = self._latest()
         _commit_quarantine(self.table, state)
         if state.batch_id is not None and batch_id <= state.batch_id:
             return BatchResult(batch_id, replayed=True, seconds=time.perf_counter() - started)
@@ -290,21 +294,38 @@ class StreamTable:
             arrivals={**state.arrivals, **{s: v["arrived"] for s, v in shards.items()}},
             quarantine_files=tuple(asdict(a) for a in quarantine_adds),
         )
-        lake_delta.commit(
-            self.table,
-            delta,
-            adds,
-            self.schema(spark),
-            writer=MICRO_BATCHES,
-            version=batch_id,
-            info=new.to_commit_info(),
-            # A commit that meets another is not rebased onto it by delta-rs: it fails, and the
-            # query replays the batch against the table as it then is (skipped if committed).
-            rebase=False,
-            then="the query replays it when it runs again",
-        )
+        try:
+            version = lake_delta.commit(
+                self.table,
+                delta,
+                adds,
+                self.schema(spark),
+                writer=MICRO_BATCHES,
+                version=batch_id,
+                info=new.to_commit_info(),
+                # A commit that meets another is not rebased onto it by delta-rs: it fails, and the
+                # query replays the batch against the table as it then is (skipped if committed).
+                rebase=False,
+                then="the query replays it when it runs again",
+            )
+        except lake_delta.ConcurrentCommitError:
+            self._delta = self._committed = None
+            raise
+        self._delta, self._committed = delta, (version, new)
         _commit_quarantine(self.table, new)
         return BatchResult(batch_id, count, rows, quarantined, seconds=time.perf_counter() - started, state=new)
+
+    def _latest(self) -> tuple[DeltaTable | None, StreamState]:
+        """The table's latest snapshot and the state its latest micro-batch committed."""
+        delta = self._delta
+        if delta is None:
+            delta = self.delta()
+        else:
+            delta.update_incremental()
+        known = self._committed
+        if delta is not None and known is not None and known[0] == delta.version():
+            return delta, known[1]
+        return delta, _stream_state(delta)
 
 
 def clean(raw: DataFrame, spec: TopicSpec) -> DataFrame:

@@ -82,6 +82,7 @@ class DagsterReporter:
         self._checked: dict[str, float] = {}
         self._unchecked: dict[str, object] = {}  # asset -> spec, committed since its last evaluation
         self._schemas: dict[str, object] = {}
+        self._client = None  # one Kinesis client for every probe (a new one costs more than the probe)
         self._thread = threading.Thread(target=self._work, name="dagster-reporter", daemon=True)
         self._thread.start()
 
@@ -123,7 +124,9 @@ class DagsterReporter:
             last = committed_items[-1]
             spec = last.spec
             try:
-                shards = probe(self.kinesis, spec, last.after)
+                if self._client is None:
+                    self._client = self.kinesis.client()
+                shards = probe(self.kinesis, spec, last.after, self._client)
             except Exception:  # noqa: BLE001 - the lag is left out, the rest recorded
                 shards = []
             acknowledged = acknowledged_so_far(self.instance, spec, last.stream)
