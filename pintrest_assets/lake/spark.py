@@ -28,7 +28,7 @@ from pydantic import PrivateAttr
 from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
-from pintrest_assets.resources.worker_python import worker_python
+from pintrest_assets.lake.worker_python import worker_python
 from pintrest_assets.settings import ConfigError, Settings
 from pintrest_assets.topics import TOPICS
 from pintrest_assets.verbosity import is_verbose
