@@ -15,12 +15,15 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import socket
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from dagster_pyspark import LazyPySparkResource
 import dagster as dg
@@ -37,6 +40,8 @@ from pintrest_assets.verbosity import is_verbose
 LOCAL_SHUFFLE_PARTITIONS = 4
 LOCAL_DRIVER_JAVA_OPTIONS = "-XX:+UseSerialGC"
 LOCAL_MAX_PARTITION_BYTES = str(16 << 20)
+# Seconds a run waits for a Spark Connect server on this machine to listen (it may be starting).
+LOCAL_SERVER_WAIT = 180
 
 # The driver's log4j2 configuration without --verbose: errors only, on stderr.
 QUIET_LOG4J2 = Path(__file__).with_name("log4j2-quiet.properties")
@@ -78,11 +83,30 @@ class SparkResource(LazyPySparkResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """At the start of a run that mounts objects and then reads them (a lake refresh), the
-        local JVM starts while the mount works: the first Spark step does not wait for it."""
+        session starts while the mount works (a local JVM, or a Connect client's modules and
+        channel): the first Spark step does not wait for it."""
         run = getattr(context, "run", None)
         selection = {key.to_user_string() for key in (getattr(run, "asset_selection", None) or ())}
-        if self.is_local and selection & _SPARK_AFTER_MOUNT and selection - _SPARK_AFTER_MOUNT:
+        if context.log is not None and run is not None:
+            context.log.info(f"Spark for this run: {self.describe()}")
+        if selection & _SPARK_AFTER_MOUNT and selection - _SPARK_AFTER_MOUNT:
             self.start_in_background()
+
+    def describe(self) -> str:
+        """Which Spark the session is on, as a run's log says it."""
+        remote = self.spark_config.get("spark.remote")
+        if remote is not None:
+            return f"the Spark Connect server at {remote}"
+        master = self.spark_config.get("spark.master", "local[*]")
+        return f"{master}, a JVM in this process" if self.is_local else f"the cluster at {master}"
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        """A Spark Connect session is released at the end of the run: the server, which outlives
+        the run, drops its state (settings, cached batches) at once. A local session ends with
+        the run's process."""
+        if "spark.remote" in self.spark_config and self._spark_session is not None:
+            session, self._spark_session = self._spark_session, None
+            release_connect_session(session)
 
     def start_in_background(self) -> None:
         """Starts the session in a thread, so that the JVM's start-up overlaps work that needs
@@ -93,8 +117,12 @@ class SparkResource(LazyPySparkResource):
 
     def _start_and_warm_up(self) -> None:
         """Starts the session, then writes and reads a few rows of parquet: a cold JVM spends
-        seconds loading the classes of its first parquet job, here while nothing waits for it."""
+        seconds loading the classes of its first parquet job, here while nothing waits for it.
+        A Connect server is warm already: its session only opens (one round trip)."""
         session = self.spark_session
+        if not self.is_local:
+            session.range(1).collect()
+            return
         with tempfile.TemporaryDirectory(prefix="pintrest-spark-warm-up-") as directory:
             rows = session.range(1000).selectExpr("id", "cast(id as string) AS s", "cast(id AS double) AS d")
             rows.write.parquet(f"{directory}/rows")
@@ -117,11 +145,41 @@ class SparkResource(LazyPySparkResource):
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
             # Python workers (streaming sources, UDFs) run this interpreter, which has the project.
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        starts_jvm = "spark.remote" not in self.spark_config and getattr(SparkContext, "_gateway", None) is None
+        remote = self.spark_config.get("spark.remote")
+        if remote is not None and self._spark_session is None:
+            _wait_for_local_server(remote)
+        starts_jvm = remote is None and getattr(SparkContext, "_gateway", None) is None
         if starts_jvm and not is_verbose():
             with _jvm_notices_dropped():
                 return super().spark_session
         return super().spark_session
+
+
+def release_connect_session(session) -> None:
+    """Releases a Spark Connect session on its server and closes the client. The client's
+    releases of finished executions go first: ``stop`` would release the session while they are
+    still on their way, and the server logs an error for each that comes after."""
+    import concurrent.futures
+
+    with contextlib.suppress(Exception):  # a server gone already has nothing to release
+        concurrent.futures.wait(list(getattr(session.client, "_release_futures", ())), timeout=10)
+        session.stop()
+
+
+def _wait_for_local_server(remote: str, timeout: float = LOCAL_SERVER_WAIT) -> None:
+    """Waits until a Connect server on this machine (``pintrest dev`` starts one) accepts
+    connections: a run launched while its JVM still starts would otherwise back off for up to a
+    minute between the client's retries. A server elsewhere is left to the client's retries."""
+    url = urlparse(remote.replace("sc://", "http://", 1))
+    if url.hostname not in ("127.0.0.1", "localhost") or url.port is None:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            if s.connect_ex((url.hostname, url.port)) == 0:
+                return
+        time.sleep(0.1)
 
 
 def spark_config(master: str = "local[*]", remote: str | None = None, *, verbose: bool | None = None) -> dict[str, Any]:
