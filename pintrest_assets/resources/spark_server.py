@@ -141,7 +141,7 @@ class SparkConnectServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the Spark Connect server exited ({self.process.returncode}); see {self.log}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the Spark Connect server did not listen on {HOST}:{self.port} within {timeout:g} s")
+                raise RuntimeError(f"the Spark Connect server did not listen on {HOST}:{self.port} in {timeout:g} s")
             time.sleep(0.1)
         self.ready_after = time.monotonic() - self._started
 
