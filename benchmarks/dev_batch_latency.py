@@ -88,6 +88,7 @@ def main() -> None:
         print("  first row in df_pin: " + (f"{first:.1f} s after the first send" if first is not None else "none"))
         _print_latencies("  acknowledgement -> row in df_pin", figures["rows"])
         print(f"  runs: {figures['runs']}")
+        print(f"  Spark Connect server: {figures['spark_server']}")
         if args.transform:
             _print_latencies("  acknowledgement -> answers refreshed", figures["answers"])
             print(f"  answer refreshes: {figures['refreshes']}")
@@ -169,6 +170,7 @@ def measure(tree: Path, args) -> dict:
             time.sleep(5)
         runs = _runs(work / "home" / "dagster")
         load = os.getloadavg()[0]
+        spark_server = _connect_server_peak_rss(work / "dev.log")
     finally:
         stop.set()
         for process in reversed(processes):
@@ -183,19 +185,76 @@ def measure(tree: Path, args) -> dict:
         "refreshes": len(answers),
         "runs": runs,
         "load": load,
+        "spark_server": spark_server,
     }
 
 
 def _runs(dagster_home: Path) -> str:
-    """How many runs the instance holds, and their median duration."""
+    """How many runs the instance holds, their median duration, and the median of each part of a
+    run: queued (requested -> the launcher starts its process), the process's start (-> the run
+    starts in it: Python, Dagster, the definitions), resources (-> its first step starts), steps."""
     import dagster as dg
 
     os.environ["DAGSTER_HOME"] = str(dagster_home)
+    phases: dict[str, list[float]] = {"queued": [], "process start": [], "resources": [], "steps": []}
+    steps: dict[str, list[float]] = {}
     with dg.DagsterInstance.get() as instance:
         records = instance.get_run_records()
         durations = sorted(r.end_time - r.start_time for r in records if r.start_time and r.end_time)
+        for record in records:
+            times: dict[str, float] = {}
+            started: dict[str, float] = {}
+            for entry in instance.all_logs(record.dagster_run.run_id):
+                kind = entry.dagster_event_type
+                if kind == dg.DagsterEventType.STEP_START:
+                    started[entry.step_key] = entry.timestamp
+                elif kind == dg.DagsterEventType.STEP_SUCCESS and entry.step_key in started:
+                    steps.setdefault(entry.step_key, []).append(entry.timestamp - started[entry.step_key])
+                if kind is not None:
+                    times.setdefault(kind.value, entry.timestamp)  # the first of each kind
+                    if kind == dg.DagsterEventType.STEP_SUCCESS:
+                        times["LAST_STEP_SUCCESS"] = entry.timestamp
+            marks = [
+                ("queued", "PIPELINE_ENQUEUED", "PIPELINE_STARTING"),
+                ("process start", "PIPELINE_STARTING", "PIPELINE_START"),
+                ("resources", "PIPELINE_START", "STEP_START"),
+                ("steps", "STEP_START", "LAST_STEP_SUCCESS"),
+            ]
+            for name, start, end in marks:
+                if start in times and end in times:
+                    phases[name].append(times[end] - times[start])
     median = f", median {statistics.median(durations):.1f} s from start to end" if durations else ""
-    return f"{len(records)}{median}"
+    parts = ", ".join(f"{name} {statistics.median(v):.1f} s" for name, v in phases.items() if v)
+    slowest = sorted(steps.items(), key=lambda item: -statistics.median(item[1]))[:6]
+    by_step = ", ".join(f"{key} {statistics.median(v):.1f} s" for key, v in slowest)
+    return (
+        f"{len(records)}{median}"
+        + (f" (medians: {parts})" if parts else "")
+        + (f"\n  slowest steps, median: {by_step}" if by_step else "")
+    )
+
+
+def _connect_server_peak_rss(dev_log: Path) -> str:
+    """The peak resident memory of the Spark Connect server pintrest dev started (its JVM's
+    VmHWM), found by the port it printed; read before pintrest dev stops it."""
+    import re
+
+    found = re.search(rb"Spark Connect server started on sc://127\.0\.0\.1:(\d+)", dev_log.read_bytes())
+    if not found:
+        return "none started"
+    port = found.group(1).decode()
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            cmdline = (status.parent / "cmdline").read_bytes().split(b"\0")
+            if b"spark.connect.grpc.binding.port=" + port.encode() not in cmdline:
+                continue
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+        except OSError:
+            continue
+        if fields.get("Name", "").strip() == "java":
+            peak, now = (int(fields[k].split()[0]) / 1024 for k in ("VmHWM", "VmRSS"))
+            return f"sc://127.0.0.1:{port}, JVM peak RSS {peak:,.0f} MB (now {now:,.0f} MB)"
+    return f"sc://127.0.0.1:{port}, JVM not found"
 
 
 def _latencies(acks: list[tuple[float, int]], seen: list[tuple[float, int]]) -> tuple[list[float], int]:

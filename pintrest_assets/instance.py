@@ -10,6 +10,7 @@ its value, and Dagster reads it when the instance loads.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,17 +22,21 @@ if TYPE_CHECKING:
 # The first line marks a dagster.yaml the project wrote, and may rewrite when the settings change.
 MARK = "# written by pintrest from the PINTREST_* settings; remove this line to keep your own edits\n"
 
-# Runs go one at a time: on one machine each run brings its own Spark JVM. The queue is looked
-# at every second (Dagster's default: 5), as a sensor's run should start at once.
+# Runs that each bring their own Spark JVM (local Spark) go one at a time. Runs that share a
+# Spark (the Spark Connect server `pintrest dev` starts, a remote, a cluster) go two at a time: a
+# run's process starts (Python, Dagster, the definitions: seconds) while the one before it works.
+# The queue is looked at every second (Dagster's default: 5), as a sensor's run should start at once.
 INSTANCE_CONFIG = """\
 telemetry:
   enabled: false
 concurrency:
   runs:
-    max_concurrent_runs: 1
+    max_concurrent_runs: {concurrent_runs}
 run_queue:
   dequeue_interval_seconds: 1
 """
+SHARED_SPARK_CONCURRENT_RUNS = 2
+_CONCURRENT_RUNS = re.compile(r"^    max_concurrent_runs: (\d+)$", re.MULTILINE)
 
 POSTGRES_STORAGE = """\
 storage:
@@ -41,13 +46,29 @@ storage:
 """
 
 
-def instance_config(settings: Settings) -> str:
-    """The dagster.yaml for ``settings``."""
-    return MARK + INSTANCE_CONFIG + (POSTGRES_STORAGE if settings.dagster_pg_url else "")
+def runs_share_spark(settings: Settings) -> bool:
+    """Whether the runs for ``settings`` use a Spark of their own (local Spark) or a shared one."""
+    return settings.spark_remote is not None or not settings.spark_master.startswith("local")
 
 
-def use_project_instance(settings: Settings) -> str:
-    """Points DAGSTER_HOME at the project's instance (unless set), writes its dagster.yaml and returns it."""
+def instance_config(settings: Settings, concurrent_runs: int | None = None) -> str:
+    """The dagster.yaml for ``settings``; ``concurrent_runs`` by default from ``runs_share_spark``."""
+    if concurrent_runs is None:
+        concurrent_runs = SHARED_SPARK_CONCURRENT_RUNS if runs_share_spark(settings) else 1
+    return (
+        MARK
+        + INSTANCE_CONFIG.format(concurrent_runs=concurrent_runs)
+        + (POSTGRES_STORAGE if settings.dagster_pg_url else "")
+    )
+
+
+def use_project_instance(settings: Settings, *, concurrent_runs: int | None = None) -> str:
+    """Points DAGSTER_HOME at the project's instance (unless set), writes its dagster.yaml and returns it.
+
+    ``concurrent_runs`` is the daemon's: ``pintrest dev`` sets it (two when its runs share the
+    Spark Connect server it starts). Other commands (a ``pintrest stream`` or ``emulate`` beside
+    it) keep what the file says, so the UI started after them still reads the command's choice.
+    """
     os.environ.setdefault("DAGSTER_HOME", str(settings.home / "dagster"))
     if settings.dagster_pg_url:
         # The driver-qualified URL, for this process and the ones it starts (dagster dev, runs).
@@ -55,7 +76,10 @@ def use_project_instance(settings: Settings) -> str:
     home = Path(os.environ["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    wanted = instance_config(settings)
+    if concurrent_runs is None and config.exists() and config.read_text().startswith(MARK):
+        found = _CONCURRENT_RUNS.search(config.read_text())
+        concurrent_runs = int(found.group(1)) if found else None
+    wanted = instance_config(settings, concurrent_runs)
     if not config.exists() or (config.read_text().startswith(MARK) and config.read_text() != wanted):
         config.write_text(wanted)
     return str(home)

@@ -47,6 +47,24 @@ def test_the_project_rewrites_its_own_dagster_yaml_only(tmp_path, monkeypatch):
     assert config.read_text() == "telemetry:\n  enabled: false\n"
 
 
+def test_runs_go_two_at_a_time_when_they_share_a_spark(tmp_path, monkeypatch):
+    local = Settings.from_env({"PINTREST_HOME": str(tmp_path)})
+    assert "max_concurrent_runs: 1\n" in instance_config(local)  # each run starts a JVM of its own
+    remote = Settings.from_env({"PINTREST_HOME": str(tmp_path), "PINTREST_SPARK_REMOTE": "sc://h:15002"})
+    assert "max_concurrent_runs: 2\n" in instance_config(remote)
+
+    # pintrest dev chooses (two: its runs share its Spark Connect server); a command started
+    # beside it, with the local settings, keeps that choice.
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    config = tmp_path / "dagster" / "dagster.yaml"
+    use_project_instance(local, concurrent_runs=2)
+    assert "max_concurrent_runs: 2\n" in config.read_text()
+    use_project_instance(local)
+    assert "max_concurrent_runs: 2\n" in config.read_text()
+    use_project_instance(local, concurrent_runs=1)
+    assert "max_concurrent_runs: 1\n" in config.read_text()
+
+
 @pytest.mark.slow
 def test_the_pipeline_the_checks_and_the_sensor_on_a_postgres_instance(tmp_path, postgres_url):
     bare = make_url(postgres_url).set(drivername="postgresql").render_as_string(hide_password=False)

@@ -1,18 +1,26 @@
-"""``pintrest dev``: the local gateway, the streaming service and the Dagster UI together; Ctrl-C
-stops all three.
+"""``pintrest dev``: the local gateway, the streaming service, a warm Spark and the Dagster UI
+together; Ctrl-C stops them all.
 
 The Dagster instance lives in ``$PINTREST_HOME/dagster`` (unless DAGSTER_HOME is set), the same
 one ``pintrest run`` records into, so the UI shows its runs too. The streaming service
 (``pintrest stream``, a process of its own) keeps the stream tables fresh within seconds and
 records each micro-batch in that instance, so the UI's stream tables update as records arrive.
+
+The runs the UI and its daemon launch (a click, ``new_objects_sensor``'s refreshes) are each a
+new process. Rather than each starting a Spark JVM of its own, they share one that stays warm: a
+local Spark Connect server (``lake.spark_server``), started here unless the settings name a
+Spark master or a remote, and handed to the UI as ``PINTREST_SPARK_REMOTE``, which its runs
+inherit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -24,11 +32,12 @@ WORKSPACE = Path(__file__).resolve().parents[2] / "workspace.yaml"  # at the rep
 
 @pintrest_command(
     "dev",
-    short_help="Start the local gateway, the streaming service and the Dagster UI.",
+    short_help="Start the local gateway, the streaming service, a warm Spark and the Dagster UI.",
     help=(
         "Start the local gateway (if the REST proxy URL is local and nothing serves it), the streaming service "
-        "(pintrest stream: the stream tables fresh within seconds) and the Dagster UI on the project's instance; "
-        "Ctrl-C stops all three."
+        "(pintrest stream: the stream tables fresh within seconds), a local Spark Connect server that the UI's "
+        "runs share (unless PINTREST_SPARK_MASTER or PINTREST_SPARK_REMOTE is set) and the Dagster UI on the "
+        "project's instance; Ctrl-C stops them all."
     ),
     verbose_help="Show the UI's services' log (warnings only without), the gateway's banner and Spark's log",
 )
@@ -44,7 +53,7 @@ WORKSPACE = Path(__file__).resolve().parents[2] / "workspace.yaml"  # at the rep
 )
 def command(settings, verbose: bool, host: str, port: int, no_stream: bool) -> int:
     from pintrest_assets.gateway.process import local_gateway
-    from pintrest_assets.instance import use_project_instance
+    from pintrest_assets.instance import SHARED_SPARK_CONCURRENT_RUNS, runs_share_spark, use_project_instance
 
     if warning := exposure_warning(host):
         click.echo(warning, err=True)
@@ -53,7 +62,8 @@ def command(settings, verbose: bool, host: str, port: int, no_stream: bool) -> i
     # leaves SIGINT ignored in background processes.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    use_project_instance(settings)
+    shared = wants_warm_spark(settings) or runs_share_spark(settings)
+    use_project_instance(settings, concurrent_runs=SHARED_SPARK_CONCURRENT_RUNS if shared else 1)
     service = None
     if not no_stream:
         _create_instance_storage(settings)
@@ -67,21 +77,24 @@ def command(settings, verbose: bool, host: str, port: int, no_stream: bool) -> i
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
     try:
-        with local_gateway(settings.rest_proxy_url, quiet=not verbose) as started:
+        with (
+            warm_spark(settings, verbose) as spark_remote,  # its JVM starts while the rest do
+            local_gateway(settings.rest_proxy_url, quiet=not verbose) as started,
+        ):
             if started:
                 print(f"gateway started on {settings.rest_proxy_url}")
             if service is not None:
                 print("stream service started (pintrest stream): the stream tables follow their streams", flush=True)
+            ui_env = {**os.environ, "PINTREST_SPARK_REMOTE": spark_remote} if spark_remote else None
             ui = subprocess.Popen(
                 [sys.executable, "-m", "dagster", "dev", "-w", str(WORKSPACE), "-h", host, "-p", str(port)]
                 + ([] if verbose else ["--log-level", "warning", "--code-server-log-level", "error"]),
                 cwd=WORKSPACE.parent,
+                env=ui_env,  # its runs inherit it
                 start_new_session=True,  # its own process group: one signal stops the UI and its daemon
                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
             )
-            print(
-                f"Dagster UI on http://{host}:{port} (Ctrl-C stops it, the stream service and the gateway)", flush=True
-            )
+            print(f"Dagster UI on http://{host}:{port} (Ctrl-C stops it and the rest)", flush=True)
             try:
                 return ui.wait()
             except KeyboardInterrupt:
@@ -93,6 +106,29 @@ def command(settings, verbose: bool, host: str, port: int, no_stream: bool) -> i
     finally:
         if service is not None:
             _stop(service)
+
+
+def wants_warm_spark(settings) -> bool:
+    """Whether ``pintrest dev`` starts its own Spark Connect server: unless the settings name a
+    Spark master or a remote."""
+    return not (settings.spark_remote or os.environ.get("PINTREST_SPARK_MASTER"))
+
+
+@contextlib.contextmanager
+def warm_spark(settings, verbose: bool) -> Iterator[str | None]:
+    """A local Spark Connect server for the UI's runs, stopped on leaving; yields its URL, or
+    None when the settings name a Spark master or a remote of their own (the runs use that)."""
+    if not wants_warm_spark(settings):
+        yield None
+        return
+    from pintrest_assets.lake.spark_server import local_spark_connect
+
+    def failed(message: str) -> None:
+        click.echo(f"warning: {message}; the UI's runs cannot use Spark until pintrest dev restarts", err=True)
+
+    with local_spark_connect(settings.home, verbose=verbose, on_error=failed) as server:
+        print(f"Spark Connect server started on {server.url}: the UI's runs share its warm Spark", flush=True)
+        yield server.url
 
 
 def exposure_warning(host: str) -> str | None:

@@ -4,7 +4,8 @@
   gathering them into parquet batch files, the ledger that releases them once committed, and
   the ``s3_mount`` resource;
 - ``spark``: the Spark session of a run (local, a cluster master or Spark Connect), and
-  ``worker_python``, the launcher its local Python workers start through;
+  ``worker_python``, the launcher its local Python workers start through, and ``spark_server``,
+  the Spark Connect server ``pintrest dev`` keeps warm for its runs;
 - ``schemas``, ``columns``: the topics' explicit schemas and a line on each column;
 - ``parsing``: batch files read by Spark, malformed lines quarantined;
 - ``statistics``: running ``describe()`` statistics;

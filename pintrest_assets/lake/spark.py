@@ -15,14 +15,18 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import socket
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from dagster_pyspark import LazyPySparkResource
+from dagster_pyspark.resources import spark_session_from_config
 import dagster as dg
 from pydantic import PrivateAttr
 from pyspark import SparkContext
@@ -38,6 +42,8 @@ from pintrest_assets.verbosity import is_verbose
 LOCAL_SHUFFLE_PARTITIONS = 4
 LOCAL_DRIVER_JAVA_OPTIONS = "-XX:+UseSerialGC"
 LOCAL_MAX_PARTITION_BYTES = str(16 << 20)
+# Seconds a run waits for a Spark Connect server on this machine to listen (it may be starting).
+LOCAL_SERVER_WAIT = 180
 
 # The driver's log4j2 configuration without --verbose: errors only, on stderr.
 QUIET_LOG4J2 = Path(__file__).with_name("log4j2-quiet.properties")
@@ -58,6 +64,7 @@ DELTA_PARQUET_CONFIG = {"spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICR
 
 # The lake's DataFrames: Spark steps that follow the mount's steps in a run.
 _SPARK_AFTER_MOUNT = {spec.dataframe for spec in TOPICS}
+_STREAM_TABLES = {spec.stream_table_asset for spec in TOPICS}
 
 _MASTER = re.compile(r"^(local(\[(\*|\d+)(,\d+)?\])?|spark://[^/]+|yarn|k8s://.+)$")
 _REMOTE = re.compile(r"^sc://[^/]+(/.*)?$")
@@ -72,6 +79,8 @@ class SparkResource(LazyPySparkResource):
 
     # The thread starting the session ahead of its first use (``start_in_background``).
     _starting: threading.Thread | None = PrivateAttr(default=None)
+    # The settings this run uses instead of ``spark_config`` (``setup_for_execution``), if any.
+    _run_config: dict[str, Any] | None = PrivateAttr(default=None)
 
     @classmethod
     def _is_dagster_maintained(cls) -> bool:
@@ -79,11 +88,56 @@ class SparkResource(LazyPySparkResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """At the start of a run that mounts objects and then reads them (a lake refresh), the
-        local JVM starts while the mount works: the first Spark step does not wait for it."""
+        session starts while the mount works (a local JVM, or a Connect client's modules and
+        channel): the first Spark step does not wait for it."""
         run = getattr(context, "run", None)
         selection = {key.to_user_string() for key in (getattr(run, "asset_selection", None) or ())}
-        if self.is_local and selection & _SPARK_AFTER_MOUNT and selection - _SPARK_AFTER_MOUNT:
+        remote = self.spark_config.get("spark.remote")
+        if selection & _STREAM_TABLES and remote is not None and _on_this_machine(remote):
+            # A stream table's queries run foreachBatch, which a Connect server runs in a Python
+            # worker of its own that must connect back within Spark's fixed 10 s: on a loaded
+            # laptop it does not, and every query fails. On this machine a local JVM does it.
+            self._run_config = spark_config("local[*]")
+        if context.log is not None and run is not None:
+            context.log.info(f"Spark for this run: {self.describe()}")
+        if selection & _SPARK_AFTER_MOUNT and selection - _SPARK_AFTER_MOUNT:
             self.start_in_background()
+
+    @property
+    def streaming_session(self) -> SparkSession:
+        """The session for a stream table's queries: the run's, unless that would be a session on
+        a Connect server on this machine not opened yet in this run, for which a local JVM's
+        (see ``setup_for_execution``)."""
+        remote = self.spark_config.get("spark.remote")
+        if self._spark_session is None and self._starting is None and remote is not None and _on_this_machine(remote):
+            self._run_config = spark_config("local[*]")
+        return self.spark_session
+
+    @property
+    def run_config(self) -> dict[str, Any]:
+        """The settings of this run's session: ``spark_config``, or a local JVM's for a stream
+        table's queries when the Connect server is on this machine."""
+        return self._run_config if self._run_config is not None else self.spark_config
+
+    def _init_session(self) -> None:
+        if self._spark_session is None:
+            self._spark_session = spark_session_from_config(self.run_config)
+
+    def describe(self) -> str:
+        """Which Spark the session is on, as a run's log says it."""
+        remote = self.run_config.get("spark.remote")
+        if remote is not None:
+            return f"the Spark Connect server at {remote}"
+        master = self.run_config.get("spark.master", "local[*]")
+        return f"{master}, a JVM in this process" if self.is_local else f"the cluster at {master}"
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        """A Spark Connect session is released at the end of the run: the server, which outlives
+        the run, drops its state (settings, cached batches) at once. A local session ends with
+        the run's process."""
+        if "spark.remote" in self.run_config and self._spark_session is not None:
+            session, self._spark_session = self._spark_session, None
+            release_connect_session(session)
 
     def start_in_background(self) -> None:
         """Starts the session in a thread, so that the JVM's start-up overlaps work that needs
@@ -94,8 +148,12 @@ class SparkResource(LazyPySparkResource):
 
     def _start_and_warm_up(self) -> None:
         """Starts the session, then writes and reads a few rows of parquet: a cold JVM spends
-        seconds loading the classes of its first parquet job, here while nothing waits for it."""
+        seconds loading the classes of its first parquet job, here while nothing waits for it.
+        A Connect server is warm already: its session only opens (one round trip)."""
         session = self.spark_session
+        if not self.is_local:
+            session.range(1).collect()
+            return
         with tempfile.TemporaryDirectory(prefix="pintrest-spark-warm-up-") as directory:
             rows = session.range(1000).selectExpr("id", "cast(id as string) AS s", "cast(id AS double) AS d")
             rows.write.parquet(f"{directory}/rows")
@@ -103,8 +161,8 @@ class SparkResource(LazyPySparkResource):
 
     @property
     def is_local(self) -> bool:
-        return "spark.remote" not in self.spark_config and str(
-            self.spark_config.get("spark.master", "local[*]")
+        return "spark.remote" not in self.run_config and str(
+            self.run_config.get("spark.master", "local[*]")
         ).startswith("local")
 
     @property
@@ -120,11 +178,47 @@ class SparkResource(LazyPySparkResource):
             # (through a launcher that spares them compiling Spark's pyspark zip: worker_python.py).
             if "PYSPARK_PYTHON" not in os.environ:
                 os.environ["PYSPARK_PYTHON"] = worker_python()
-        starts_jvm = "spark.remote" not in self.spark_config and getattr(SparkContext, "_gateway", None) is None
+        remote = self.run_config.get("spark.remote")
+        if remote is not None and self._spark_session is None:
+            _wait_for_local_server(remote)
+        starts_jvm = remote is None and getattr(SparkContext, "_gateway", None) is None
         if starts_jvm and not is_verbose():
             with _jvm_notices_dropped():
                 return super().spark_session
         return super().spark_session
+
+
+def release_connect_session(session) -> None:
+    """Releases a Spark Connect session on its server and closes the client. The client's
+    releases of finished executions go first: ``stop`` would release the session while they are
+    still on their way, and the server logs an error for each that comes after."""
+    import concurrent.futures
+
+    with contextlib.suppress(Exception):  # a server gone already has nothing to release
+        concurrent.futures.wait(list(getattr(session.client, "_release_futures", ())), timeout=10)
+        session.stop()
+
+
+def _on_this_machine(remote: str) -> bool:
+    """Whether a Spark Connect URL names a server on loopback (with its port)."""
+    url = urlparse(remote.replace("sc://", "http://", 1))
+    return url.hostname in ("127.0.0.1", "localhost", "::1") and url.port is not None
+
+
+def _wait_for_local_server(remote: str, timeout: float = LOCAL_SERVER_WAIT) -> None:
+    """Waits until a Connect server on this machine (``pintrest dev`` starts one) accepts
+    connections: a run launched while its JVM still starts would otherwise back off for up to a
+    minute between the client's retries. A server elsewhere is left to the client's retries."""
+    if not _on_this_machine(remote):
+        return
+    url = urlparse(remote.replace("sc://", "http://", 1))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            if s.connect_ex((url.hostname, url.port)) == 0:
+                return
+        time.sleep(0.1)
 
 
 def spark_config(master: str = "local[*]", remote: str | None = None, *, verbose: bool | None = None) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Charts of the answers: PNG images drawn with matplotlib's Agg canvas, embedded in markdown.
 
 Figures are drawn on their own ``FigureCanvasAgg``, never through ``pyplot``: no global figure
-state, no GUI backend, safe in a run's worker thread.
+state, no GUI backend, safe in a run's worker thread. matplotlib is imported when a chart is
+drawn: every run process loads the definitions, and a lake refresh draws none.
 """
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def markdown_image(png: bytes, title: str) -> str:
@@ -21,6 +22,8 @@ def markdown_image(png: bytes, title: str) -> str:
 
 
 def _png(figure: Figure) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     FigureCanvasAgg(figure)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
@@ -29,6 +32,8 @@ def _png(figure: Figure) -> bytes:
 
 def posts_per_category_chart(rows: Sequence[Sequence]) -> bytes:
     """Rows of (post_year, category, category_count) as one line per category over the years."""
+    from matplotlib.figure import Figure
+
     years = sorted({year for year, _, _ in rows})
     counts = {(year, category): count for year, category, count in rows}
     figure = Figure(figsize=(8, 4.5))
@@ -47,6 +52,8 @@ def posts_per_category_chart(rows: Sequence[Sequence]) -> bytes:
 
 def bar_chart(rows: Sequence[Sequence], *, title: str, xlabel: str, ylabel: str) -> bytes:
     """Rows of (label, value) as bars, each labelled with its value."""
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(6, 4))
     axes = figure.add_subplot()
     bars = axes.bar([str(label) for label, _ in rows], [value for _, value in rows], color="#4c72b0")
@@ -57,5 +64,7 @@ def bar_chart(rows: Sequence[Sequence], *, title: str, xlabel: str, ylabel: str)
 
 
 def _colours(n: int) -> list:
+    from matplotlib import colormaps
+
     palette = colormaps["tab20"]
     return [palette(i % palette.N) for i in range(n)]

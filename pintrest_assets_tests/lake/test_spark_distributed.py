@@ -237,9 +237,32 @@ def test_on_a_spark_connect_server(tmp_path, spark_lake_factory, local_counts, n
         port = server.wait_for(r"Spark Connect server started at: 127\.0\.0\.1:(\d+)").group(1)
         spark = build_spark_resource(Settings.from_env({"PINTREST_SPARK_REMOTE": f"sc://127.0.0.1:{port}"}))
         counts = _counts(spark_lake_factory(tmp_path / "lake", spark), spark)
-        # The session was a Connect client: no JVM of its own in this process.
-        assert type(SparkSession.getActiveSession()).__module__ == "pyspark.sql.connect.session"
+        # The run released its session on the server as it ended; the resource's sessions are
+        # Connect clients: no JVM of their own in this process.
+        assert SparkSession.getActiveSession() is None
+        assert type(spark.spark_session).__module__ == "pyspark.sql.connect.session"
     finally:
         _stop_sessions()
         server.stop()
+    assert counts == local_counts == EXPECTED
+
+
+@pytest.mark.slow
+def test_on_the_spark_connect_server_pintrest_dev_starts(tmp_path, spark_lake_factory, local_counts, no_session):
+    from pintrest_assets.lake.spark_server import listening, local_spark_connect
+
+    with local_spark_connect(tmp_path / "home") as server:
+        server.wait_ready(READY_TIMEOUT)
+        assert server.url.startswith("sc://127.0.0.1:")
+        server.warm_up(READY_TIMEOUT)
+        spark = build_spark_resource(Settings.from_env({"PINTREST_SPARK_REMOTE": server.url}))
+        try:
+            counts = _counts(spark_lake_factory(tmp_path / "lake", spark), spark)
+            assert type(spark.spark_session).__module__ == "pyspark.sql.connect.session"
+        finally:
+            _stop_sessions()
+        # Quiet: its log holds errors only, and there were none.
+        assert " ERROR " not in (tmp_path / "home" / "spark-connect.log").read_text(errors="replace")
+    # Stopped with the context, its Python workers with it.
+    assert server.process.poll() is not None and not listening(server.port)
     assert counts == local_counts == EXPECTED

@@ -157,16 +157,24 @@ def test_materialise_all_by_clicking_succeeds(dev_server, page):
             time.sleep(2)
         run = clicked[0]
         assert run.status == dg.DagsterRunStatus.SUCCESS, (dev_server["home"] / "dev.log").read_text()[-3000:]
+        # It refreshed the stream tables too: a local session, beside pintrest dev's Spark Connect server.
+        assert _spark_of(instance, run) == "local[*], a JVM in this process"
         for spec in TOPICS:
             event = instance.get_latest_materialization_event(dg.AssetKey(spec.dataframe))
             assert event is not None
             assert event.asset_materialization.metadata["dagster/row_count"].value > 0
 
-        # The objects that run landed wake the sensor: refresh runs follow without a click.
-        deadline = time.monotonic() + 120
-        while not any(r.tags.get("dagster/sensor_name") == "new_objects_sensor" for r in instance.get_runs()):
-            assert time.monotonic() < deadline, "no refresh run from new_objects_sensor within two minutes"
+        # The objects that run landed wake the sensor: refresh runs follow without a click, on
+        # the warm Spark Connect server pintrest dev started, not a JVM of their own.
+        deadline = time.monotonic() + 240
+        while True:
+            refreshes = [r for r in instance.get_runs() if r.tags.get("dagster/sensor_name") == "new_objects_sensor"]
+            if refreshes and refreshes[-1].is_finished:
+                break
+            assert time.monotonic() < deadline, f"no refresh run from new_objects_sensor finished: {refreshes[-1:]}"
             time.sleep(2)
+        assert refreshes[-1].status == dg.DagsterRunStatus.SUCCESS
+        assert _spark_of(instance, refreshes[-1]) == f"the Spark Connect server at {_spark_remote(dev_server)}"
 
     # The UI shows the run as a success too.
     page.goto(f"{dev_server['url']}/runs/{run.run_id}")
@@ -177,7 +185,22 @@ def test_materialise_all_by_clicking_succeeds(dev_server, page):
     page.screenshot(path=ARTIFACTS / "lineage-after-run.png")
 
 
-def test_ctrl_c_stops_the_ui_the_stream_service_and_the_gateway(dev_server):
+def _spark_of(instance, run) -> str:
+    """The Spark a run said it used."""
+    said = {e.message for e in instance.all_logs(run.run_id) if (e.message or "").startswith("Spark for this run: ")}
+    assert len(said) == 1, said
+    return said.pop().removeprefix("Spark for this run: ")
+
+
+def _spark_remote(dev_server) -> str:
+    """The Spark Connect server's URL, as pintrest dev printed it."""
+    log = (dev_server["home"] / "dev.log").read_text()
+    found = re.search(r"Spark Connect server started on (sc://127\.0\.0\.1:\d+)", log)
+    assert found, log[-3000:]
+    return found.group(1)
+
+
+def test_ctrl_c_stops_the_ui_the_stream_service_the_spark_server_and_the_gateway(dev_server):
     from pintrest_assets.stream.service import WriterLock
 
     # The stream service holds the stream tables while it runs.
@@ -186,9 +209,11 @@ def test_ctrl_c_stops_the_ui_the_stream_service_and_the_gateway(dev_server):
     while lock.service_running() is None:
         assert time.monotonic() < deadline, (dev_server["home"] / "dev.log").read_text()[-3000:]
         time.sleep(1)
+    spark_port = int(_spark_remote(dev_server).rsplit(":", 1)[1])
+    assert is_listening(spark_port)
     process = dev_server["process"]
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=90) == 0
-    for port in (int(dev_server["url"].rsplit(":", 1)[1]), dev_server["gateway_port"]):
+    for port in (int(dev_server["url"].rsplit(":", 1)[1]), dev_server["gateway_port"], spark_port):
         assert not is_listening(port), f"port {port} still answers"
     assert not lock.held_by_another(), "the stream service outlived pintrest dev"

@@ -84,7 +84,12 @@ def stream_tables(
     their queries with trigger(availableNow=True), together."""
     specs = [spec for spec in TOPICS if dg.AssetKey(spec.stream_table_asset) in context.selected_asset_keys]
     outcomes = refresh_or_wait(
-        specs, kinesis, warehouse_io_manager, lambda: spark.spark_session, log=context.log, wait_seconds=config.wait_seconds
+        specs,
+        kinesis,
+        warehouse_io_manager,
+        lambda: spark.streaming_session,
+        log=context.log,
+        wait_seconds=config.wait_seconds,
     )
     failed = []
     for spec, outcome in zip(specs, outcomes):
