@@ -49,7 +49,9 @@ def dev_started(monkeypatch, tmp_path):
     """``pintrest dev`` with the gateway and the Spark Connect server faked; the processes it
     starts are recorded as (args, kwargs) and exit at once."""
     monkeypatch.setenv("PINTREST_HOME", str(tmp_path))
-    for variable in ("DAGSTER_HOME", "PINTREST_SPARK_MASTER", "PINTREST_SPARK_REMOTE"):
+    # Set here, so that it is undone after the test: the command would set it for good.
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    for variable in ("PINTREST_SPARK_MASTER", "PINTREST_SPARK_REMOTE"):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setattr("pintrest_assets.gateway.process.local_gateway", lambda *a, **k: contextlib.nullcontext(False))
     monkeypatch.setattr(
