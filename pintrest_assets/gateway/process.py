@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from urllib.parse import urlparse
 
+from pintrest_assets.ports import listening
 from pintrest_assets.settings import ConfigError
 
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost"})
@@ -51,9 +51,3 @@ def local_gateway(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-
-def listening(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex((host, port)) == 0

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import socket
 import sys
 import tempfile
 import threading
@@ -33,6 +32,7 @@ from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
 from pintrest_assets.lake.worker_python import worker_python
+from pintrest_assets.ports import listening
 from pintrest_assets.settings import ConfigError, Settings
 from pintrest_assets.topics import TOPICS
 from pintrest_assets.verbosity import is_verbose
@@ -213,11 +213,7 @@ def _wait_for_local_server(remote: str, timeout: float = LOCAL_SERVER_WAIT) -> N
         return
     url = urlparse(remote.replace("sc://", "http://", 1))
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            s.settimeout(0.5)
-            if s.connect_ex((url.hostname, url.port)) == 0:
-                return
+    while time.monotonic() < deadline and not listening(url.hostname, url.port):
         time.sleep(0.1)
 
 

@@ -21,7 +21,6 @@ import contextlib
 import importlib.util
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -38,6 +37,7 @@ from pintrest_assets.lake.spark import (
     SMALL_FILES_CONFIG,
     release_connect_session,
 )
+from pintrest_assets.ports import free_port, listening
 
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 HOST = "127.0.0.1"
@@ -94,24 +94,11 @@ def server_env() -> dict[str, str]:
     return env
 
 
-def free_port() -> int:
-    """A loopback port nothing listens on (at the time of the call)."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def listening(port: int, host: str = HOST) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex((host, port)) == 0
-
-
 class SparkConnectServer:
     """The server's process: started by ``start``, ready once ``wait_ready`` returns, ``stop``ped."""
 
     def __init__(self, home: Path, *, verbose: bool = False, port: int | None = None):
-        self.port = port or free_port()
+        self.port = port or free_port(HOST)
         self.url = f"sc://{HOST}:{self.port}"
         self.log = home / LOG_NAME
         self.verbose = verbose
@@ -137,7 +124,7 @@ class SparkConnectServer:
         """Returns once the server accepts connections; raises if it exited or took too long."""
         assert self.process is not None
         deadline = time.monotonic() + timeout
-        while not listening(self.port):
+        while not listening(HOST, self.port):
             if self.process.poll() is not None:
                 raise RuntimeError(f"the Spark Connect server exited ({self.process.returncode}); see {self.log}")
             if time.monotonic() > deadline:

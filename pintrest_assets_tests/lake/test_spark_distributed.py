@@ -249,7 +249,8 @@ def test_on_a_spark_connect_server(tmp_path, spark_lake_factory, local_counts, n
 
 @pytest.mark.slow
 def test_on_the_spark_connect_server_pintrest_dev_starts(tmp_path, spark_lake_factory, local_counts, no_session):
-    from pintrest_assets.lake.spark_server import listening, local_spark_connect
+    from pintrest_assets.lake.spark_server import local_spark_connect
+    from pintrest_assets.ports import listening
 
     with local_spark_connect(tmp_path / "home") as server:
         server.wait_ready(READY_TIMEOUT)
@@ -264,5 +265,5 @@ def test_on_the_spark_connect_server_pintrest_dev_starts(tmp_path, spark_lake_fa
         # Quiet: its log holds errors only, and there were none.
         assert " ERROR " not in (tmp_path / "home" / "spark-connect.log").read_text(errors="replace")
     # Stopped with the context, its Python workers with it.
-    assert server.process.poll() is not None and not listening(server.port)
+    assert server.process.poll() is not None and not listening("127.0.0.1", server.port)
     assert counts == local_counts == EXPECTED
