@@ -93,6 +93,11 @@ def project_instance(settings: Settings) -> dg.DagsterInstance:
     home = Path(use_project_instance(settings))
     # Two processes creating a new SQLite storage at once (a sensor's run and `pintrest run` on a
     # fresh home) may both stamp its schema version, and Dagster then refuses it: the first to
-    # open the instance creates its storage while the others wait.
+    # open the instance creates its storage while the others wait. Each storage is created on
+    # its first use, so each is used once here, under the lock.
     with FileLock(home / ".storage.lock"):
-        return dg.DagsterInstance.get()
+        instance = dg.DagsterInstance.get()
+        instance.get_runs(limit=1)
+        instance.fetch_materializations(dg.AssetKey("pinterest_data"), limit=1)
+        instance.all_instigator_state()
+        return instance

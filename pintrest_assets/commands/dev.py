@@ -147,15 +147,11 @@ def exposure_warning(host: str) -> str | None:
 def _create_instance_storage(settings) -> None:
     """Creates the instance's storage before the service and the UI open it together: two
     processes creating a new SQLite storage at once may both stamp its schema version, and
-    Dagster then refuses it."""
-    import dagster as dg
-
+    Dagster then refuses it (``project_instance`` creates it under a lock)."""
     from pintrest_assets.instance import project_instance
 
-    with project_instance(settings) as instance:
-        instance.get_runs(limit=1)
-        instance.fetch_materializations(dg.AssetKey("pinterest_data"), limit=1)
-        instance.all_instigator_state()
+    with project_instance(settings):
+        pass
 
 
 def _stop(process: subprocess.Popen) -> None:
