@@ -8,6 +8,10 @@ commit the files are invisible to every reader; a writer that dies before it lea
 lists, which ``vacuum`` deletes once they are older than the retention. Readers take the table's
 current file list from its log (``read_delta``), never a directory listing.
 
+A stream table's micro-batch is collected from Spark as Arrow by the one Spark job that parses
+and cleans it, and written by pyarrow (``write_arrow``): a Spark write job would cost more than a
+micro-batch's rows, which the Kinesis source held in memory anyway (``maxRecordsPerBatch`` at most).
+
 **A writer's commits say what they are.** A ``Writer`` is a kind of commit: its app transaction
 id and where its commit info keeps its state. Each of its commits carries the app transaction
 ``(writer.app_id, n)`` and, under ``writer.info_key``, the state after it, ``n`` included
@@ -189,7 +193,7 @@ def write_files(df: DataFrame, table_path: Path) -> list[AddAction]:
     actions (paths relative to the table, sizes, row counts from the footers)."""
     for key, value in _SPARK_WRITE_CONFIG.items():
         df.sparkSession.conf.set(key, value)
-    directory = f"{int(time.time() * 1000):013d}-{uuid.uuid4().hex[:8]}"
+    directory = _new_directory()
     # Without dictionaries: most columns are near unique (ids, titles, URLs), where parquet-mr
     # builds a dictionary only to drop it; it halves the write for 7% more bytes, and the
     # table's compaction (delta-rs) writes its own.
@@ -204,18 +208,34 @@ def write_files(df: DataFrame, table_path: Path) -> list[AddAction]:
             # part of the table (its schema is in its log).
             os.unlink(entry.path)
             continue
-        stat = entry.stat()
-        adds.append(
-            AddAction(
-                path=f"{directory}/{entry.name}",
-                size=stat.st_size,
-                partition_values={},
-                modification_time=stat.st_mtime_ns // 1_000_000,
-                data_change=True,
-                stats=json.dumps({"numRecords": rows}),
-            )
-        )
+        adds.append(_add_action(f"{directory}/{entry.name}", entry.stat(), rows))
     return adds
+
+
+def write_arrow(rows: pa.Table, table_path: Path) -> list[AddAction]:
+    """Writes ``rows`` (collected from Spark as Arrow) as one parquet file into a new directory of
+    the table, and returns it as ``write_files`` would; no file for no rows."""
+    if not rows.num_rows:
+        return []
+    name = f"{_new_directory()}/part-00000.parquet"
+    (table_path / name).parent.mkdir(parents=True)
+    pq.write_table(rows, table_path / name, compression="snappy")
+    return [_add_action(name, os.stat(table_path / name), rows.num_rows)]
+
+
+def _new_directory() -> str:
+    return f"{int(time.time() * 1000):013d}-{uuid.uuid4().hex[:8]}"
+
+
+def _add_action(path: str, stat: os.stat_result, rows: int) -> AddAction:
+    return AddAction(
+        path=path,
+        size=stat.st_size,
+        partition_values={},
+        modification_time=stat.st_mtime_ns // 1_000_000,
+        data_change=True,
+        stats=json.dumps({"numRecords": rows}),
+    )
 
 
 def row_count(adds: Sequence[AddAction]) -> int:

@@ -52,30 +52,32 @@ def read_parsed(spark, slices: Sequence[BatchSlice], schema: T.StructType) -> Da
     return reduce(DataFrame.unionAll, parts).select(*schema.fieldNames())
 
 
-def parse_records(lines: DataFrame, schema: T.StructType, key_column: str) -> DataFrame:
-    """``lines`` (``key``, ``line``) parsed with ``schema``, one row per non-blank line.
+def parse_records(lines: DataFrame, schema: T.StructType, key_column: str, blank: str | None = None) -> DataFrame:
+    """``lines`` (``key``, ``line``, and any other columns, kept) parsed with ``schema``, one row
+    per non-blank line, or per line if ``blank`` says why a blank line is rejected.
 
     Columns: ``record`` (a struct in ``schema``), ``line`` (the text as read), ``key`` (the
-    object's key) and ``problem``: null for a good record, else why the line is rejected (not
-    valid JSON, does not match the schema, or has no ``key_column``).
+    object's key), the other columns of ``lines``, and ``problem``: null for a good record, else
+    why the line is rejected (``blank``, not valid JSON, does not match the schema, or has no
+    ``key_column``).
     """
     with_corrupt = T.StructType([*schema.fields, T.StructField(CORRUPT_RECORD, T.StringType())])
     record = F.from_json("line", with_corrupt, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT_RECORD})
+    has_text = F.coalesce(F.col("line"), F.lit("")).rlike(r"\S")
     problem = F.when(
         F.col(f"record.{CORRUPT_RECORD}").isNotNull(),
         F.when(F.try_parse_json("line").isNull(), F.lit("not valid JSON")).otherwise(
             F.lit("does not match the schema")
         ),
     ).when(F.col(f"record.{key_column}").isNull(), F.lit(f"no {key_column}"))
-    return (
-        lines.where(F.col("line").rlike(r"\S"))
-        .select(record.alias("record"), "line", "key")
-        .select(
-            F.struct(*(F.col(f"record.{f.name}").alias(f.name) for f in schema.fields)).alias("record"),
-            "line",
-            "key",
-            problem.alias("problem"),
-        )
+    if blank is None:
+        lines = lines.where(has_text)
+    else:
+        problem = F.when(~has_text, F.lit(blank)).otherwise(problem)
+    return lines.select(record.alias("record"), *lines.columns).select(
+        F.struct(*(F.col(f"record.{f.name}").alias(f.name) for f in schema.fields)).alias("record"),
+        *lines.columns,
+        problem.alias("problem"),
     )
 
 

@@ -7,7 +7,8 @@
         .option("endpointUrl", ...)                        # none on AWS
         .option("initialPosition", "trim_horizon")
         .load()
-        .writeStream.foreachBatch(table.write_batch)        # decode, quarantine, clean, commit
+        .select(<each record parsed and cleaned>)           # StreamTable.rows
+        .writeStream.foreachBatch(table.write_batch)        # collect, write, commit
         .option("checkpointLocation", "<warehouse>/_checkpoints/<user_id>_pin_table")
         .trigger(availableNow=True)
         .start()
@@ -134,7 +135,7 @@ def _start_registered(
         reader = reader.option(name, value)
     writer = foreach_batch or _Writer(table)
     query = (
-        reader.load()
+        table.rows(reader.load())
         .writeStream.foreachBatch(writer)
         .option("checkpointLocation", str(table.checkpoint))
         .queryName(table.name)

@@ -17,8 +17,15 @@ batch table. Duplicates are kept: a stream table holds every record read, one ro
 original's stream tables (the batch path's cleaned tables drop them with
 ``drop_duplicate_posts``).
 
-**Exactly once.** Spark writes a micro-batch's parquet files into a new directory of the table,
-and delta-rs commits them with the app transaction ``(STREAM_APP_ID, batch id)`` and the table's
+**One Spark job a micro-batch.** The query's rows are defined once, on the stream
+(``StreamTable.rows``): each record parsed and cleaned, with its problem, key and text. Spark
+analyses that plan once, not once per micro-batch; each micro-batch is then one Spark job that
+collects its rows as Arrow, and pyarrow writes the good rows and the rejected records as parquet
+(``lake/delta.py``'s ``write_arrow``). A micro-batch a second is a few rows, where planning
+DataFrames and a Spark write job per batch cost most of the time.
+
+**Exactly once.** A micro-batch's parquet files go into a new directory of the table, and
+delta-rs commits them with the app transaction ``(STREAM_APP_ID, batch id)`` and the table's
 state after the batch (running counts, the last sequence number read per shard) in the commit
 info, through the warehouse's Delta layer (``lake/delta.py``, the writer ``MICRO_BATCHES``): the
 rows and the counts are in the log together, or neither is. Spark logs a batch's
@@ -47,6 +54,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from deltalake import DeltaTable
 from deltalake.transaction import AddAction
 from pyspark.sql import DataFrame
@@ -54,10 +63,10 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pintrest_assets.kinesis.spark_source import read_summaries
-from pintrest_assets.lake.parsing import good_rows, parse_records, rejected_lines
+from pintrest_assets.lake.parsing import parse_records
 from pintrest_assets.lake.schemas import SCHEMAS
 from pintrest_assets.lake import delta as lake_delta
-from pintrest_assets.lake.delta import LakeTable, Writer
+from pintrest_assets.lake.delta import QUARANTINE_SCHEMA, LakeTable, Writer
 from pintrest_assets.topics import TOPICS_BY_NAME, TopicSpec
 from pintrest_assets.transform.cleaning import CLEANERS
 
@@ -66,6 +75,9 @@ STATE_KEY = "pintrest.stream"  # commit info key of the table's state after a mi
 MICRO_BATCHES = Writer(app_id=STREAM_APP_ID, info_key=STATE_KEY, version_field="batch_id", unit="micro-batch")
 CHECKPOINTS_DIR = "_checkpoints"
 EMPTY_RECORD = "empty record"
+# The columns of a query's rows (``StreamTable.rows``) besides the table's: each record's problem,
+# key and text (for the quarantine) and where it came from (for the table's state).
+RECORD_COLUMNS = ("_problem", "_key", "_line", "_shard", "_sequence", "_arrival")
 
 
 class StreamStateMismatch(RuntimeError):
@@ -243,41 +255,65 @@ class StreamTable:
 
     # -- writing -------------------------------------------------------------------------------
 
+    def rows(self, records: DataFrame) -> DataFrame:
+        """What the query appends, defined once on its stream: each record of the Kinesis source
+        (``partitionKey``, ``data``, ``stream``, ``shardId``, ``sequenceNumber``,
+        ``approximateArrivalTimestamp``) as the table's cleaned columns, and ``RECORD_COLUMNS``:
+        ``_problem`` (null for a good record, else why it is quarantined: an empty record, not
+        JSON, not of the schema, no index), ``_key`` (``<shard id>/<sequence number>``), ``_line``
+        (its text), ``_shard``, ``_sequence`` and ``_arrival``. A rejected record's cleaned
+        columns are null."""
+        lines = records.select(
+            F.concat_ws("/", "shardId", "sequenceNumber").alias("key"),
+            F.col("data").cast("string").alias("line"),
+            F.col("shardId").alias("_shard"),
+            F.col("sequenceNumber").alias("_sequence"),
+            F.col("approximateArrivalTimestamp").alias("_arrival"),
+        )
+        parsed = parse_records(lines, self.raw_schema, self.spec.index_column, blank=EMPTY_RECORD)
+        flat = parsed.select(
+            F.when(F.col("problem").isNull(), F.col("record")).alias("record"),
+            F.col("problem").alias("_problem"),
+            F.col("key").alias("_key"),
+            F.col("line").alias("_line"),
+            "_shard",
+            "_sequence",
+            "_arrival",
+        ).select("record.*", *RECORD_COLUMNS)
+        return CLEANERS[self.spec.name](flat, keep=RECORD_COLUMNS)
+
     def write_batch(self, batch: DataFrame, batch_id: int) -> BatchResult:
-        """Appends one micro-batch of the Kinesis source (its columns: ``partitionKey``, ``data``,
-        ``stream``, ``shardId``, ``sequenceNumber``, ``approximateArrivalTimestamp``), unless
-        the table has it already: ``foreachBatch``'s function."""
+        """Appends one micro-batch of the query's ``rows`` unless the table has it already:
+        ``foreachBatch``'s function. One Spark job collects the batch, parsed and cleaned, as
+        Arrow; pyarrow writes the good rows into the table's directory and the rejected records
+        into the quarantine's, and delta-rs commits them."""
         started = time.perf_counter()
         delta, state = self._latest()
         _commit_quarantine(self.table, state)
         if state.batch_id is not None and batch_id <= state.batch_id:
             return BatchResult(batch_id, replayed=True, seconds=time.perf_counter() - started)
 
-        spark = batch.sparkSession
-        records = batch.select(
-            F.concat_ws("/", "shardId", "sequenceNumber").alias("key"),
-            F.col("data").cast("string").alias("line"),
-            "shardId",
-            "sequenceNumber",
-            "approximateArrivalTimestamp",
-        )
         # What the batch read per shard, from its offset in the checkpoint (no Spark job); a
-        # batch an earlier reader planned does not say, and is counted by Spark.
+        # batch an earlier reader planned does not say, and is counted from its rows.
         shards = self.batch_read(batch_id)
+        count = None if shards is None else sum(s["records"] for s in shards.values())
+        collected = batch.toArrow() if count != 0 else None
         if shards is None:
-            shards = shard_summary(records)
-        count = sum(s["records"] for s in shards.values())
+            shards = shard_summary(collected)
+            count = collected.num_rows
         adds: list[AddAction] = []
         quarantine_adds: list[AddAction] = []
-        if count:
-            # One pass over the batch: parsed, cleaned and written by one Spark job. The few
-            # records rejected are read again (from the batch Spark keeps) only if there are any.
-            lines = records.select("key", "line")
-            parsed = parse_records(lines, self.raw_schema, self.spec.index_column)
-            adds = lake_delta.write_files(clean(good_rows(parsed), self.spec), self.path)
-            if lake_delta.row_count(adds) < count:
-                rejected = rejected_lines(parsed).unionByName(empty_records(lines))
-                quarantine_adds = lake_delta.write_files(rejected.coalesce(1), self.quarantine_path)
+        if collected is not None:
+            rejected = pc.is_valid(collected["_problem"])
+            adds = lake_delta.write_arrow(
+                collected.filter(pc.invert(rejected)).drop_columns(list(RECORD_COLUMNS)), self.path
+            )
+            quarantine_adds = lake_delta.write_arrow(
+                collected.filter(rejected)
+                .select(["_key", "_line", "_problem"])
+                .rename_columns(QUARANTINE_SCHEMA.fieldNames()),
+                self.quarantine_path,
+            )
         rows, quarantined = lake_delta.row_count(adds), lake_delta.row_count(quarantine_adds)
         if rows + quarantined != count:
             raise RuntimeError(
@@ -299,7 +335,7 @@ class StreamTable:
                 self.table,
                 delta,
                 adds,
-                self.schema(spark),
+                self.schema(batch.sparkSession),
                 writer=MICRO_BATCHES,
                 version=batch_id,
                 info=new.to_commit_info(),
@@ -333,26 +369,19 @@ def clean(raw: DataFrame, spec: TopicSpec) -> DataFrame:
     return CLEANERS[spec.name](raw)
 
 
-def shard_summary(records: DataFrame) -> dict[str, dict]:
-    """Per shard of a micro-batch: records, the last sequence number, the newest arrival (epoch s)."""
-    summary = records.groupBy("shardId").agg(
-        F.count(F.lit(1)).alias("records"),
-        # Sequence numbers are decimal strings of up to 128 bits: longer is later.
-        F.max(F.struct(F.length("sequenceNumber"), F.col("sequenceNumber"))).alias("last"),
-        (F.unix_micros(F.max("approximateArrivalTimestamp")) / 1_000_000).alias("arrived"),
-    )
-    return {
-        row["shardId"]: {"records": int(row["records"]), "last": row["last"][1], "arrived": float(row["arrived"])}
-        for row in summary.collect()
-    }
-
-
-def empty_records(lines: DataFrame) -> DataFrame:
-    """Records with no text at all, as quarantine lines (the parser skips blank lines)."""
-    text = F.coalesce(F.col("line"), F.lit(""))
-    return lines.where(~text.rlike(r"\S")).select(
-        F.col("key").alias("source_key"), text.alias("line"), F.lit(EMPTY_RECORD).alias("reason")
-    )
+def shard_summary(rows: pa.Table) -> dict[str, dict]:
+    """Per shard of a micro-batch's ``rows``: records, the last sequence number, the newest
+    arrival (epoch s)."""
+    summary: dict[str, dict] = {}
+    arrivals = rows["_arrival"].cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_pylist()
+    for shard, sequence, arrival in zip(rows["_shard"].to_pylist(), rows["_sequence"].to_pylist(), arrivals):
+        seen = summary.setdefault(shard, {"records": 0, "last": sequence, "arrived": 0.0})
+        seen["records"] += 1
+        # Sequence numbers are decimal strings of up to 128 bits: compared as integers.
+        if int(sequence) > int(seen["last"]):
+            seen["last"] = sequence
+        seen["arrived"] = max(seen["arrived"], arrival / 1_000_000)
+    return summary
 
 
 def _stream_state(table: DeltaTable | None) -> StreamState:

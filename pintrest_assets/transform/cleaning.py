@@ -23,7 +23,7 @@ timestamp keeps ``year()`` the same whatever the Spark session's time zone is.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 
 from pyspark.sql import Column, DataFrame
@@ -131,11 +131,12 @@ def _text(column: str) -> Column:
     return null_if_placeholder(F.col(column), PLACEHOLDERS.get(column, ()))
 
 
-def clean_pin(df_pin: DataFrame) -> DataFrame:
-    """df_pin cleaned, in ``PIN_COLUMNS`` order. ``downloaded`` is not among those columns and is
-    left out, as in the original's cleaned table. Duplicates are not removed here: see
-    ``drop_duplicate_posts``."""
+def clean_pin(df_pin: DataFrame, keep: Sequence[str] = ()) -> DataFrame:
+    """df_pin cleaned, in ``PIN_COLUMNS`` order (after the columns to ``keep`` as they are).
+    ``downloaded`` is not among those columns and is left out, as in the original's cleaned
+    table. Duplicates are not removed here: see ``drop_duplicate_posts``."""
     return df_pin.select(
+        *keep,
         as_integer(F.col("index")).alias("ind"),
         _text("unique_id").alias("unique_id"),
         _text("title").alias("title"),
@@ -150,9 +151,10 @@ def clean_pin(df_pin: DataFrame) -> DataFrame:
     )
 
 
-def clean_geo(df_geo: DataFrame) -> DataFrame:
-    """df_geo cleaned, in ``GEO_COLUMNS`` order."""
+def clean_geo(df_geo: DataFrame, keep: Sequence[str] = ()) -> DataFrame:
+    """df_geo cleaned, in ``GEO_COLUMNS`` order (after the columns to ``keep`` as they are)."""
     return df_geo.select(
+        *keep,
         as_integer(F.col("ind")).alias("ind"),
         _text("country").alias("country"),
         coordinates(F.col("latitude"), F.col("longitude")).alias("coordinates"),
@@ -160,9 +162,10 @@ def clean_geo(df_geo: DataFrame) -> DataFrame:
     )
 
 
-def clean_user(df_user: DataFrame) -> DataFrame:
-    """df_user cleaned, in ``USER_COLUMNS`` order."""
+def clean_user(df_user: DataFrame, keep: Sequence[str] = ()) -> DataFrame:
+    """df_user cleaned, in ``USER_COLUMNS`` order (after the columns to ``keep`` as they are)."""
     return df_user.select(
+        *keep,
         as_integer(F.col("ind")).alias("ind"),
         user_name(_text("first_name"), _text("last_name")).alias("user_name"),
         as_integer(F.col("age")).alias("age"),
@@ -281,5 +284,5 @@ def rows_and_nulls(df: DataFrame) -> tuple[int, dict[str, int]]:
 
 
 # Per topic: the cleaning of its DataFrame and the cleaned table's columns, in order.
-CLEANERS: Mapping[str, Callable[[DataFrame], DataFrame]] = {"pin": clean_pin, "geo": clean_geo, "user": clean_user}
+CLEANERS: Mapping[str, Callable[..., DataFrame]] = {"pin": clean_pin, "geo": clean_geo, "user": clean_user}
 CLEANED_COLUMNS: Mapping[str, tuple[str, ...]] = {"pin": PIN_COLUMNS, "geo": GEO_COLUMNS, "user": USER_COLUMNS}
