@@ -103,6 +103,7 @@ class SparkConnectServer:
         self.log = home / LOG_NAME
         self.verbose = verbose
         self.process: subprocess.Popen | None = None
+        self._warming: subprocess.Popen | None = None  # the warm-up client, while it runs
         self.ready_after: float | None = None  # seconds from start until it answered
 
     def start(self) -> None:
@@ -135,19 +136,29 @@ class SparkConnectServer:
     def warm_up(self, timeout: float = START_TIMEOUT) -> None:
         """Runs, in a client process of its own, the kind of work a lake refresh asks for (parquet
         written and read, text lines parsed as JSON, an aggregate): the JVM loads those classes
-        and compiles their hot code now, not during the first run."""
-        subprocess.run(
+        and compiles their hot code now, not during the first run. ``stop`` ends it too."""
+        self._warming = subprocess.Popen(
             [sys.executable, "-m", "pintrest_assets.lake.spark_server", "warm-up", self.url],
             env={k: v for k, v in os.environ.items() if k not in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED")},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=None if self.verbose else subprocess.DEVNULL,
-            timeout=timeout,
-            check=True,
         )
+        try:
+            code = self._warming.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._warming.kill()
+            self._warming.wait()
+            raise
+        if code and self.process is not None and self.process.poll() is None:
+            raise RuntimeError(f"the warm-up of the Spark Connect server failed (exit code {code})")
 
     def stop(self, timeout: float = 30) -> None:
-        """Stops the JVM (its shutdown hooks stop Spark) and its Python workers; killed if slow."""
+        """Stops the JVM (its shutdown hooks stop Spark) and its Python workers; killed if slow.
+        A warm-up still running ends with it (its client would retry the server for minutes)."""
+        if self._warming is not None and self._warming.poll() is None:
+            self._warming.kill()
+            self._warming.wait()
         process = self.process
         if process is None or process.poll() is not None:
             return
