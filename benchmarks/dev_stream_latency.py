@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10.0, help="posts per second")
     parser.add_argument("--seconds", type=float, default=60.0, help="seconds of sending")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the UI and the gateway")
+    parser.add_argument("--log", type=Path, help="keep pintrest dev's output here, each line with its second")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="pintrest-bench-dev-"))
@@ -73,8 +74,14 @@ def main() -> None:
     log = open(work / "dev.log", "wb")  # noqa: SIM115 - open while dev runs
     launched = time.time()
     dev = subprocess.Popen(
-        [*PINTREST, "dev", "--port", str(ui_port)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        [*PINTREST, "dev", "--port", str(ui_port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
+    copier = threading.Thread(target=_copy_timed, args=(dev.stdout, log, launched), daemon=True)
+    copier.start()
     sent: list[tuple[str, str, str, float]] = []  # (topic, shard, sequence number, acknowledged at)
     visible: dict[tuple[str, str, str], float] = {}
     try:
@@ -102,7 +109,10 @@ def main() -> None:
         load = os.getloadavg()
     finally:
         stop_process(dev, timeout=90)
+        copier.join(timeout=10)
         log.close()
+        if args.log:
+            shutil.copyfile(work / "dev.log", args.log)
 
     latencies = sorted(visible[(t, s, q)] - acked for t, s, q, acked in sent if (t, s, q) in visible)
     up = ready + max(first.values()) if len(first) == len(tables) else None
@@ -178,6 +188,13 @@ def _positions(table) -> dict:
         return dict(table.state().positions)
     except Exception:  # noqa: BLE001 - a table being created
         return {}
+
+
+def _copy_timed(output, log, launched: float) -> None:
+    """pintrest dev's output into ``log``, each line after the seconds since it was launched."""
+    for line in output:
+        log.write(f"{time.time() - launched:7.1f} ".encode() + line)
+        log.flush()
 
 
 def _wait_until_ready(ui: str, proxy: str, process: subprocess.Popen, log: Path, timeout: float) -> None:

@@ -65,9 +65,9 @@ def command(settings, verbose: bool, trigger_seconds: float, maintain_seconds: f
 
     resources = resources_for(settings, resolve_secrets=True)
     if resources["spark"].is_local:
-        # The JVM starts (and loads its parquet classes) while the service opens the instance
-        # and waits for the lock and the streams: the first micro-batch does not wait for it.
-        resources["spark"].start_in_background()
+        # The JVM starts while the service opens the instance and waits for the lock and the
+        # streams: the first micro-batch does not wait for it.
+        resources["spark"].start_in_background(warm_up=False)
     instance = project_instance(settings)
     kinesis = resources["kinesis"]
     warehouse = resources["warehouse_io_manager"]

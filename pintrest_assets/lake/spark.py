@@ -139,11 +139,14 @@ class SparkResource(LazyPySparkResource):
             session, self._spark_session = self._spark_session, None
             release_connect_session(session)
 
-    def start_in_background(self) -> None:
+    def start_in_background(self, warm_up: bool = True) -> None:
         """Starts the session in a thread, so that the JVM's start-up overlaps work that needs
-        no Spark (a step before the first Spark step); the first use waits for it."""
+        no Spark (a step before the first Spark step); the first use waits for it. ``warm_up``:
+        then a parquet write and read, for work that writes parquet with Spark (not the
+        streaming service, whose micro-batches pyarrow writes)."""
         if self._starting is None and self._spark_session is None:
-            self._starting = threading.Thread(target=self._start_and_warm_up, name="spark-start", daemon=True)
+            target = self._start_and_warm_up if warm_up else lambda: self.spark_session
+            self._starting = threading.Thread(target=target, name="spark-start", daemon=True)
             self._starting.start()
 
     def _start_and_warm_up(self) -> None:

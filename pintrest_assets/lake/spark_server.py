@@ -46,6 +46,9 @@ LOG_NAME = "spark-connect.log"
 # the server drops after this long without a request (Spark's default: an hour).
 SESSION_TIMEOUT = "10min"
 START_TIMEOUT = 180  # seconds: a JVM starts in a few on an idle laptop, far more on a loaded one
+# The server's niceness (0 normal, 19 lowest): its runs are batch work, the streaming service's
+# micro-batches are due every second.
+NICENESS = 10
 
 
 def spark_home() -> Path:
@@ -119,6 +122,10 @@ class SparkConnectServer:
                 # Its own process group: one signal stops the JVM and its Python workers, and a
                 # Ctrl-C in the terminal reaches the command, which stops it in order.
                 start_new_session=True,
+                # Below the streaming service: on a laptop's few cores, its JVM's start and warm-up
+                # would hold back the service's (records wait for it); when the cores are free,
+                # the niceness changes nothing.
+                preexec_fn=lambda: os.nice(NICENESS),
             )
 
     def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
@@ -143,6 +150,7 @@ class SparkConnectServer:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=None if self.verbose else subprocess.DEVNULL,
+            preexec_fn=lambda: os.nice(NICENESS),
         )
         try:
             code = self._warming.wait(timeout=timeout)

@@ -221,23 +221,29 @@ class StreamService:
 
     def run(self, stop: threading.Event) -> int:
         """Runs the queries until ``stop`` is set; returns an exit code (1: another service runs)."""
+        started = time.monotonic()
         if not self._take_lock(stop):
             return 1 if not stop.is_set() else 0
         try:
             if not self._wait_for_streams(stop):
                 return 0
+            streams_found = time.monotonic()
             spark = self.spark_session()
             from pintrest_assets.kinesis.spark_source import register
 
             register(spark)
+            session_ready = time.monotonic()
             for spec in self.specs:
                 if stop.is_set():
                     break
                 self._try_start(spark, spec)
             if not stop.is_set():
+                now = time.monotonic()
                 self.log(
                     f"stream service: {', '.join(self.queries)} follow their streams, a micro-batch every "
-                    f"{self.trigger_seconds:g} s (Ctrl-C stops)"
+                    f"{self.trigger_seconds:g} s (Ctrl-C stops); up after {now - started:.1f} s: streams found "
+                    f"{streams_found - started:.1f} s, Spark {session_ready - streams_found:.1f} s, queries "
+                    f"{now - session_ready:.1f} s"
                 )
             restarts: dict[str, float] = {}
             while not stop.wait(0.5):
