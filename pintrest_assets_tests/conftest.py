@@ -50,6 +50,12 @@ def quiet_by_default(monkeypatch):
     monkeypatch.setenv("PINTREST_VERBOSE", "0")
 
 
+@pytest.fixture(autouse=True)
+def no_http_proxy(monkeypatch):
+    """An HTTP(S)_PROXY in the environment must not swallow requests to the tests' local servers."""
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
 @pytest.fixture
 def pintrest_home(tmp_path, monkeypatch):
     """A fresh PINTREST_HOME for one test."""

@@ -19,8 +19,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import pytest
-
 
 @dataclass
 class Seen:
@@ -147,13 +145,6 @@ def serving(server: ScriptedProxy) -> Iterator[ScriptedProxy]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-@pytest.fixture(autouse=True)
-def no_http_proxy(monkeypatch):
-    """An HTTP(S)_PROXY in the environment must not swallow requests to the local server (autouse
-    in each module that imports it)."""
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
 
 
 # -- a Kafka REST proxy (v2) -----------------------------------------------------------------------

@@ -30,7 +30,6 @@ from pintrest_assets_tests.scripted_proxy import (
     Step,
     client_settings,
     kinesis_error,
-    no_http_proxy,  # noqa: F401 - an autouse fixture, here for this module
     reply,
     serving,
 )

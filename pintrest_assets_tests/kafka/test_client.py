@@ -27,7 +27,6 @@ from pintrest_assets_tests.scripted_proxy import (
     ScriptedRestProxy,
     client_settings,
     drop,
-    no_http_proxy,  # noqa: F401 - an autouse fixture, here for this module
     reply,
     serving,
     stall,

@@ -32,7 +32,6 @@ from pintrest_assets_tests.scripted_proxy import (
     client_settings,
     drop,
     kinesis_error,
-    no_http_proxy,  # noqa: F401 - an autouse fixture, here for this module
     reply,
     serving,
 )
