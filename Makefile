@@ -10,7 +10,7 @@ UV := $(BIN)/uv
 # installed (the test extra), so `make run` after `make test` removes nothing.
 SYNC := $(UV) sync --locked --inexact --compile-bytecode
 
-.PHONY: install install-test lock run dev test test-system bench clean
+.PHONY: install install-test jvm-archive lock run dev test test-system bench clean
 
 install: $(VENV)/.installed
 
@@ -31,15 +31,20 @@ $(VENV)/.installed-test: $(VENV)/.installed
 lock: | $(UV)
 	$(UV) lock
 
-dev: install
+# The local Spark JVM's class archive (pintrest_assets/lake/jvm_archive.py): built once per
+# machine, into ~/.cache/pintrest; at once when it is there.
+jvm-archive: install
+	$(BIN)/python -m pintrest_assets.lake.jvm_archive
+
+dev: install jvm-archive
 	$(BIN)/pintrest dev
 
-run: install
+run: install jvm-archive
 	$(BIN)/pintrest run
 
 # The Debian packages the tests need (chromium, mariadb-server, postgresql, nodejs): installed by `test`
 # when it runs as root with apt-get, else named with the command that installs them.
-test: install-test
+test: install-test jvm-archive
 	@bash scripts/provision-test-system.sh
 	$(BIN)/python -m pytest
 

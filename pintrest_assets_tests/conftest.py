@@ -315,6 +315,7 @@ def spark():
     """
     from pyspark.sql import SparkSession
 
+    from pintrest_assets.lake import jvm_archive
     from pintrest_assets.lake.worker_python import worker_python
 
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -323,7 +324,10 @@ def spark():
     session = running or (
         SparkSession.builder.master("local[2]")
         .appName("pintrest-kinesis-tests")
-        .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+        .config(
+            "spark.driver.extraJavaOptions",
+            f"-XX:TieredStopAtLevel=1 -XX:+UseSerialGC {jvm_archive.java_options()}".strip(),
+        )
         .config("spark.sql.shuffle.partitions", "2")
         .config("spark.default.parallelism", "2")
         .config("spark.ui.enabled", "false")

@@ -31,6 +31,7 @@ from pydantic import PrivateAttr
 from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
+from pintrest_assets.lake import jvm_archive
 from pintrest_assets.lake.worker_python import worker_python
 from pintrest_assets.ports import listening
 from pintrest_assets.settings import ConfigError, Settings
@@ -253,8 +254,9 @@ def spark_config(master: str = "local[*]", remote: str | None = None, *, verbose
         config["spark.ui.enabled"] = "false"
         # A local JVM lives for one run: a concurrent collector costs more CPU than it saves.
         # The optimising JIT compiler stays: without it Spark's generated code reads and writes
-        # a million rows three times slower.
-        config["spark.driver.extraJavaOptions"] = LOCAL_DRIVER_JAVA_OPTIONS
+        # a million rows three times slower. Its classes come from the machine's class archive
+        # once built (jvm_archive.py).
+        config["spark.driver.extraJavaOptions"] = f"{LOCAL_DRIVER_JAVA_OPTIONS} {jvm_archive.java_options()}".strip()
     if not (is_verbose() if verbose is None else verbose):
         # The driver runs in this process's JVM whatever the master (client mode).
         # A file: URI, so a path with spaces stays one option.

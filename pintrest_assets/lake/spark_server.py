@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from pintrest_assets.lake import jvm_archive
 from pintrest_assets.lake.spark import (
     DELTA_PARQUET_CONFIG,
     LOCAL_DRIVER_JAVA_OPTIONS,
@@ -60,7 +61,7 @@ def spark_home() -> Path:
 
 def server_command(port: int, *, verbose: bool = False) -> list[str]:
     """``spark-submit`` of the Connect server on ``HOST:port`` with the local driver's settings."""
-    java_options = LOCAL_DRIVER_JAVA_OPTIONS
+    java_options = f"{LOCAL_DRIVER_JAVA_OPTIONS} {jvm_archive.java_options()}".strip()
     if not verbose:
         java_options += f" -Dlog4j2.configurationFile={QUIET_LOG4J2.as_uri()}"
     conf = {
