@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from functools import partial
 
 import dagster as dg
+import pyarrow as pa
 from pyspark.sql import DataFrame
+from pyspark.sql.pandas.types import to_arrow_schema
 
 from pintrest_assets.defs.transform.automation import ON_NEW_DATA, TRANSFORM_GROUP
 from pintrest_assets.lake.schemas import column_schema
@@ -173,6 +175,10 @@ def _needed(selected: set[str]) -> set[str]:
 def _answer_output(
     context: dg.AssetExecutionContext, answer: Answer, rows: list[tuple], table: DataFrame, chart: bytes | None
 ) -> dg.Output:
+    schema = to_arrow_schema(table.schema)
+    stored = pa.Table.from_arrays(
+        [pa.array([row[i] for row in rows], type=field.type) for i, field in enumerate(schema)], schema=schema
+    )
     metadata = {
         "dagster/row_count": len(rows),
         "dagster/column_schema": column_schema(table.schema),
@@ -181,7 +187,7 @@ def _answer_output(
     if chart is not None:
         metadata["chart"] = dg.MetadataValue.md(markdown_image(chart, answer.question))
     context.log.info(f"question {answer.number}: {len(rows)} rows")
-    return dg.Output(table, output_name=answer.name, metadata=metadata)
+    return dg.Output(stored, output_name=answer.name, metadata=metadata)
 
 
 answer_assets: list[dg.AssetsDefinition] = [answers_asset]
