@@ -24,6 +24,7 @@ from pyspark.sql.pandas.types import to_arrow_schema
 
 from pintrest_assets.defs.transform.automation import ON_NEW_DATA, TRANSFORM_GROUP
 from pintrest_assets.lake.schemas import column_schema
+from pintrest_assets.lake.spark import small_queries
 from pintrest_assets.lake.warehouse import WarehouseIOManager
 from pintrest_assets.transform import questions
 from pintrest_assets.transform.charts import (
@@ -92,7 +93,6 @@ ANSWERS: tuple[Answer, ...] = (
 ANSWERS_BY_NAME: dict[str, Answer] = {answer.name: answer for answer in ANSWERS}
 
 
-SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"
 ANSWER_THREADS = 3
 
 
@@ -129,14 +129,10 @@ def answers_asset(context: dg.AssetExecutionContext, warehouse_io_manager: dg.Re
         for name in dict.fromkeys(n for a in ANSWERS if a.name in needed for n in a.inputs)
         if name not in ANSWERS_BY_NAME
     }
-    # A few thousand rows per table: one shuffle partition each (the session's default is for the
-    # DataFrames' batches), which also spares each sorted answer the job that samples its range.
-    partitions = spark.conf.get(SHUFFLE_PARTITIONS)
-    spark.conf.set(SHUFFLE_PARTITIONS, "1")
     try:
-        # Each answer is a few small Spark jobs whose time is mostly the driver's planning and
+        # Each answer is a small Spark query whose time is mostly the driver's planning and
         # scheduling: computed a few at a time, while the IO manager stores those done, in order.
-        with ThreadPoolExecutor(max_workers=ANSWER_THREADS, thread_name_prefix="answer") as pool:
+        with small_queries(spark), ThreadPoolExecutor(max_workers=ANSWER_THREADS, thread_name_prefix="answer") as pool:
             done: dict[str, Future] = {}
             for answer in ANSWERS:  # in order: an answer another reads comes first
                 if answer.name in needed:
@@ -146,7 +142,6 @@ def answers_asset(context: dg.AssetExecutionContext, warehouse_io_manager: dg.Re
                     rows, table, chart = done[answer.name].result()
                     yield _answer_output(context, answer, rows, table, chart)
     finally:
-        spark.conf.set(SHUFFLE_PARTITIONS, partitions)
         for df in tables.values():
             df.unpersist()
 

@@ -21,6 +21,7 @@ first copy either way (an incremental refresh sees a new post's first copy among
 and each copy counts once in ``rows_in`` and in the conversion failures.
 """
 
+import contextlib
 import hashlib
 import inspect
 from collections.abc import Mapping
@@ -34,6 +35,7 @@ from pintrest_assets import domain
 from pintrest_assets.defs.transform.automation import ON_NEW_DATA, TRANSFORM_GROUP
 from pintrest_assets.lake.delta import Writer, added_since, read_delta, spark_schema
 from pintrest_assets.lake.schemas import column_schema
+from pintrest_assets.lake.spark import small_queries
 from pintrest_assets.lake.warehouse import TableUpdate, WarehouseIOManager
 from pintrest_assets.topics import TOPICS, TopicSpec
 from pintrest_assets.transform import cleaning
@@ -93,8 +95,11 @@ def build_clean_table_asset(spec: TopicSpec) -> dg.AssetsDefinition:
             raw = spark.read.schema(schema).parquet(*new_files) if new_files else spark.createDataFrame([], schema)
             known = read_delta(spark, target).select(F.col(KEY).alias("_known"))
         posts = one_row_per_post(raw, spec.index_column).cache()
+        # A refresh's queries are over the few rows appended since: planning is their cost.
+        settings = contextlib.nullcontext() if previous is None else small_queries(spark)
         try:
-            yield from _clean_table_events(context, posts, known, previous, source, target)
+            with settings:
+                yield from _clean_table_events(context, posts, known, previous, source, target)
         finally:
             posts.unpersist()  # the table is written: the IO manager handles an output as it is yielded
 
