@@ -8,7 +8,9 @@ picture says more.
 They are one subsettable multi-asset, ``answers``: one step reads the cleaned tables once,
 holds them in memory and answers every selected question from them. A step per answer read and
 planned the same few thousand rows again in each, and paid a step's start and end as many times,
-for aggregations that take a fraction of a second each.
+for aggregations that take a fraction of a second each. An answer's rows are collected to be
+shown; the warehouse stores those same rows as a pyarrow table (a Spark write job for a few rows
+cost more than the answer's query), and the queries run with ``small_queries``' settings.
 """
 
 import inspect
