@@ -156,6 +156,7 @@ def test_a_cleaned_table_written_by_another_writer_is_cleaned_whole(warehouse, s
         for spec in TOPICS:
             table = io_manager.table(spec.clean_asset)
             rows = table.read(spark).limit(1)
-            lake_delta.commit(table, table.delta(), lake_delta.write_files(rows, table.path), rows.schema, mode="overwrite")
+            adds = lake_delta.write_files(rows, table.path)
+            lake_delta.commit(table, table.delta(), adds, rows.schema, mode="overwrite")
 
     _cleans_whole_after(overwrite, warehouse, spark)

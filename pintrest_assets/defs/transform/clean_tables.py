@@ -85,7 +85,9 @@ def build_clean_table_asset(spec: TopicSpec) -> dg.AssetsDefinition:
         spark = warehouse_io_manager.spark.spark_session
         source = warehouse_io_manager.table(spec.dataframe).delta()
         if source is None:
-            raise FileNotFoundError(f"{spec.dataframe} has no table in {warehouse_io_manager.base_dir}: materialize it first")
+            raise FileNotFoundError(
+                f"{spec.dataframe} has no table in {warehouse_io_manager.base_dir}: materialize it first"
+            )
         target = warehouse_io_manager.table(name).delta()
         previous, new_files = _since_last_cleaning(target, source)
         if previous is None:
@@ -121,7 +123,11 @@ def build_clean_table_asset(spec: TopicSpec) -> dg.AssetsDefinition:
             nulls = {c: n + previous["nulls"][c] for c, n in nulls.items()}
             unconverted = {c: n + previous["unconverted"][c] for c, n in unconverted.items()}
         rows_in = rows_read + (previous["rows_in"] if previous is not None else 0)
-        how = "whole" if previous is None else f"the {rows_read} rows {spec.dataframe} added since version {previous['source_version']}"
+        how = (
+            "whole"
+            if previous is None
+            else f"the {rows_read} rows {spec.dataframe} added since version {previous['source_version']}"
+        )
         context.log.info(
             f"{name}: cleaned {how}: {rows} rows from {rows_in} ({rows_in - rows} duplicate posts removed: "
             "posts drawn more than once)"
@@ -138,7 +144,9 @@ def build_clean_table_asset(spec: TopicSpec) -> dg.AssetsDefinition:
             "unconverted": unconverted,
         }
         yield dg.Output(
-            TableUpdate(table, replace=previous is None, writer=CLEANINGS, version=cleanings + 1, info=state, base=target),
+            TableUpdate(
+                table, replace=previous is None, writer=CLEANINGS, version=cleanings + 1, info=state, base=target
+            ),
             metadata={
                 "dagster/row_count": rows,
                 "dagster/column_schema": column_schema(table.schema),
@@ -169,7 +177,10 @@ def build_clean_table_asset(spec: TopicSpec) -> dg.AssetsDefinition:
 def _since_last_cleaning(target: DeltaTable | None, source: DeltaTable) -> tuple[Mapping | None, list[str] | None]:
     """The state of the cleaned table's latest cleaning and the DataFrame's files added since it,
     if the table can be refreshed from those alone; (None, None) if it has to be cleaned whole."""
-    latest = CLEANINGS.latest_commit(target)
+    try:
+        latest = CLEANINGS.latest_commit(target)
+    except RuntimeError:  # the cleaning's commit is no longer in the log (cleaned up after a checkpoint)
+        return None, None
     if latest is None:
         return None, None
     version, state = latest
