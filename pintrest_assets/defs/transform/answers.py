@@ -149,8 +149,8 @@ def answers_asset(context: dg.AssetExecutionContext, warehouse_io_manager: dg.Re
 
 
 def _computed(answer: Answer, tables: dict[str, DataFrame], done: dict[str, Future]):
-    """The answer's rows, the DataFrame of those rows that is stored (the rows shown are the rows
-    stored, computed once) and its chart. An answer read by another is read as stored: its rows."""
+    """The answer's rows (shown and stored: computed once), a DataFrame of those rows (their
+    schema, and what an answer reading this one reads: it as stored) and its chart."""
     inputs = {name: tables[name] if name in tables else done[name].result()[1] for name in answer.inputs}
     result = answer.compute(**inputs)
     rows = [tuple(row) for row in result.collect()]
