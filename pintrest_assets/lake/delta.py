@@ -8,9 +8,10 @@ commit the files are invisible to every reader; a writer that dies before it lea
 lists, which ``vacuum`` deletes once they are older than the retention. Readers take the table's
 current file list from its log (``read_delta``), never a directory listing.
 
-A stream table's micro-batch is collected from Spark as Arrow by the one Spark job that parses
-and cleans it, and written by pyarrow (``write_arrow``): a Spark write job would cost more than a
-micro-batch's rows, which the Kinesis source held in memory anyway (``maxRecordsPerBatch`` at most).
+Small results collected from Spark as Arrow are written by pyarrow instead (``write_arrow``): the
+answers, and a stream table's micro-batch, which the one Spark job that parses and cleans it
+collects (the Kinesis source held it in memory anyway, ``maxRecordsPerBatch`` at most). A Spark
+write job would cost more than their rows.
 
 **A writer's commits say what they are.** A ``Writer`` is a kind of commit: its app transaction
 id and where its commit info keeps its state. Each of its commits carries the app transaction
@@ -50,6 +51,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -97,6 +99,12 @@ class Writer:
     def latest_info(self, table: DeltaTable | None) -> Mapping | None:
         """The state the writer's latest commit to ``table`` recorded; None for a table it never
         committed to. Walks the table's history back until it finds that commit."""
+        latest = self.latest_commit(table)
+        return None if latest is None else latest[1]
+
+    def latest_commit(self, table: DeltaTable | None) -> tuple[int, Mapping] | None:
+        """The table version of the writer's latest commit and the state it recorded; None for a
+        table it never committed to."""
         version = self.committed(table)
         if version is None:
             return None
@@ -106,7 +114,7 @@ class Writer:
             for commit in history:
                 info = commit.get(self.info_key)
                 if info is not None and info[self.version_field] == version:
-                    return info
+                    return commit["version"], info
             if len(history) < limit:
                 raise RuntimeError(f"{table.table_uri}: no commit of {self.unit} {version} in the table's log")
             limit *= 8
@@ -184,6 +192,43 @@ def read_delta(spark, table: DeltaTable) -> DataFrame:
     return spark.read.schema(schema).parquet(*files)
 
 
+def added_since(table: DeltaTable, version: int) -> list[str] | None:
+    """The files (as ``file_uris`` names them) of the rows that the table's commits after
+    ``version`` added, if those commits did nothing else to its rows; else None.
+
+    Appends add rows; a compaction (``maintain``) or a vacuum moves or deletes files but changes
+    no row, so it is passed over, unless it compacted the added files themselves: their rows are
+    then in files with older rows, and cannot be told apart. Anything else (rows deleted or
+    replaced, the schema changed) and a commit no longer in the log (or a version the table
+    never had) give None: the table has to be read whole."""
+    if not 0 <= version <= table.version():
+        return None
+    log = Path(_table_prefix(table)) / "_delta_log"
+    added = []
+    for commit in range(version + 1, table.version() + 1):
+        try:
+            lines = (log / f"{commit:020d}.json").read_text().splitlines()
+        except FileNotFoundError:
+            return None
+        for action in map(json.loads, filter(None, lines)):
+            if "add" in action and action["add"]["dataChange"]:
+                added.append(unquote(action["add"]["path"]))
+            elif ("remove" in action and action["remove"].get("dataChange", True)) or action.keys() & {
+                "metaData",
+                "protocol",
+            }:
+                return None
+    current = {uri.removeprefix(_table_prefix(table)): uri for uri in table.file_uris()}
+    if not all(path in current for path in added):
+        return None
+    return [current[path] for path in added]
+
+
+def _table_prefix(table: DeltaTable) -> str:
+    """What ``file_uris`` puts before a file's path in the table."""
+    return unquote(table.table_uri.removeprefix("file://")).rstrip("/") + "/"
+
+
 def spark_schema(table: DeltaTable) -> T.StructType:
     return from_arrow_schema(pa.schema(table.schema().to_arrow()))
 
@@ -193,11 +238,21 @@ def write_files(df: DataFrame, table_path: Path) -> list[AddAction]:
     actions (paths relative to the table, sizes, row counts from the footers)."""
     for key, value in _SPARK_WRITE_CONFIG.items():
         df.sparkSession.conf.set(key, value)
-    directory = _new_directory()
+    directory = _new_directory(table_path)
     # Without dictionaries: most columns are near unique (ids, titles, URLs), where parquet-mr
     # builds a dictionary only to drop it; it halves the write for 7% more bytes, and the
     # table's compaction (delta-rs) writes its own.
     df.write.option("parquet.enable.dictionary", "false").parquet(str(table_path / directory))
+    return _add_actions(table_path, directory)
+
+
+def _new_directory(table_path: Path) -> str:
+    """A new directory of the table for one write's files, named by time (then at random)."""
+    return f"{int(time.time() * 1000):013d}-{uuid.uuid4().hex[:8]}"
+
+
+def _add_actions(table_path: Path, directory: str) -> list[AddAction]:
+    """The parquet files written into ``directory`` of the table, as add actions."""
     adds = []
     for entry in sorted(os.scandir(table_path / directory), key=lambda e: e.name):
         rows = 0
@@ -213,18 +268,17 @@ def write_files(df: DataFrame, table_path: Path) -> list[AddAction]:
 
 
 def write_arrow(rows: pa.Table, table_path: Path) -> list[AddAction]:
-    """Writes ``rows`` (collected from Spark as Arrow) as one parquet file into a new directory of
-    the table, and returns it as ``write_files`` would; no file for no rows."""
+    """``write_files`` for rows already in this process, collected from Spark as Arrow (a small
+    result, a stream table's micro-batch): pyarrow writes them as one parquet file, with no Spark
+    job; no file, and no directory, for no rows."""
     if not rows.num_rows:
         return []
-    name = f"{_new_directory()}/part-00000.parquet"
-    (table_path / name).parent.mkdir(parents=True)
-    pq.write_table(rows, table_path / name, compression="snappy")
-    return [_add_action(name, os.stat(table_path / name), rows.num_rows)]
-
-
-def _new_directory() -> str:
-    return f"{int(time.time() * 1000):013d}-{uuid.uuid4().hex[:8]}"
+    directory = _new_directory(table_path)
+    (table_path / directory).mkdir(parents=True)
+    # Every column nullable, as Spark writes them for the table (see ``_arrow_schema``).
+    rows = rows.cast(pa.schema([f.with_nullable(True) for f in rows.schema]))
+    pq.write_table(rows, table_path / directory / f"part-00000-{uuid.uuid4()}.snappy.parquet")
+    return _add_actions(table_path, directory)
 
 
 def _add_action(path: str, stat: os.stat_result, rows: int) -> AddAction:

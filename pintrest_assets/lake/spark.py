@@ -63,6 +63,16 @@ SMALL_FILES_CONFIG = {
 # delta-rs and other Delta readers would take for nanoseconds. A session setting: Connect too.
 DELTA_PARQUET_CONFIG = {"spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS"}
 
+# Queries over a few thousand rows (the answers, the rows a refresh adds to a cleaned table), whose
+# time is the driver's planning, not the rows: one shuffle partition (which also spares a sorted
+# result the job that samples its range), no adaptive re-planning (a job per stage), no code
+# generated and compiled per query. Session settings, so they apply on Spark Connect too.
+SMALL_QUERY_CONFIG = {
+    "spark.sql.shuffle.partitions": "1",
+    "spark.sql.adaptive.enabled": "false",
+    "spark.sql.codegen.wholeStage": "false",
+}
+
 # The lake's DataFrames: Spark steps that follow the mount's steps in a run.
 _SPARK_AFTER_MOUNT = {spec.dataframe for spec in TOPICS}
 _STREAM_TABLES = {spec.stream_table_asset for spec in TOPICS}
@@ -190,6 +200,22 @@ class SparkResource(LazyPySparkResource):
             with _jvm_notices_dropped():
                 return super().spark_session
         return super().spark_session
+
+
+@contextlib.contextmanager
+def small_queries(session: SparkSession) -> Iterator[None]:
+    """The session with ``SMALL_QUERY_CONFIG`` while the block runs, its own settings after."""
+    saved = {key: session.conf.get(key, None) for key in SMALL_QUERY_CONFIG}
+    for key, value in SMALL_QUERY_CONFIG.items():
+        session.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                session.conf.unset(key)
+            else:
+                session.conf.set(key, value)
 
 
 def release_connect_session(session) -> None:

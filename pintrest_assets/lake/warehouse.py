@@ -3,8 +3,11 @@ stored and loaded by ``WarehouseIOManager``. The Delta layer beneath it (Spark w
 files, delta-rs commits them, readers take the file list from the log; app transactions, the
 quarantine table, retries, maintenance) is ``lake/delta.py``, shared with the stream tables.
 
-An asset returns either a DataFrame, which replaces the table (a Delta overwrite), or a
-``TableAppend``, which appends a batch read incrementally from the bucket. An append commits
+An asset returns a DataFrame, which replaces the table (a Delta overwrite); or the same as a
+pyarrow table, for a small result already collected into the driver (pyarrow writes it, with no
+Spark job); or a ``TableAppend``, which appends a batch read incrementally from the bucket; or a
+``TableUpdate``, rows that replace the table or are added to it together with a state of the
+asset's own (the cleaned tables: the DataFrame version they were cleaned from, their counts). An append commits
 its rows and the table's source cursor together, in one Delta commit: the commit carries the
 app transaction ``(APP_ID, n)`` for the table's n-th append, and its commit info holds the
 table's state after it (cursor, running totals, column statistics) under ``STATE_KEY`` (the
@@ -39,11 +42,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 
 import dagster as dg
+import pyarrow as pa
 from dagster_pyspark import LazyPySparkResource
 from deltalake import DeltaTable
 from pydantic import Field
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
+from pyspark.sql.pandas.types import from_arrow_schema
 
 from pintrest_assets.lake import delta as lake_delta
 from pintrest_assets.lake.delta import (
@@ -65,6 +70,7 @@ __all__ = [
     "OldWarehouseFormatError",
     "TableAppend",
     "TableState",
+    "TableUpdate",
     "WarehouseIOManager",
     "WarehouseTable",
     "spark_schema",
@@ -153,6 +159,24 @@ class TableAppend:
     objects: int
     cursor: Mapping[str, str]
     summary: Mapping[str, dict] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TableUpdate:
+    """Rows that replace the table (``replace``) or are added to it, committed with ``writer``'s
+    app transaction ``version`` and, as the table's state after them, ``info``.
+
+    ``base`` is the table's snapshot the rows were computed from (None: no table then). The
+    commit is never rebased: if another writer committed since ``base``, nothing is committed
+    and the output fails with ``ConcurrentCommitError``, rather than add the same rows twice.
+    """
+
+    rows: DataFrame
+    replace: bool
+    writer: Writer
+    version: int
+    info: Mapping
+    base: DeltaTable | None
 
 
 @dataclass(frozen=True)
@@ -249,19 +273,24 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             log=log,
         )
 
-    def handle_output(self, context: dg.OutputContext, obj: DataFrame | TableAppend | CommittedAppend) -> None:
+    def handle_output(
+        self, context: dg.OutputContext, obj: DataFrame | pa.Table | TableAppend | TableUpdate | CommittedAppend
+    ) -> None:
         table = self.table(_table_name(context))
         if isinstance(obj, CommittedAppend):
             version = obj.version  # committed by the asset, through append_with_retry
         elif isinstance(obj, TableAppend):
             version = self._append(table, obj)
-        elif isinstance(obj, DataFrame):
+        elif isinstance(obj, TableUpdate):
+            version = self._update(table, obj)
+        elif isinstance(obj, (DataFrame, pa.Table)):
             version, rows = self._replace(table, obj)
             if "dagster/row_count" not in context.output_metadata:
                 context.add_output_metadata({"dagster/row_count": rows})
         else:
             raise TypeError(
-                f"{table.name}: the warehouse stores Spark DataFrames or TableAppend batches, got {type(obj).__name__}"
+                f"{table.name}: the warehouse stores Spark DataFrames, pyarrow tables, TableAppend batches or "
+                f"TableUpdate rows, got {type(obj).__name__}"
             )
         maintenance = {}
         if version and version % self.maintain_every == 0:
@@ -289,14 +318,31 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         table.commit_quarantine(APPENDS, new.appends, new.quarantine_files)
         return version
 
-    def _replace(self, table: WarehouseTable, df: DataFrame) -> tuple[int, int]:
+    def _update(self, table: WarehouseTable, update: TableUpdate) -> int:
+        adds = lake_delta.write_files(update.rows, table.path)
+        return lake_delta.commit(
+            table,
+            update.base,
+            adds,
+            update.rows.schema,
+            mode="overwrite" if update.replace else "append",
+            writer=update.writer,
+            version=update.version,
+            info=update.info,
+            rebase=False,
+        )
+
+    def _replace(self, table: WarehouseTable, rows: DataFrame | pa.Table) -> tuple[int, int]:
         delta = table.delta()
-        adds = lake_delta.write_files(df, table.path)
+        if isinstance(rows, pa.Table):
+            adds, schema = lake_delta.write_arrow(rows, table.path), from_arrow_schema(rows.schema)
+        else:
+            adds, schema = lake_delta.write_files(rows, table.path), rows.schema
 
         def attempt(n: int) -> int:
             # The same result replaces the newer version just as well.
             snapshot = delta if n == 1 else table.delta()
-            return lake_delta.commit(table, snapshot, adds, df.schema, mode="overwrite")
+            return lake_delta.commit(table, snapshot, adds, schema, mode="overwrite")
 
         version = lake_delta.retry_on_conflict(
             attempt,

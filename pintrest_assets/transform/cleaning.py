@@ -199,8 +199,11 @@ def one_row_per_post(raw: DataFrame, key: str) -> DataFrame:
     at random, so a few draws per post have drawn them all. So the posts are found in two passes
     (``_first_copies``): the keys and the place of each row (file and row in it) only, the
     narrow columns of every row, to pick each post's first copy; then the whole rows of the few
-    files that hold a first copy. Without file metadata (rows made in memory), one aggregation
-    keeps one row per key, as ``dropDuplicates`` does: every column ``first`` of the same row.
+    files that hold a first copy. Rows in a few files only (``FEW_FILES``, as a refresh's new
+    rows are) are read whole again from all of them: finding which files hold a first copy would
+    be a query of its own, for nothing. Without file metadata (rows made in memory), one
+    aggregation keeps one row per key, as ``dropDuplicates`` does: every column ``first`` of the
+    same row.
     """
     if _has_file_metadata(raw):
         return _first_copies(raw, key)
@@ -217,6 +220,10 @@ def _has_file_metadata(df: DataFrame) -> bool:
     return True
 
 
+# Up to this many files, ``_first_copies`` reads them all again for the first copies' rows.
+FEW_FILES = 8
+
+
 def _first_copies(raw: DataFrame, key: str) -> DataFrame:
     place = F.struct(F.col("_metadata.file_path").alias("file"), F.col("_metadata.row_index").alias("row"))
     firsts = (
@@ -224,9 +231,11 @@ def _first_copies(raw: DataFrame, key: str) -> DataFrame:
         .groupBy(key)
         .agg(F.min("_at").alias("_at"), F.count(F.lit(1)).alias(COPIES))
         .select(F.col("_at.file").alias("_file"), F.col("_at.row").alias("_row"), COPIES)
-        .cache()
     )
-    files = sorted(row["_file"] for row in firsts.select("_file").distinct().collect())
+    files = raw.inputFiles()
+    if len(files) > FEW_FILES:
+        firsts = firsts.cache()
+        files = sorted(row["_file"] for row in firsts.select("_file").distinct().collect())
     if not files:
         return raw.select(*raw.columns, F.lit(0).cast("long").alias(COPIES)).limit(0)
     rows = raw.sparkSession.read.schema(raw.schema).parquet(*files)

@@ -244,3 +244,30 @@ def test_spark_writes_files_that_commit_and_read_back(tmp_path, spark_resource):
     assert sorted(r["ind"] for r in table.read(spark).collect()) == [0, 1, 2, 3, 4]
     assert table.read_quarantine(spark).count() == 0
     assert lake_delta.spark_schema(table.delta()) == SCHEMA
+
+
+def test_added_since_lists_the_files_appends_added_and_passes_over_a_compaction_of_others(tmp_path):
+    table = LakeTable(tmp_path, "places")
+    lake_delta.commit(table, None, _files(table.path, [(1, "a")]), SCHEMA)
+    lake_delta.commit(table, table.delta(), _files(table.path, [(2, "b")]), SCHEMA)
+    lake_delta.maintain(table, retention_hours=1)  # the first two commits' files compacted into one
+    new = _files(table.path, [(3, "c")]) + _files(table.path, [(4, "d")])
+    lake_delta.commit(table, table.delta(), new[:1], SCHEMA)
+    lake_delta.commit(table, table.delta(), new[1:], SCHEMA)
+    delta = table.delta()
+    assert lake_delta.added_since(delta, delta.version()) == []
+    assert lake_delta.added_since(delta, 1) == [str(table.path / a.path) for a in new]
+    # Before the compaction: the files added then are no longer in the table.
+    assert lake_delta.added_since(delta, 0) is None
+    assert lake_delta.added_since(delta, delta.version() + 1) is None
+
+
+def test_added_since_is_none_after_rows_replaced_or_history_gone(tmp_path):
+    table = LakeTable(tmp_path, "places")
+    lake_delta.commit(table, None, _files(table.path, [(1, "a")]), SCHEMA)
+    lake_delta.commit(table, table.delta(), _files(table.path, [(2, "b")]), SCHEMA, mode="overwrite")
+    assert lake_delta.added_since(table.delta(), 0) is None
+    lake_delta.commit(table, table.delta(), _files(table.path, [(3, "c")]), SCHEMA)
+    table.delta().create_checkpoint()
+    (table.path / "_delta_log" / f"{2:020d}.json").unlink()
+    assert lake_delta.added_since(table.delta(), 1) is None

@@ -4,6 +4,7 @@ import os
 import time
 
 import dagster as dg
+import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 from pyspark.sql import types as T
@@ -74,6 +75,35 @@ def test_a_dataframe_replaces_the_table_and_loads_downstream(tmp_path, spark_res
     assert [c["operation"] for c in table.history()] == ["WRITE", "CREATE TABLE"]
     table.load_as_version(0)  # time travel: the table as the first run left it
     assert len(table.to_pandas()) == 5
+
+
+def test_a_pyarrow_table_replaces_the_table_as_a_dataframe_of_its_rows_does(tmp_path, spark_resource):
+    io_manager = _io_manager(tmp_path, spark_resource)
+    tables = [
+        pa.table({"ind": pa.array([1, 2], pa.int64()), "country": ["Aruba", None], "median": [1.5, 2.0]}),
+        pa.table({"ind": [1, 2], "country": ["Aruba", None], "median": [1.5, 2.0]}).slice(0, 0),
+    ]
+    loaded = []
+
+    @dg.asset(io_manager_key="warehouse_io_manager")
+    def medians():
+        return tables[len(loaded)]
+
+    @dg.asset
+    def median_rows(medians) -> None:
+        loaded.append((medians.schema.simpleString(), sorted(tuple(r) for r in medians.collect())))
+
+    for rows in (2, 0):
+        metadata = _metadata(_materialize([medians, median_rows], io_manager, spark_resource), "medians")
+        assert metadata["dagster/row_count"] == rows
+    assert loaded == [
+        ("struct<ind:bigint,country:string,median:double>", [(1, "Aruba", 1.5), (2, None, 2.0)]),
+        ("struct<ind:bigint,country:string,median:double>", []),
+    ]
+    assert [c["operation"] for c in DeltaTable(str(tmp_path / "warehouse" / "medians")).history()] == [
+        "WRITE",
+        "CREATE TABLE",
+    ]
 
 
 def appending_places(io_manager, rows_per_refresh, rejected_per_refresh=0):
@@ -248,7 +278,7 @@ def test_bad_outputs_and_inputs_fail_clearly(tmp_path, spark_resource):
     def place_list(places) -> None:
         pass
 
-    with pytest.raises(TypeError, match="places: the warehouse stores Spark DataFrames or TableAppend"):
+    with pytest.raises(TypeError, match="places: the warehouse stores Spark DataFrames, pyarrow tables"):
         _materialize([places], io_manager, spark_resource)
     with pytest.raises(FileNotFoundError, match="places has no table .*: materialize it first"):
         _materialize([places, place_list], io_manager, spark_resource, selection=[place_list])

@@ -344,9 +344,12 @@ def test_one_row_per_post_keeps_one_whole_row_of_a_post(raw):
     assert post["_copies"] == 100
 
 
-def test_posts_read_from_files_are_their_first_copies(raw, spark, tmp_path):
+@pytest.mark.parametrize("few_files", [0, cleaning.FEW_FILES], ids=["files-holding-a-first-copy", "all-files"])
+def test_posts_read_from_files_are_their_first_copies(raw, spark, tmp_path, monkeypatch, few_files):
     """A DataFrame read from parquet files is deduplicated in two passes (keys and places, then
-    the files holding a first copy): the same posts and counts as the one aggregation."""
+    the files holding a first copy, or all of a few files): the same posts and counts as the one
+    aggregation."""
+    monkeypatch.setattr(cleaning, "FEW_FILES", few_files)
     first = [_pin(i, follower_count="lots" if i == 3 else "1k") for i in range(1, 6)]
     later = [_pin(i, follower_count="lots" if i == 3 else "1k") for i in (1, 3, 3, 6)]
     raw("pin", first).write.parquet(str(tmp_path / "a"))
@@ -363,7 +366,9 @@ def test_posts_read_from_files_are_their_first_copies(raw, spark, tmp_path):
     assert rows_and_failures_of_posts(posts, CONVERSIONS["pin"]) == (9, {"follower_count": 3})
 
 
-def test_no_posts_no_rows(raw, spark, tmp_path):
+@pytest.mark.parametrize("few_files", [0, cleaning.FEW_FILES], ids=["files-holding-a-first-copy", "all-files"])
+def test_no_posts_no_rows(raw, spark, tmp_path, monkeypatch, few_files):
+    monkeypatch.setattr(cleaning, "FEW_FILES", few_files)
     posts = one_row_per_post(raw("geo", []), "ind")
     assert rows_and_failures_of_posts(posts, CONVERSIONS["geo"]) == (0, {"timestamp": 0})
     raw("geo", []).write.parquet(str(tmp_path / "empty"))

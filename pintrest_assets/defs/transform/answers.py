@@ -8,7 +8,9 @@ picture says more.
 They are one subsettable multi-asset, ``answers``: one step reads the cleaned tables once,
 holds them in memory and answers every selected question from them. A step per answer read and
 planned the same few thousand rows again in each, and paid a step's start and end as many times,
-for aggregations that take a fraction of a second each.
+for aggregations that take a fraction of a second each. An answer's rows are collected to be
+shown; the warehouse stores those same rows as a pyarrow table (a Spark write job for a few rows
+cost more than the answer's query), and the queries run with ``small_queries``' settings.
 """
 
 import inspect
@@ -18,10 +20,13 @@ from dataclasses import dataclass
 from functools import partial
 
 import dagster as dg
+import pyarrow as pa
 from pyspark.sql import DataFrame
+from pyspark.sql.pandas.types import to_arrow_schema
 
 from pintrest_assets.defs.transform.automation import ON_NEW_DATA, TRANSFORM_GROUP
 from pintrest_assets.lake.schemas import column_schema
+from pintrest_assets.lake.spark import small_queries
 from pintrest_assets.lake.warehouse import WarehouseIOManager
 from pintrest_assets.transform import questions
 from pintrest_assets.transform.charts import (
@@ -90,7 +95,6 @@ ANSWERS: tuple[Answer, ...] = (
 ANSWERS_BY_NAME: dict[str, Answer] = {answer.name: answer for answer in ANSWERS}
 
 
-SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"
 ANSWER_THREADS = 3
 
 
@@ -127,14 +131,10 @@ def answers_asset(context: dg.AssetExecutionContext, warehouse_io_manager: dg.Re
         for name in dict.fromkeys(n for a in ANSWERS if a.name in needed for n in a.inputs)
         if name not in ANSWERS_BY_NAME
     }
-    # A few thousand rows per table: one shuffle partition each (the session's default is for the
-    # DataFrames' batches), which also spares each sorted answer the job that samples its range.
-    partitions = spark.conf.get(SHUFFLE_PARTITIONS)
-    spark.conf.set(SHUFFLE_PARTITIONS, "1")
     try:
-        # Each answer is a few small Spark jobs whose time is mostly the driver's planning and
+        # Each answer is a small Spark query whose time is mostly the driver's planning and
         # scheduling: computed a few at a time, while the IO manager stores those done, in order.
-        with ThreadPoolExecutor(max_workers=ANSWER_THREADS, thread_name_prefix="answer") as pool:
+        with small_queries(spark), ThreadPoolExecutor(max_workers=ANSWER_THREADS, thread_name_prefix="answer") as pool:
             done: dict[str, Future] = {}
             for answer in ANSWERS:  # in order: an answer another reads comes first
                 if answer.name in needed:
@@ -144,14 +144,13 @@ def answers_asset(context: dg.AssetExecutionContext, warehouse_io_manager: dg.Re
                     rows, table, chart = done[answer.name].result()
                     yield _answer_output(context, answer, rows, table, chart)
     finally:
-        spark.conf.set(SHUFFLE_PARTITIONS, partitions)
         for df in tables.values():
             df.unpersist()
 
 
 def _computed(answer: Answer, tables: dict[str, DataFrame], done: dict[str, Future]):
-    """The answer's rows, the DataFrame of those rows that is stored (the rows shown are the rows
-    stored, computed once) and its chart. An answer read by another is read as stored: its rows."""
+    """The answer's rows (shown and stored: computed once), a DataFrame of those rows (their
+    schema, and what an answer reading this one reads: it as stored) and its chart."""
     inputs = {name: tables[name] if name in tables else done[name].result()[1] for name in answer.inputs}
     result = answer.compute(**inputs)
     rows = [tuple(row) for row in result.collect()]
@@ -173,6 +172,10 @@ def _needed(selected: set[str]) -> set[str]:
 def _answer_output(
     context: dg.AssetExecutionContext, answer: Answer, rows: list[tuple], table: DataFrame, chart: bytes | None
 ) -> dg.Output:
+    schema = to_arrow_schema(table.schema)
+    stored = pa.Table.from_arrays(
+        [pa.array([row[i] for row in rows], type=field.type) for i, field in enumerate(schema)], schema=schema
+    )
     metadata = {
         "dagster/row_count": len(rows),
         "dagster/column_schema": column_schema(table.schema),
@@ -181,7 +184,7 @@ def _answer_output(
     if chart is not None:
         metadata["chart"] = dg.MetadataValue.md(markdown_image(chart, answer.question))
     context.log.info(f"question {answer.number}: {len(rows)} rows")
-    return dg.Output(table, output_name=answer.name, metadata=metadata)
+    return dg.Output(stored, output_name=answer.name, metadata=metadata)
 
 
 answer_assets: list[dg.AssetsDefinition] = [answers_asset]
