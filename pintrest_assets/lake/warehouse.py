@@ -248,14 +248,16 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         table = self.table(name)
 
         def attempt(n: int) -> CommittedAppend:
-            batch = build_batch(table.state())
+            base = table.state()
             try:
+                batch = build_batch(base)
                 version = self._append(table, batch)
             except ConcurrentCommitError:
                 raise
             except Exception as exc:
-                # Another writer's commit may have released what this attempt was reading.
-                if table.state().appends == batch.base.appends:
+                # Another writer's commit may have released what this attempt was reading (the
+                # mount deletes the batch files a commit read), before or while it read them.
+                if table.state().appends == base.appends:
                     raise
                 raise ConcurrentCommitError(
                     f"{name}: another run committed while this one read and wrote its batch ({exc})"

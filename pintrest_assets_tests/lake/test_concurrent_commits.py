@@ -143,6 +143,39 @@ def test_an_append_that_keeps_losing_fails_after_its_attempts(tmp_path, spark_re
     assert _indices(io_manager) == collections.Counter(range(5))
 
 
+def test_a_read_failing_after_another_writer_committed_starts_again(tmp_path, spark_resource):
+    """The mount deletes the batch files a commit read: a writer still reading them (two runs of
+    one DataFrame at once) fails to, and starts again from the table's new state, which no longer
+    needs them."""
+    io_manager = _io_manager(tmp_path, spark_resource)
+    session = spark_resource.spark_session
+    io_manager.append_with_retry("places", lambda s: _batch_after(session, s, _keys(2)))
+    calls = []
+
+    def build(state: TableState) -> TableAppend:
+        calls.append(state.appends)
+        if len(calls) == 1:
+            other = _batch_after(session, state, _keys(5))
+            io_manager.handle_output(dg.build_output_context(asset_key=dg.AssetKey("places")), other)
+            raise FileNotFoundError("batch-00000001.parquet, released after the other writer's commit")
+        return _batch_after(session, state, _keys(6))
+
+    committed = io_manager.append_with_retry("places", build)
+
+    assert committed.attempts == 2 and calls == [1, 2]
+    assert _indices(io_manager) == collections.Counter(range(6))
+
+
+def test_a_read_failing_with_no_other_commit_is_raised(tmp_path, spark_resource):
+    io_manager = _io_manager(tmp_path, spark_resource)
+
+    def build(state: TableState) -> TableAppend:
+        raise FileNotFoundError("gone")
+
+    with pytest.raises(FileNotFoundError, match="gone"):
+        io_manager.append_with_retry("places", build)
+
+
 def test_an_overwrite_meeting_a_concurrent_commit_commits_over_the_newer_version(tmp_path, spark_resource, monkeypatch):
     io_manager = _io_manager(tmp_path, spark_resource)
     session = spark_resource.spark_session
