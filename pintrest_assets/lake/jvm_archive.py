@@ -10,8 +10,9 @@ parquet job took 13 CPU seconds of the JVM with the archive against 19-23 withou
 ``test``) builds the archive once per machine: a JVM started with ``-XX:ArchiveClassesAtExit``
 runs the kind of work the project asks of Spark and writes the archive when it exits. It goes to
 the user's cache (``~/.cache/pintrest``, or under ``$XDG_CACHE_HOME``), under a name that
-changes with the Java binary and the pyspark build, so an upgrade of either builds a new one
-instead of meeting an archive the JVM would refuse. ``java_options()`` gives a local session the
+changes with the Java binary and the pyspark installation (its jars and where they are: a JVM
+maps an archive only for the class path it was written with), so an upgrade or another
+environment builds its own instead of meeting an archive the JVM would refuse. ``java_options()`` gives a local session the
 option that maps it, once it exists; without it a JVM starts as before.
 """
 
@@ -55,7 +56,8 @@ def archive_path() -> Path | None:
     jars = Path(next(iter(spec.submodule_search_locations))) / "jars"
     version = importlib.metadata.version("pyspark")
     stat = java.stat()
-    key = "\n".join([str(java), str(stat.st_size), str(stat.st_mtime_ns), version, *sorted(os.listdir(jars))])
+    # The JVM maps an archive only for the class path it was written with: the jars' directory.
+    key = "\n".join([str(java), str(stat.st_size), str(stat.st_mtime_ns), version, str(jars), *sorted(os.listdir(jars))])
     return cache_dir() / f"spark-{version}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.jsa"
 
 
