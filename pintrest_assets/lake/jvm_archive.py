@@ -31,6 +31,9 @@ from pathlib import Path
 # Said by the JVM when it maps an archive that no longer fits, or when it writes one (classes it
 # cannot archive): nothing a user acts on.
 _QUIET = "-Xlog:cds=off -Xlog:cds+dynamic=off"
+# Beside each archive: the jars' directory it archives, so that an archive of an environment
+# since deleted is deleted too.
+JARS_SUFFIX = ".jars"
 
 
 def cache_dir() -> Path:
@@ -44,16 +47,22 @@ def _java() -> Path | None:
     return Path(os.path.realpath(java)) if java and Path(java).exists() else None
 
 
+def _jars() -> Path | None:
+    spec = importlib.util.find_spec("pyspark")  # without importing pyspark
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "jars"
+
+
 def archive_path() -> Path | None:
     """Where this machine's archive is (or goes): named after the Java binary and the pyspark
     jars it archives; None without Java."""
     java = _java()
     if java is None:
         return None
-    spec = importlib.util.find_spec("pyspark")  # without importing pyspark
-    if spec is None or not spec.submodule_search_locations:
+    jars = _jars()
+    if jars is None:
         return None
-    jars = Path(next(iter(spec.submodule_search_locations))) / "jars"
     version = importlib.metadata.version("pyspark")
     stat = java.stat()
     # The JVM maps an archive only for the class path it was written with: the jars' directory.
@@ -92,13 +101,29 @@ def build(log=print) -> Path | None:
         )
         if not Path(partial).is_file():
             return None
+        path.with_suffix(JARS_SUFFIX).write_text(str(_jars()))
         os.replace(partial, path)
     except (subprocess.SubprocessError, OSError) as exc:
         log(f"the Spark JVM's class archive was not built ({exc}); Spark starts without it")
         return None
     finally:
         Path(partial).unlink(missing_ok=True)
+    _forget_gone_environments(path.parent)
     return path
+
+
+def _forget_gone_environments(directory: Path) -> None:
+    """Deletes the archives of environments whose jars are gone (a deleted checkout or virtual
+    environment): the cache holds one archive per environment that still exists."""
+    for archive in directory.glob("spark-*.jsa"):
+        jars = archive.with_suffix(JARS_SUFFIX)
+        try:
+            gone = not Path(jars.read_text().strip()).is_dir()
+        except OSError:
+            gone = True
+        if gone:
+            archive.unlink(missing_ok=True)
+            jars.unlink(missing_ok=True)
 
 
 def _workload(archive: str) -> None:

@@ -38,3 +38,18 @@ def test_without_an_archive_a_session_starts_as_before(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert jvm_archive.java_options() == ""
     assert jvm_archive.archive_path().parent == tmp_path / "pintrest"
+
+
+def test_archives_of_environments_since_deleted_are_deleted(tmp_path):
+    live, gone = tmp_path / "live-venv-jars", tmp_path / "deleted-venv-jars"
+    live.mkdir()
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for name, jars in (("spark-4-aaa", live), ("spark-4-bbb", gone)):
+        (cache / f"{name}.jsa").write_bytes(b"archive")
+        (cache / f"{name}{jvm_archive.JARS_SUFFIX}").write_text(str(jars))
+    (cache / "spark-4-ccc.jsa").write_bytes(b"an archive that says nothing of its jars")
+
+    jvm_archive._forget_gone_environments(cache)
+
+    assert sorted(p.name for p in cache.iterdir()) == ["spark-4-aaa.jars", "spark-4-aaa.jsa"]
