@@ -10,6 +10,7 @@ A test whose server is not installed is skipped, with the command that installs 
 ``PINTREST_TEST_NO_SKIP=1`` (as in CI) every skip is a failure instead.
 """
 
+import atexit
 import logging
 import os
 import shutil
@@ -35,6 +36,7 @@ from pintrest_assets_tests.gateway.helpers import GatewayProcess
 from pintrest_assets_tests.net import free_port
 
 _HOME = tempfile.mkdtemp(prefix="pintrest-tests-")
+atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
 for _name in [n for n in os.environ if n.startswith("PINTREST_") and not n.startswith("PINTREST_TEST_")]:
     del os.environ[_name]
 os.environ["PINTREST_HOME"] = _HOME

@@ -108,6 +108,7 @@ class SparkConnectServer:
         self.verbose = verbose
         self.process: subprocess.Popen | None = None
         self._warming: subprocess.Popen | None = None  # the warm-up client, while it runs
+        self.warmed = threading.Event()  # set once ``local_spark_connect``'s warm-up has ended
         self.ready_after: float | None = None  # seconds from start until it answered
 
     def start(self) -> None:
@@ -146,7 +147,7 @@ class SparkConnectServer:
         written and read, text lines parsed as JSON, an aggregate): the JVM loads those classes
         and compiles their hot code now, not during the first run. ``stop`` ends it too."""
         self._warming = subprocess.Popen(
-            [sys.executable, "-m", "pintrest_assets.lake.spark_server", "warm-up", self.url],
+            [sys.executable, "-m", "pintrest_assets.lake.spark_server", "warm-up", self.url, str(self.log.parent)],
             env={k: v for k, v in os.environ.items() if k not in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED")},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -200,6 +201,8 @@ def local_spark_connect(home: Path, *, verbose: bool = False, on_error=None) -> 
         except Exception as exc:  # noqa: BLE001 - told, not raised: the UI runs on regardless
             if on_error is not None:
                 on_error(f"Spark Connect server on {server.url}: {exc}")
+        finally:
+            server.warmed.set()
 
     threading.Thread(target=ready, name="spark-connect-ready", daemon=True).start()
     try:
@@ -208,7 +211,9 @@ def local_spark_connect(home: Path, *, verbose: bool = False, on_error=None) -> 
         server.stop()
 
 
-def _warm_up(url: str) -> None:
+def _warm_up(url: str, home: str) -> None:
+    """The warm-up client's work; its files go under the server's home (one killed with
+    ``stop`` leaves them there, not in the machine's temporary directory)."""
     import tempfile
 
     from pyspark.sql import SparkSession
@@ -216,7 +221,7 @@ def _warm_up(url: str) -> None:
 
     spark = SparkSession.builder.remote(url).getOrCreate()
     try:
-        with tempfile.TemporaryDirectory(prefix="pintrest-spark-warm-up-") as directory:
+        with tempfile.TemporaryDirectory(prefix="spark-warm-up-", dir=home) as directory:
             for _ in range(2):  # the second round runs what the first compiled
                 rows = spark.range(2000).selectExpr("id", "cast(id AS string) AS s", "cast(id AS double) AS d")
                 rows.write.mode("overwrite").option("parquet.enable.dictionary", "false").parquet(f"{directory}/rows")
@@ -232,7 +237,7 @@ def _warm_up(url: str) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["warm-up"] and len(sys.argv) == 3:
-        _warm_up(sys.argv[2])
+    if sys.argv[1:2] == ["warm-up"] and len(sys.argv) == 4:
+        _warm_up(sys.argv[2], sys.argv[3])
     else:
-        sys.exit(f"usage: python -m {__spec__.name if __spec__ else 'spark_server'} warm-up sc://host:port")
+        sys.exit(f"usage: python -m {__spec__.name if __spec__ else 'spark_server'} warm-up sc://host:port HOME")

@@ -252,10 +252,13 @@ def test_on_the_spark_connect_server_pintrest_dev_starts(tmp_path, spark_lake_fa
     from pintrest_assets.lake.spark_server import local_spark_connect
     from pintrest_assets.ports import listening
 
-    with local_spark_connect(tmp_path / "home") as server:
+    errors: list[str] = []
+    with local_spark_connect(tmp_path / "home", on_error=errors.append) as server:
         server.wait_ready(READY_TIMEOUT)
         assert server.url.startswith("sc://127.0.0.1:")
-        server.warm_up(READY_TIMEOUT)
+        # The context's own warm-up (a client of its own) ends before the run, as in ``pintrest dev``
+        # once the UI has been up a while.
+        assert server.warmed.wait(READY_TIMEOUT) and errors == []
         spark = build_spark_resource(Settings.from_env({"PINTREST_SPARK_REMOTE": server.url}))
         try:
             counts = _counts(spark_lake_factory(tmp_path / "lake", spark), spark)
