@@ -158,6 +158,13 @@ class LakeTable:
             raise FileNotFoundError(f"{self.name} has no table in {self.path}: materialize it first")
         return read_delta(spark, table)
 
+    def read_in_memory(self, spark) -> DataFrame:
+        """``read`` for a small table queried many times: ``read_in_memory``."""
+        table = self.delta()
+        if table is None:
+            raise FileNotFoundError(f"{self.name} has no table in {self.path}: materialize it first")
+        return read_in_memory(spark, table)
+
     def read_quarantine(self, spark) -> DataFrame:
         """The lines rejected on read (``source_key``, ``line``, ``reason``); none for a table without."""
         quarantine = open_table(self.quarantine_path)
@@ -190,6 +197,13 @@ def read_delta(spark, table: DeltaTable) -> DataFrame:
     if not files:
         return spark.createDataFrame([], schema)
     return spark.read.schema(schema).parquet(*files)
+
+
+def read_in_memory(spark, table: DeltaTable) -> DataFrame:
+    """A small Delta table's current version, read by pyarrow and handed to Spark as rows in
+    memory, in one partition: queried many times, it is scanned by none of them, and a query
+    over it (joins, groupings, windows, sorts) runs as one task, with no shuffle."""
+    return spark.createDataFrame(table.to_pyarrow_table(), spark_schema(table)).coalesce(1)
 
 
 def added_since(table: DeltaTable, version: int) -> list[str] | None:

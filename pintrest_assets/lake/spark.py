@@ -63,14 +63,20 @@ SMALL_FILES_CONFIG = {
 # delta-rs and other Delta readers would take for nanoseconds. A session setting: Connect too.
 DELTA_PARQUET_CONFIG = {"spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS"}
 
-# Queries over a few thousand rows (the answers, the rows a refresh adds to a cleaned table), whose
-# time is the driver's planning, not the rows: one shuffle partition (which also spares a sorted
-# result the job that samples its range), no adaptive re-planning (a job per stage), no code
-# generated and compiled per query. Session settings, so they apply on Spark Connect too.
+# Queries over a few thousand rows (the answers, the cleaning of one row per post), whose time is
+# the driver's planning and scheduling, not the rows: one shuffle partition (which also spares a
+# sorted result the job that samples its range), no adaptive re-planning (a job per stage), no
+# broadcast joins (each broadcast is a job of its own; a sort-merge join of a few thousand rows
+# is a stage of the query's job), and no code generated and compiled per query, for whole stages
+# or single expressions (interpreted, a few thousand rows cost less than compiling them, above
+# all in a JVM that has not compiled Spark's own code yet). Session settings, so they apply on
+# Spark Connect too.
 SMALL_QUERY_CONFIG = {
     "spark.sql.shuffle.partitions": "1",
     "spark.sql.adaptive.enabled": "false",
+    "spark.sql.autoBroadcastJoinThreshold": "-1",
     "spark.sql.codegen.wholeStage": "false",
+    "spark.sql.codegen.factoryMode": "NO_CODEGEN",
 }
 
 # The lake's DataFrames: Spark steps that follow the mount's steps in a run.

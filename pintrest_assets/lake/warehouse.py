@@ -171,7 +171,7 @@ class TableUpdate:
     and the output fails with ``ConcurrentCommitError``, rather than add the same rows twice.
     """
 
-    rows: DataFrame
+    rows: DataFrame | pa.Table
     replace: bool
     writer: Writer
     version: int
@@ -321,12 +321,15 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         return version
 
     def _update(self, table: WarehouseTable, update: TableUpdate) -> int:
-        adds = lake_delta.write_files(update.rows, table.path)
+        if isinstance(update.rows, pa.Table):
+            adds, schema = lake_delta.write_arrow(update.rows, table.path), from_arrow_schema(update.rows.schema)
+        else:
+            adds, schema = lake_delta.write_files(update.rows, table.path), update.rows.schema
         return lake_delta.commit(
             table,
             update.base,
             adds,
-            update.rows.schema,
+            schema,
             mode="overwrite" if update.replace else "append",
             writer=update.writer,
             version=update.version,

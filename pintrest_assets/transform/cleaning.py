@@ -24,12 +24,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from pintrest_assets.domain import PLACEHOLDERS, SAVE_LOCATION_PREFIX
+from pintrest_assets.transform.posts import COPIES
 
 PIN_COLUMNS: tuple[str, ...] = (
     "ind",
@@ -131,10 +136,10 @@ def _text(column: str) -> Column:
     return null_if_placeholder(F.col(column), PLACEHOLDERS.get(column, ()))
 
 
-def clean_pin(df_pin: DataFrame, keep: Sequence[str] = ()) -> DataFrame:
+def clean_pin(df_pin: DataFrame, keep: Sequence[str | Column] = ()) -> DataFrame:
     """df_pin cleaned, in ``PIN_COLUMNS`` order (after the columns to ``keep`` as they are).
     ``downloaded`` is not among those columns and is left out, as in the original's cleaned
-    table. Duplicates are not removed here: see ``drop_duplicate_posts``."""
+    table. Duplicates are not removed here: the table cleans one row per post (``posts.py``)."""
     return df_pin.select(
         *keep,
         as_integer(F.col("index")).alias("ind"),
@@ -151,7 +156,7 @@ def clean_pin(df_pin: DataFrame, keep: Sequence[str] = ()) -> DataFrame:
     )
 
 
-def clean_geo(df_geo: DataFrame, keep: Sequence[str] = ()) -> DataFrame:
+def clean_geo(df_geo: DataFrame, keep: Sequence[str | Column] = ()) -> DataFrame:
     """df_geo cleaned, in ``GEO_COLUMNS`` order (after the columns to ``keep`` as they are)."""
     return df_geo.select(
         *keep,
@@ -162,7 +167,7 @@ def clean_geo(df_geo: DataFrame, keep: Sequence[str] = ()) -> DataFrame:
     )
 
 
-def clean_user(df_user: DataFrame, keep: Sequence[str] = ()) -> DataFrame:
+def clean_user(df_user: DataFrame, keep: Sequence[str | Column] = ()) -> DataFrame:
     """df_user cleaned, in ``USER_COLUMNS`` order (after the columns to ``keep`` as they are)."""
     return df_user.select(
         *keep,
@@ -173,92 +178,7 @@ def clean_user(df_user: DataFrame, keep: Sequence[str] = ()) -> DataFrame:
     )
 
 
-def drop_duplicate_posts(df: DataFrame, key: str = "ind") -> DataFrame:
-    """One row per ``key``: a post that arrives again has the same index and content.
-
-    Most duplicates come from the emulation itself, which draws posts at random with replacement
-    as the original did; a request sent again after its answer was lost adds a few more."""
-    return df.dropDuplicates([key])
-
-
 Conversion = Callable[[Column], Column]
-
-COPIES = "_copies"  # the raw rows a post had, in ``one_row_per_post``'s result
-
-
-def one_row_per_post(raw: DataFrame, key: str) -> DataFrame:
-    """One raw row per ``key``: the raw columns of one of the post's rows, and ``COPIES``, how
-    many rows the post had.
-
-    The cleaned table is the cleaning of these rows: a post drawn again is the same row again,
-    so cleaning one of its copies is cleaning them all, and the cleaning rules (regular
-    expressions over every text column) run once per post rather than once per row.
-
-    A DataFrame read from parquet files (as the warehouse loads df_pin, df_geo and df_user)
-    holds every row ever sent, but each post's first copy is in the first files: posts are drawn
-    at random, so a few draws per post have drawn them all. So the posts are found in two passes
-    (``_first_copies``): the keys and the place of each row (file and row in it) only, the
-    narrow columns of every row, to pick each post's first copy; then the whole rows of the few
-    files that hold a first copy. Rows in a few files only (``FEW_FILES``, as a refresh's new
-    rows are) are read whole again from all of them: finding which files hold a first copy would
-    be a query of its own, for nothing. Without file metadata (rows made in memory), one
-    aggregation keeps one row per key, as ``dropDuplicates`` does: every column ``first`` of the
-    same row.
-    """
-    if _has_file_metadata(raw):
-        return _first_copies(raw, key)
-    return raw.groupBy(key).agg(
-        *(F.first(c).alias(c) for c in raw.columns if c != key), F.count(F.lit(1)).alias(COPIES)
-    ).select(*raw.columns, COPIES)
-
-
-def _has_file_metadata(df: DataFrame) -> bool:
-    try:
-        df.select("_metadata.file_path", "_metadata.row_index").schema  # analysed here, on Spark Connect too
-    except Exception:  # noqa: BLE001 - AnalysisException, classic or Connect
-        return False
-    return True
-
-
-# Up to this many files, ``_first_copies`` reads them all again for the first copies' rows.
-FEW_FILES = 8
-
-
-def _first_copies(raw: DataFrame, key: str) -> DataFrame:
-    place = F.struct(F.col("_metadata.file_path").alias("file"), F.col("_metadata.row_index").alias("row"))
-    firsts = (
-        raw.select(key, place.alias("_at"))
-        .groupBy(key)
-        .agg(F.min("_at").alias("_at"), F.count(F.lit(1)).alias(COPIES))
-        .select(F.col("_at.file").alias("_file"), F.col("_at.row").alias("_row"), COPIES)
-    )
-    files = raw.inputFiles()
-    if len(files) > FEW_FILES:
-        firsts = firsts.cache()
-        files = sorted(row["_file"] for row in firsts.select("_file").distinct().collect())
-    if not files:
-        return raw.select(*raw.columns, F.lit(0).cast("long").alias(COPIES)).limit(0)
-    rows = raw.sparkSession.read.schema(raw.schema).parquet(*files)
-    rows = rows.select(
-        *raw.columns, F.col("_metadata.file_path").alias("_file"), F.col("_metadata.row_index").alias("_row")
-    )
-    return rows.join(F.broadcast(firsts), ["_file", "_row"]).select(*raw.columns, COPIES)
-
-
-def rows_and_failures_of_posts(posts: DataFrame, conversions: Mapping[str, Conversion]) -> tuple[int, dict[str, int]]:
-    """What ``rows_and_conversion_failures`` tells of the raw rows, from ``one_row_per_post``'s
-    result: a post's copies are the same row, so each of its values that a conversion loses is
-    lost ``COPIES`` times."""
-    counts = posts.select(
-        F.sum(COPIES).alias("rows"),
-        *(
-            F.sum(F.when(_text(column).isNotNull() & convert(F.col(column)).isNull(), F.col(COPIES))).alias(
-                f"failed_{i}"
-            )
-            for i, (column, convert) in enumerate(conversions.items())
-        ),
-    ).first()
-    return int(counts["rows"] or 0), {column: int(counts[f"failed_{i}"] or 0) for i, column in enumerate(conversions)}
 
 
 # Raw string columns that a rule converts to another type: raw column -> conversion. A value
@@ -270,28 +190,47 @@ CONVERSIONS: Mapping[str, Mapping[str, Conversion]] = {
 }
 
 
-def rows_and_conversion_failures(raw: DataFrame, conversions: Mapping[str, Conversion]) -> tuple[int, dict[str, int]]:
-    """The number of raw rows, and per converted raw column how many present values (not null,
-    blank or placeholder) the conversion turned into null, in one pass."""
-    counts = raw.select(
-        F.count(F.lit(1)).alias("rows"),
-        *(
-            F.count_if(_text(column).isNotNull() & convert(F.col(column)).isNull()).alias(f"failed_{i}")
-            for i, (column, convert) in enumerate(conversions.items())
-        ),
-    ).first()
-    return int(counts["rows"]), {column: int(counts[f"failed_{i}"]) for i, column in enumerate(conversions)}
-
-
-def rows_and_nulls(df: DataFrame) -> tuple[int, dict[str, int]]:
-    """The number of rows, and the nulls per column in column order, in one pass."""
-    counts = df.select(
-        F.count(F.lit(1)).alias("rows"),
-        *(F.count_if(F.col(c).isNull()).alias(f"nulls_{i}") for i, c in enumerate(df.columns)),
-    ).first()
-    return int(counts["rows"]), {c: int(counts[f"nulls_{i}"]) for i, c in enumerate(df.columns)}
-
-
 # Per topic: the cleaning of its DataFrame and the cleaned table's columns, in order.
 CLEANERS: Mapping[str, Callable[..., DataFrame]] = {"pin": clean_pin, "geo": clean_geo, "user": clean_user}
 CLEANED_COLUMNS: Mapping[str, tuple[str, ...]] = {"pin": PIN_COLUMNS, "geo": GEO_COLUMNS, "user": USER_COLUMNS}
+
+
+@dataclass(frozen=True)
+class CleanedPosts:
+    """``clean_posts``' result: the cleaned rows, their Spark schema, and what the raw rows they
+    stand for had: how many, and per converted raw column how many present values (not null,
+    blank or placeholder) the conversion turned into null."""
+
+    rows: pa.Table
+    schema: T.StructType
+    rows_read: int
+    unconverted: dict[str, int]
+
+
+def clean_posts(posts: DataFrame, topic: str) -> CleanedPosts:
+    """``topic``'s cleaning of ``posts`` (one row per post and its ``COPIES``: ``posts.py``), with
+    the counts of the raw rows, in one Spark job: each post's copies are the same row, so each of
+    its values that a conversion loses is lost ``COPIES`` times."""
+    conversions = CONVERSIONS[topic]
+    lost = [f"_lost_{i}" for i in range(len(conversions))]
+    flags = [
+        (_text(column).isNotNull() & convert(F.col(column)).isNull()).alias(name)
+        for name, (column, convert) in zip(lost, conversions.items())
+    ]
+    cleaned = CLEANERS[topic](posts, keep=[F.col(COPIES), *flags])
+    rows = cleaned.toArrow()
+    copies = rows[COPIES]
+    return CleanedPosts(
+        rows=rows.drop_columns([COPIES, *lost]),
+        schema=T.StructType([f for f in cleaned.schema.fields if f.name not in (COPIES, *lost)]),
+        rows_read=pc.sum(copies).as_py() or 0,
+        unconverted={
+            column: pc.sum(pc.if_else(rows[name], copies, 0)).as_py() or 0
+            for name, column in zip(lost, conversions)
+        },
+    )
+
+
+def rows_and_nulls(rows: pa.Table) -> tuple[int, dict[str, int]]:
+    """The number of rows, and the nulls per column in column order."""
+    return rows.num_rows, {column: rows[column].null_count for column in rows.column_names}

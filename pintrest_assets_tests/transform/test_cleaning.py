@@ -2,8 +2,10 @@
 
 import datetime as dt
 
+import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import from_arrow_schema
 
 from pintrest_assets.domain import (
     IMAGE_SRC_ERROR,
@@ -26,17 +28,15 @@ from pintrest_assets.transform.cleaning import (
     clean_pin,
     clean_user,
     coordinates,
-    drop_duplicate_posts,
-    one_row_per_post,
-    rows_and_failures_of_posts,
+    clean_posts,
     follower_count_as_integer,
     null_if_placeholder,
     parse_follower_count,
-    rows_and_conversion_failures,
     rows_and_nulls,
     save_location_path,
     user_name,
 )
+from pintrest_assets.transform.posts import COPIES, one_row_per_post
 
 
 def evaluate(spark, cases):
@@ -312,12 +312,22 @@ def test_clean_user(raw):
     }
 
 
-def test_drop_duplicate_posts_keeps_one_row_per_ind(raw):
-    df = clean_pin(raw("pin", [_pin(1), _pin(2), _pin(1), _pin(1)]))
-    assert sorted(r.ind for r in drop_duplicate_posts(df).collect()) == [1, 2]
+def _files(raw, tmp_path, topic, *batches):
+    """Each batch of raw rows written as a parquet file, as the DataFrame tables hold them; the
+    files in order and their schema."""
+    schema = raw(topic, []).toArrow().schema
+    files = []
+    for i, rows in enumerate(batches):
+        files.append(str(tmp_path / f"{topic}-{i}.parquet"))
+        pq.write_table(raw(topic, rows).toArrow().cast(schema), files[-1])
+    return files, schema
 
 
-def test_one_row_per_post_cleans_to_what_dropping_duplicates_after_cleaning_gives(raw):
+def _cleaned(spark, posts, topic):
+    return clean_posts(spark.createDataFrame(posts, from_arrow_schema(posts.schema)), topic)
+
+
+def test_one_row_per_post_cleans_to_what_dropping_duplicates_after_cleaning_gives(raw, spark, tmp_path):
     rows = [
         _pin(1, follower_count="1.2k"),
         _pin(2, title=NO_TITLE),
@@ -326,77 +336,80 @@ def test_one_row_per_post_cleans_to_what_dropping_duplicates_after_cleaning_give
         _pin(1, follower_count="1.2k"),
         _pin(3, follower_count="lots"),
     ]
-    posts = one_row_per_post(raw("pin", rows), "index")
-    assert sorted((r["index"], r["_copies"]) for r in posts.collect()) == [(1, 3), (2, 1), (3, 2)]
-    by_post = sorted(tuple(r) for r in clean_pin(posts).collect())
-    assert by_post == sorted(tuple(r) for r in drop_duplicate_posts(clean_pin(raw("pin", rows))).collect())
+    posts = one_row_per_post(*_files(raw, tmp_path, "pin", rows[:4], rows[4:]), "index")
+    assert sorted(zip(posts["index"].to_pylist(), posts[COPIES].to_pylist())) == [(1, 3), (2, 1), (3, 2)]
+    cleaned = _cleaned(spark, posts, "pin")
+    by_post = sorted(tuple(r.values()) for r in cleaned.rows.to_pylist())
+    expected = clean_pin(raw("pin", rows)).dropDuplicates(["ind"])
+    assert by_post == sorted(tuple(r) for r in expected.collect())
+    assert cleaned.schema == expected.schema
     assert [r[2] for r in by_post] == ["Cozy reading nook", None, "Cozy reading nook"]  # title
     # The raw rows and their lost values, counted from the posts: post 3's "lots" twice.
-    assert rows_and_failures_of_posts(posts, CONVERSIONS["pin"]) == (6, {"follower_count": 2})
-    assert rows_and_conversion_failures(raw("pin", rows), CONVERSIONS["pin"]) == (6, {"follower_count": 2})
+    assert (cleaned.rows_read, cleaned.unconverted) == (6, {"follower_count": 2})
 
 
-def test_one_row_per_post_keeps_one_whole_row_of_a_post(raw):
-    """Copies that differ (a post edited between two draws) give one of them, never a mix."""
+def test_one_row_per_post_keeps_one_whole_row_of_a_post(raw, tmp_path):
+    """Copies that differ (a post edited between two draws) give the first of them, never a mix."""
     rows = [_pin(1, title="Old", follower_count="1"), _pin(1, title="New", follower_count="2")] * 50
-    [post] = one_row_per_post(raw("pin", rows).repartition(7), "index").collect()
-    assert (post["title"], post["follower_count"]) in {("Old", "1"), ("New", "2")}
-    assert post["_copies"] == 100
+    posts = one_row_per_post(*_files(raw, tmp_path, "pin", rows[:33], rows[33:]), "index")
+    assert posts.select(["title", "follower_count", COPIES]).to_pylist() == [
+        {"title": "Old", "follower_count": "1", COPIES: 100}
+    ]
 
 
-@pytest.mark.parametrize("few_files", [0, cleaning.FEW_FILES], ids=["files-holding-a-first-copy", "all-files"])
-def test_posts_read_from_files_are_their_first_copies(raw, spark, tmp_path, monkeypatch, few_files):
-    """A DataFrame read from parquet files is deduplicated in two passes (keys and places, then
-    the files holding a first copy, or all of a few files): the same posts and counts as the one
-    aggregation."""
-    monkeypatch.setattr(cleaning, "FEW_FILES", few_files)
+def test_posts_are_their_first_copies_across_files(raw, spark, tmp_path):
+    """Posts found in a later file only are taken from it; a post's copies in every file count."""
     first = [_pin(i, follower_count="lots" if i == 3 else "1k") for i in range(1, 6)]
-    later = [_pin(i, follower_count="lots" if i == 3 else "1k") for i in (1, 3, 3, 6)]
-    raw("pin", first).write.parquet(str(tmp_path / "a"))
-    raw("pin", later).write.parquet(str(tmp_path / "b"))
-    from_files = spark.read.schema(raw("pin", []).schema).parquet(str(tmp_path / "a"), str(tmp_path / "b"))
-    in_memory = raw("pin", first + later)
-    assert cleaning._has_file_metadata(from_files) and not cleaning._has_file_metadata(in_memory)
-    posts = one_row_per_post(from_files, "index")
-    assert sorted(tuple(r) for r in posts.collect()) == sorted(
-        tuple(r) for r in one_row_per_post(in_memory, "index").collect()
-    )
-    copies = sorted((r["index"], r["_copies"]) for r in posts.collect())
-    assert copies == [(1, 2), (2, 1), (3, 3), (4, 1), (5, 1), (6, 1)]
-    assert rows_and_failures_of_posts(posts, CONVERSIONS["pin"]) == (9, {"follower_count": 3})
+    later = [_pin(i, follower_count="lots" if i == 3 else "1k", title=f"later {i}") for i in (1, 3, 3, 6)]
+    posts = one_row_per_post(*_files(raw, tmp_path, "pin", first, later, []), "index")
+    assert sorted(zip(posts["index"].to_pylist(), posts["title"].to_pylist(), posts[COPIES].to_pylist())) == [
+        (1, "Cozy reading nook", 2),
+        (2, "Cozy reading nook", 1),
+        (3, "Cozy reading nook", 3),
+        (4, "Cozy reading nook", 1),
+        (5, "Cozy reading nook", 1),
+        (6, "later 6", 1),
+    ]
+    cleaned = _cleaned(spark, posts, "pin")
+    assert (cleaned.rows_read, cleaned.unconverted) == (9, {"follower_count": 3})
 
 
-@pytest.mark.parametrize("few_files", [0, cleaning.FEW_FILES], ids=["files-holding-a-first-copy", "all-files"])
-def test_no_posts_no_rows(raw, spark, tmp_path, monkeypatch, few_files):
-    monkeypatch.setattr(cleaning, "FEW_FILES", few_files)
-    posts = one_row_per_post(raw("geo", []), "ind")
-    assert rows_and_failures_of_posts(posts, CONVERSIONS["geo"]) == (0, {"timestamp": 0})
-    raw("geo", []).write.parquet(str(tmp_path / "empty"))
-    from_files = spark.read.schema(raw("geo", []).schema).parquet(str(tmp_path / "empty"))
-    assert rows_and_failures_of_posts(one_row_per_post(from_files, "ind"), CONVERSIONS["geo"]) == (0, {"timestamp": 0})
+def test_a_null_key_is_one_post(raw, tmp_path):
+    rows = [{"ind": None, "country": "Chad"}, {"ind": 1}, {"ind": None, "country": "Peru"}]
+    posts = one_row_per_post(*_files(raw, tmp_path, "geo", rows, rows[:1]), "ind")
+    assert sorted(zip(posts["ind"].to_pylist(), posts["country"].to_pylist(), posts[COPIES].to_pylist()),
+                  key=str) == [(1, None, 1), (None, "Chad", 3)]
 
 
-def test_conversion_failures_count_values_lost_not_values_missing(raw):
-    pins = raw(
-        "pin",
-        [
-            _pin(1, follower_count="26k"),
-            _pin(2, follower_count=USER_INFO_ERROR),  # missing, not lost
-            _pin(3, follower_count=None),
-            _pin(4, follower_count="lots"),
-            _pin(5, follower_count="1,5k"),
-        ],
-    )
-    assert rows_and_conversion_failures(pins, CONVERSIONS["pin"]) == (5, {"follower_count": 2})
-    geos = raw(
-        "geo", [{"ind": 1, "timestamp": "yesterday"}, {"ind": 2, "timestamp": "2020-01-01 00:00:00"}, {"ind": 3}]
-    )
-    assert rows_and_conversion_failures(geos, CONVERSIONS["geo"]) == (3, {"timestamp": 1})
+def test_no_posts_no_rows(raw, spark, tmp_path):
+    for files, schema in (([], raw("geo", []).toArrow().schema), _files(raw, tmp_path, "geo", [])):
+        posts = one_row_per_post(files, schema, "ind")
+        assert posts.num_rows == 0 and COPIES in posts.column_names
+        cleaned = _cleaned(spark, posts, "geo")
+        assert (cleaned.rows.num_rows, cleaned.rows_read, cleaned.unconverted) == (0, 0, {"timestamp": 0})
+        assert cleaned.rows.column_names == list(GEO_COLUMNS)
 
 
-def test_rows_and_nulls(raw):
-    df = clean_user(raw("user", [{"ind": 1, "first_name": "Ada", "age": 30}, {"ind": 2}]))
-    assert rows_and_nulls(df) == (2, {"ind": 0, "user_name": 1, "age": 1, "date_joined": 2})
+def test_conversion_failures_count_values_lost_not_values_missing(raw, spark, tmp_path):
+    pins = [
+        _pin(1, follower_count="26k"),
+        _pin(2, follower_count=USER_INFO_ERROR),  # missing, not lost
+        _pin(3, follower_count=None),
+        _pin(4, follower_count="lots"),
+        _pin(5, follower_count="1,5k"),
+    ]
+    cleaned = _cleaned(spark, one_row_per_post(*_files(raw, tmp_path, "pin", pins), "index"), "pin")
+    assert (cleaned.rows_read, cleaned.unconverted) == (5, {"follower_count": 2})
+    geos = [{"ind": 1, "timestamp": "yesterday"}, {"ind": 2, "timestamp": "2020-01-01 00:00:00"}, {"ind": 3}]
+    cleaned = _cleaned(spark, one_row_per_post(*_files(raw, tmp_path, "geo", geos), "ind"), "geo")
+    assert (cleaned.rows_read, cleaned.unconverted) == (3, {"timestamp": 1})
+
+
+def test_rows_and_nulls(raw, spark, tmp_path):
+    users = [{"ind": 1, "first_name": "Ada", "age": 30}, {"ind": 2}]
+    cleaned = _cleaned(spark, one_row_per_post(*_files(raw, tmp_path, "user", users), "ind"), "user")
+    assert rows_and_nulls(cleaned.rows) == (2, {"ind": 0, "user_name": 1, "age": 1, "date_joined": 2})
+
 
 
 def test_cleaning_rules_cover_every_placeholder_column():

@@ -127,25 +127,21 @@ def answers_asset(context: dg.AssetExecutionContext, warehouse_io_manager: dg.Re
     needed = _needed(selected)
     spark = warehouse_io_manager.spark.spark_session
     tables = {
-        name: warehouse_io_manager.table(name).read(spark).cache()
+        name: warehouse_io_manager.table(name).read_in_memory(spark)
         for name in dict.fromkeys(n for a in ANSWERS if a.name in needed for n in a.inputs)
         if name not in ANSWERS_BY_NAME
     }
-    try:
-        # Each answer is a small Spark query whose time is mostly the driver's planning and
-        # scheduling: computed a few at a time, while the IO manager stores those done, in order.
-        with small_queries(spark), ThreadPoolExecutor(max_workers=ANSWER_THREADS, thread_name_prefix="answer") as pool:
-            done: dict[str, Future] = {}
-            for answer in ANSWERS:  # in order: an answer another reads comes first
-                if answer.name in needed:
-                    done[answer.name] = pool.submit(_computed, answer, tables, done)
-            for answer in ANSWERS:
-                if answer.name in selected:
-                    rows, table, chart = done[answer.name].result()
-                    yield _answer_output(context, answer, rows, table, chart)
-    finally:
-        for df in tables.values():
-            df.unpersist()
+    # Each answer is a small Spark query whose time is mostly the driver's planning and
+    # scheduling: computed a few at a time, while the IO manager stores those done, in order.
+    with small_queries(spark), ThreadPoolExecutor(max_workers=ANSWER_THREADS, thread_name_prefix="answer") as pool:
+        done: dict[str, Future] = {}
+        for answer in ANSWERS:  # in order: an answer another reads comes first
+            if answer.name in needed:
+                done[answer.name] = pool.submit(_computed, answer, tables, done)
+        for answer in ANSWERS:
+            if answer.name in selected:
+                rows, table, chart = done[answer.name].result()
+                yield _answer_output(context, answer, rows, table, chart)
 
 
 def _computed(answer: Answer, tables: dict[str, DataFrame], done: dict[str, Future]):
@@ -154,7 +150,7 @@ def _computed(answer: Answer, tables: dict[str, DataFrame], done: dict[str, Futu
     inputs = {name: tables[name] if name in tables else done[name].result()[1] for name in answer.inputs}
     result = answer.compute(**inputs)
     rows = [tuple(row) for row in result.collect()]
-    table = result.sparkSession.createDataFrame(rows, result.schema)
+    table = result.sparkSession.createDataFrame(rows, result.schema).coalesce(1)
     chart = answer.chart(rows) if answer.chart is not None and rows else None
     return rows, table, chart
 

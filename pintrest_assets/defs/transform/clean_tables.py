@@ -12,40 +12,38 @@ the cleaning rules' code; a refresh costs the new rows, not the history.
 The table is cleaned whole again when that cannot be trusted: no cleaning recorded (a new
 table, or one written otherwise), rules changed since, the DataFrame's table replaced or rows of
 it rewritten (``added_since``: compacted new files, history no longer in the log), or the
-cleaned table changed by another writer. Cleaning whole, ``one_row_per_post`` finds each post's
-first copy from the keys and row places alone and reads whole only the files that hold one; the
-cleaning rules, counts and write then work on those few rows, held in memory for the step.
+cleaned table changed by another writer.
+
+Either way, the rows to clean (all the DataFrame's files, or those added since) become one row
+per post (``one_row_per_post``: pyarrow, from the key column alone, then the few files that hold
+a first copy); Spark applies the cleaning rules to those few thousand rows in one job
+(``clean_posts``), and pyarrow counts and writes them (no Spark job per count or for the write).
 
 Both ways give the same table: a post's copies are the same row, so the post is cleaned from its
 first copy either way (an incremental refresh sees a new post's first copy among the new rows),
 and each copy counts once in ``rows_in`` and in the conversion failures.
 """
 
-import contextlib
 import hashlib
 import inspect
 from collections.abc import Mapping
 
 import dagster as dg
 from deltalake import DeltaTable
-from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark.sql.pandas.types import from_arrow_schema
 
 from pintrest_assets import domain
 from pintrest_assets.defs.transform.automation import ON_NEW_DATA, TRANSFORM_GROUP
-from pintrest_assets.lake.delta import Writer, added_since, read_delta, spark_schema
+from pintrest_assets.lake.delta import Writer, added_since
 from pintrest_assets.lake.schemas import column_schema
 from pintrest_assets.lake.spark import small_queries
 from pintrest_assets.lake.warehouse import TableUpdate, WarehouseIOManager
 from pintrest_assets.topics import TOPICS, TopicSpec
 from pintrest_assets.transform import cleaning
-from pintrest_assets.transform.cleaning import (
-    CLEANERS,
-    CONVERSIONS,
-    one_row_per_post,
-    rows_and_failures_of_posts,
-    rows_and_nulls,
-)
+from pintrest_assets.transform.cleaning import CONVERSIONS, clean_posts, rows_and_nulls
+from pintrest_assets.transform.posts import one_row_per_post
 from pintrest_assets.transform.metadata_table import metadata_table
 
 VALUES_CONVERTED = "values_converted"
@@ -60,7 +58,6 @@ RULES = hashlib.sha256((inspect.getsource(cleaning) + inspect.getsource(domain))
 
 def build_clean_table_asset(spec: TopicSpec) -> dg.AssetsDefinition:
     name = spec.clean_asset
-    clean = CLEANERS[spec.name]
     conversions = CONVERSIONS[spec.name]
 
     @dg.asset(
@@ -90,34 +87,16 @@ def build_clean_table_asset(spec: TopicSpec) -> dg.AssetsDefinition:
             )
         target = warehouse_io_manager.table(name).delta()
         previous, new_files = _since_last_cleaning(target, source)
-        if previous is None:
-            raw, known = read_delta(spark, source), None
-        else:
-            schema = spark_schema(source)
-            raw = spark.read.schema(schema).parquet(*new_files) if new_files else spark.createDataFrame([], schema)
-            known = read_delta(spark, target).select(F.col(KEY).alias("_known"))
-        posts = one_row_per_post(raw, spec.index_column).cache()
-        # A refresh's queries are over the few rows appended since: planning is their cost.
-        settings = contextlib.nullcontext() if previous is None else small_queries(spark)
-        try:
-            with settings:
-                yield from _clean_table_events(context, posts, known, previous, source, target)
-        finally:
-            posts.unpersist()  # the table is written: the IO manager handles an output as it is yielded
-
-    def _clean_table_events(
-        context: dg.AssetExecutionContext,
-        posts: DataFrame,
-        known: DataFrame | None,
-        previous: Mapping | None,
-        source: DeltaTable,
-        target: DeltaTable | None,
-    ):
-        rows_read, unconverted = rows_and_failures_of_posts(posts, conversions)
-        table = clean(posts)
-        if known is not None:  # posts already in the table are there, cleaned from their first copy
-            table = table.join(F.broadcast(known), table[KEY].eqNullSafe(known["_known"]), "left_anti")
+        files = source.file_uris() if previous is None else new_files
+        posts = one_row_per_post(files, pa.schema(source.schema().to_arrow()), spec.index_column)
+        with small_queries(spark):  # a few thousand rows at most: planning is the queries' cost
+            cleaned = clean_posts(spark.createDataFrame(posts, from_arrow_schema(posts.schema)), spec.name)
+        table = cleaned.rows
+        if previous is not None:  # posts already in the table are there, cleaned from their first copy
+            known = target.to_pyarrow_table(columns=[KEY])[KEY].combine_chunks()
+            table = table.filter(pc.invert(pc.is_in(table[KEY], value_set=known, skip_nulls=False)))
         rows, nulls = rows_and_nulls(table)
+        rows_read, unconverted = cleaned.rows_read, cleaned.unconverted
         if previous is not None:
             rows += previous["rows"]
             nulls = {c: n + previous["nulls"][c] for c, n in nulls.items()}
@@ -149,7 +128,7 @@ def build_clean_table_asset(spec: TopicSpec) -> dg.AssetsDefinition:
             ),
             metadata={
                 "dagster/row_count": rows,
-                "dagster/column_schema": column_schema(table.schema),
+                "dagster/column_schema": column_schema(cleaned.schema),
                 "rows_in": rows_in,
                 "duplicates_removed": rows_in - rows,
                 "rows_read": rows_read,
