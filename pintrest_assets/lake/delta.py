@@ -206,6 +206,11 @@ def read_in_memory(spark, table: DeltaTable) -> DataFrame:
     return spark.createDataFrame(table.to_pyarrow_table(), spark_schema(table)).coalesce(1)
 
 
+def parquet_bytes(table: DeltaTable) -> int:
+    """The bytes of the parquet files of the table's current version."""
+    return sum(pa.table(table.get_add_actions(flatten=True)).column("size_bytes").to_pylist())
+
+
 def added_since(table: DeltaTable, version: int) -> list[str] | None:
     """The files (as ``file_uris`` names them) of the rows that the table's commits after
     ``version`` added, if those commits did nothing else to its rows; else None.

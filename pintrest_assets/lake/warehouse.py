@@ -200,6 +200,10 @@ class WarehouseTable(LakeTable):
         return _append_state(table)
 
 
+# Tables up to this many bytes of parquet are loaded as rows in memory (``load_input``).
+IN_MEMORY_BYTES = 64 << 20
+
+
 class WarehouseIOManager(dg.ConfigurableIOManager):
     """Stores Spark DataFrames as Delta tables under ``base_dir`` and loads them back whole."""
 
@@ -300,7 +304,13 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata(_table_metadata(table, maintenance))
 
     def load_input(self, context: dg.InputContext) -> DataFrame:
-        return self.table(_table_name(context.upstream_output)).read(self.spark.spark_session)
+        """The table whole; a small one (a cleaned table, an answer) as rows in memory, whose
+        queries run as one task with no file scan and no shuffle (``read_in_memory``)."""
+        table = self.table(_table_name(context.upstream_output))
+        delta = table.delta()
+        if delta is not None and lake_delta.parquet_bytes(delta) <= IN_MEMORY_BYTES:
+            return lake_delta.read_in_memory(self.spark.spark_session, delta)
+        return table.read(self.spark.spark_session)
 
     def maintain(self, table: LakeTable) -> dict:
         """Compacts the table's small files, then vacuums it; the same for its quarantine table."""

@@ -25,6 +25,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pintrest_assets.domain import PLACEHOLDERS
+from pintrest_assets.lake.spark import small_queries
 from pintrest_assets.topics import TOPICS, TopicSpec
 from pintrest_assets.transform.cleaning import CLEANED_COLUMNS, null_if_placeholder
 from pintrest_assets.transform.metadata_table import metadata_table
@@ -63,7 +64,8 @@ def inspect_table(df: DataFrame, placeholders: Mapping[str, Sequence[str]] = PLA
         aggregates.append(F.count_if(F.col("follower_count") < 0).alias("negative"))
     if KEY in types:
         aggregates += [F.count_if(F.col(KEY).isNull()).alias("null_keys"), F.count_distinct(KEY).alias("keys")]
-    row = df.agg(*aggregates).first()
+    with small_queries(df.sparkSession):
+        row = df.agg(*aggregates).first()
     rows = row["rows"]
     null_keys = row["null_keys"] if KEY in types else 0
     return TableFindings(
@@ -198,17 +200,18 @@ class JoinCoverage:
 def join_coverage(pins: DataFrame, geos: DataFrame, users: DataFrame) -> JoinCoverage:
     """How many pins have no geo row and how many have no user row, in one pass."""
     found = F.lit(True)
-    row = (
-        pins.select(KEY)
-        .join(geos.select(KEY, found.alias("_geo")).dropDuplicates([KEY]), KEY, "left")
-        .join(users.select(KEY, found.alias("_user")).dropDuplicates([KEY]), KEY, "left")
-        .agg(
-            F.count(F.lit(1)).alias("pins"),
-            F.count_if(F.col("_geo").isNull()).alias("without_geo"),
-            F.count_if(F.col("_user").isNull()).alias("without_user"),
+    with small_queries(pins.sparkSession):
+        row = (
+            pins.select(KEY)
+            .join(geos.select(KEY, found.alias("_geo")).dropDuplicates([KEY]), KEY, "left")
+            .join(users.select(KEY, found.alias("_user")).dropDuplicates([KEY]), KEY, "left")
+            .agg(
+                F.count(F.lit(1)).alias("pins"),
+                F.count_if(F.col("_geo").isNull()).alias("without_geo"),
+                F.count_if(F.col("_user").isNull()).alias("without_user"),
+            )
+            .first()
         )
-        .first()
-    )
     return JoinCoverage(pins=row["pins"], without_geo=row["without_geo"], without_user=row["without_user"])
 
 
