@@ -34,6 +34,8 @@ _QUIET = "-Xlog:cds=off -Xlog:cds+dynamic=off"
 # Beside each archive: the jars' directory it archives, so that an archive of an environment
 # since deleted is deleted too.
 JARS_SUFFIX = ".jars"
+# The version of ``_workload``: raised when it changes, so that each environment archives anew.
+WORKLOAD = "2"
 
 
 def cache_dir() -> Path:
@@ -66,7 +68,10 @@ def archive_path() -> Path | None:
     version = importlib.metadata.version("pyspark")
     stat = java.stat()
     # The JVM maps an archive only for the class path it was written with: the jars' directory.
-    key = "\n".join([str(java), str(stat.st_size), str(stat.st_mtime_ns), version, str(jars), *sorted(os.listdir(jars))])
+    # And a changed workload archives other classes.
+    key = "\n".join(
+        [str(java), str(stat.st_size), str(stat.st_mtime_ns), version, str(jars), *sorted(os.listdir(jars)), WORKLOAD]
+    )
     return cache_dir() / f"spark-{version}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.jsa"
 
 
@@ -108,17 +113,22 @@ def build(log=print) -> Path | None:
         return None
     finally:
         Path(partial).unlink(missing_ok=True)
-    _forget_gone_environments(path.parent)
+    _forget_gone_environments(path)
     return path
 
 
-def _forget_gone_environments(directory: Path) -> None:
+def _forget_gone_environments(built: Path) -> None:
     """Deletes the archives of environments whose jars are gone (a deleted checkout or virtual
-    environment): the cache holds one archive per environment that still exists."""
-    for archive in directory.glob("spark-*.jsa"):
+    environment) and those the archive just ``built`` replaces (the same jars, an older Java,
+    pyspark or workload): the cache holds one archive per environment that still exists."""
+    current = built.with_suffix(JARS_SUFFIX).read_text().strip()
+    for archive in built.parent.glob("spark-*.jsa"):
+        if archive == built:
+            continue
         jars = archive.with_suffix(JARS_SUFFIX)
         try:
-            gone = not Path(jars.read_text().strip()).is_dir()
+            named = jars.read_text().strip()
+            gone = named == current or not Path(named).is_dir()
         except OSError:
             gone = True
         if gone:
@@ -130,7 +140,8 @@ def _workload(archive: str) -> None:
     """In the archiving JVM's Python: what the project asks of a local Spark (parquet written
     and read, JSON parsed with a schema, regular expressions, an aggregation, rows collected as
     Arrow), so that the classes of those jobs are archived too."""
-    from pyspark.sql import SparkSession
+    import pyarrow as pa
+    from pyspark.sql import SparkSession, Window
     from pyspark.sql import functions as F
 
     from pintrest_assets.lake import spark as lake_spark
@@ -143,6 +154,17 @@ def _workload(archive: str) -> None:
     for key, value in config.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
+    with lake_spark.small_queries(spark):  # the transform's queries: rows from Arrow, joins, windows
+        tables = {
+            name: spark.createDataFrame(pa.table({"k": list(range(50)), "v": [f"{i % 7}k" for i in range(50)]})).coalesce(1)
+            for name in ("a", "b")
+        }
+        ranked = tables["a"].join(tables["b"].withColumnRenamed("v", "w"), "k").groupBy("v").agg(
+            F.count(F.lit(1)).alias("n"), F.median("k").alias("m")
+        )
+        rank = F.rank().over(Window.partitionBy("v").orderBy(F.col("n").desc()))
+        ranked.withColumn("r", rank).where(F.col("r") == 1).orderBy("v").toArrow()
+        tables["a"].select(F.regexp_extract("v", r"^([0-9]+)([kKmM]?)$", 1).try_cast("decimal(38,18)")).collect()
     with tempfile.TemporaryDirectory(prefix="pintrest-jvm-archive-") as directory:
         rows = spark.range(2000).selectExpr("id", "cast(id AS string) AS s", "cast(id AS double) AS d")
         rows.write.parquet(f"{directory}/rows")

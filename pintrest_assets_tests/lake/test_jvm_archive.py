@@ -40,16 +40,24 @@ def test_without_an_archive_a_session_starts_as_before(tmp_path, monkeypatch):
     assert jvm_archive.archive_path().parent == tmp_path / "pintrest"
 
 
-def test_archives_of_environments_since_deleted_are_deleted(tmp_path):
-    live, gone = tmp_path / "live-venv-jars", tmp_path / "deleted-venv-jars"
+def test_archives_of_environments_since_deleted_or_replaced_are_deleted(tmp_path):
+    live, other, gone = tmp_path / "live-venv-jars", tmp_path / "other-venv-jars", tmp_path / "deleted-venv-jars"
     live.mkdir()
+    other.mkdir()
     cache = tmp_path / "cache"
     cache.mkdir()
-    for name, jars in (("spark-4-aaa", live), ("spark-4-bbb", gone)):
+    # aaa: just built; old: the same environment's archive of before (an older workload); bbb:
+    # another environment that still exists; ccc: one whose environment is gone.
+    for name, jars in (("spark-4-aaa", live), ("spark-4-old", live), ("spark-4-bbb", other), ("spark-4-ccc", gone)):
         (cache / f"{name}.jsa").write_bytes(b"archive")
         (cache / f"{name}{jvm_archive.JARS_SUFFIX}").write_text(str(jars))
-    (cache / "spark-4-ccc.jsa").write_bytes(b"an archive that says nothing of its jars")
+    (cache / "spark-4-ddd.jsa").write_bytes(b"an archive that says nothing of its jars")
 
-    jvm_archive._forget_gone_environments(cache)
+    jvm_archive._forget_gone_environments(cache / "spark-4-aaa.jsa")
 
-    assert sorted(p.name for p in cache.iterdir()) == ["spark-4-aaa.jars", "spark-4-aaa.jsa"]
+    assert sorted(p.name for p in cache.iterdir()) == [
+        "spark-4-aaa.jars",
+        "spark-4-aaa.jsa",
+        "spark-4-bbb.jars",
+        "spark-4-bbb.jsa",
+    ]
