@@ -24,7 +24,7 @@ back and compared row by row: a speed-up that changes an answer is no speed-up. 
 step's Spark jobs (count, time, the slowest ones' call sites).
 
 Usage: python benchmarks/transform.py [--posts 1000000] [--new 1000] [--ref a813c51]
-       [--appends 10] [--profile]
+       [--appends 10] [--repeat 1] [--profile]
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import collections
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -54,6 +55,7 @@ def main() -> None:
     parser.add_argument("--appends", type=int, default=10, help="batches the DataFrame tables are appended in")
     parser.add_argument("--ref", default=REFERENCE, help="the commit to compare with ('' for none)")
     parser.add_argument("--profile", action="store_true", help="print each step's Spark jobs")
+    parser.add_argument("--repeat", type=int, default=1, help="runs a side, alternating (figures: medians)")
     parser.add_argument("--data", type=Path, help="keep the DataFrame tables here, and reuse them if there")
     parser.add_argument("--child", nargs=3, metavar=("CODE", "WAREHOUSE", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -82,17 +84,21 @@ def main() -> None:
             subprocess.run(["tar", "-x", "-C", str(code)], input=archive, check=True)
             sides.append((f"ref {args.ref}", code))
         sides.append(("working tree", REPO))
-        results = {}
-        for label, code in sides:
-            warehouse = work / label.replace(" ", "-")
-            shutil.copytree(base, warehouse)
-            out = work / f"{label.replace(' ', '-')}.json"
-            command = [sys.executable, __file__, "--child", str(code), str(warehouse), str(out),
-                       "--new", str(args.new)]
-            _run_child(command + (["--profile"] if args.profile else []), work / f"{label.replace(' ', '-')}.log")
-            results[label] = json.loads(out.read_text())
-            shutil.rmtree(warehouse)
-        _report(results, args, os.getloadavg())
+        repeats: dict[str, list[dict]] = {label: [] for label, _ in sides}
+        loads = []
+        for _ in range(args.repeat):  # the sides alternate: a change of load meets both
+            for label, code in sides:
+                warehouse = work / label.replace(" ", "-")
+                shutil.copytree(base, warehouse)
+                out = work / f"{label.replace(' ', '-')}.json"
+                command = [sys.executable, __file__, "--child", str(code), str(warehouse), str(out),
+                           "--new", str(args.new)]
+                loads.append(os.getloadavg()[0])
+                _run_child(command + (["--profile"] if args.profile else []), work / f"{label.replace(' ', '-')}.log")
+                repeats[label].append(json.loads(out.read_text()))
+                shutil.rmtree(warehouse)
+        loads.append(os.getloadavg()[0])
+        _report({label: _median(runs) for label, runs in repeats.items()}, args, loads)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -105,9 +111,22 @@ def _run_child(command: list[str], log: Path) -> None:
         raise SystemExit(f"{' '.join(command[2:4])} failed:\n{log.read_text()[-5000:]}")
 
 
-def _report(results: dict, args, load) -> None:
+def _median(runs: list[dict]) -> dict:
+    """One side's runs as one: each figure the median of its repeats (answers and jobs: the last's)."""
+    result = {}
+    for run in RUNS:
+        each = [r[run] for r in runs]
+        result[run] = {**each[-1], **{k: statistics.median(e[k] for e in each) for k in ("wall", "cpu", "transform", "checks")}}
+        result[run]["steps"] = {
+            step: statistics.median(e["steps"].get(step, float("nan")) for e in each) for step in each[-1]["steps"]
+        }
+    return result
+
+
+def _report(results: dict, args, loads: list[float]) -> None:
     labels = list(results)
-    print(f"\nload average {load[0]:.1f}; seconds of steps (step start to step success)")
+    repeated = f"medians of {args.repeat} runs a side, alternating; " if args.repeat > 1 else ""
+    print(f"\n{repeated}load average {min(loads):.1f}-{max(loads):.1f}; seconds of steps (step start to step success)")
     titles = {
         "first": "first run (from nothing, the process's first Spark work)",
         "refresh": f"refresh after {args.new:,} new posts",
