@@ -9,9 +9,12 @@ into a kinesalite of their own (one shard per stream, as the gateway creates the
    Dagster CLI, the definitions, a cold Spark, the three availableNow queries, their checks),
    as a click in the UI runs it with no streaming service running.
 
-Prints both, their ratio and the click's rows per second.
+Prints both, their ratio and the click's rows per second, with the load average before and
+after each. ``--ref COMMIT`` runs the same click with that commit's code (from ``git archive``)
+too, on the same backlog, alternating with the working tree's ``--repeat`` times, the floor
+measured again before each pair: on a shared machine only figures of the same stretch compare.
 
-Usage: python benchmarks/stream_backlog.py [--records 100000]
+Usage: python benchmarks/stream_backlog.py [--records 100000] [--ref COMMIT] [--repeat 1]
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,11 +35,14 @@ from pathlib import Path
 from ports import free_port
 
 USER = "bench"
+REPO = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=100_000, help="records per stream")
+    parser.add_argument("--ref", default="", help="a commit to compare with, side by side ('' for none)")
+    parser.add_argument("--repeat", type=int, default=1, help="clicks per side, alternating")
     args = parser.parse_args()
 
     from pintrest_assets.kinesis import proxy_contract as kinesis_proxy
@@ -67,59 +74,98 @@ def main() -> None:
         total = len(posts) * len(TOPICS)
         print(f"stream backlog: {total:,} records ({len(posts):,} per stream) in kinesalite; load {os.getloadavg()[0]:.1f}")
 
-        started = time.perf_counter()
-        read = 0
-        for spec in TOPICS:
-            iterator = client.get_shard_iterator(
-                StreamName=spec.kinesis_stream(USER), ShardId="shardId-000000000000", ShardIteratorType="TRIM_HORIZON"
-            )["ShardIterator"]
-            while True:
-                page = client.get_records(ShardIterator=iterator, Limit=10_000)
-                for record in page["Records"]:
-                    json.loads(record["Data"])
-                    read += 1
-                iterator = page["NextShardIterator"]
-                if not page["Records"]:
-                    break
-        floor = time.perf_counter() - started
-        print(f"  floor, boto3 GetRecords + json.loads: {read:,} records in {floor:.1f} s ({read / floor:,.0f}/s)")
-
-        home = work / "home"
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("PINTREST_")},
-            "PINTREST_HOME": str(home),
-            "PINTREST_KINESIS_ENDPOINT_URL": server.endpoint_url,
-            "PINTREST_USER_ID": USER,
-            "DAGSTER_HOME": str(home / "dagster"),
-        }
-        (home / "dagster").mkdir(parents=True)
-        (home / "dagster" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-        selection = ",".join(spec.stream_table_asset for spec in TOPICS)
-        started = time.perf_counter()
-        done = subprocess.run(
-            [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "pintrest_assets.definitions",
-             "--select", selection],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        click = time.perf_counter() - started
-        if done.returncode:
-            raise SystemExit(done.stdout[-3000:] + done.stderr[-3000:])
-        from deltalake import DeltaTable
-
-        rows = sum(
-            DeltaTable(str(home / "warehouse" / spec.stream_table(USER))).to_pyarrow_dataset().count_rows()
-            for spec in TOPICS
-        )
-        print(
-            f"  click-refresh, whole process (dagster asset materialize): {rows:,} rows in {click:.1f} s "
-            f"({rows / click:,.0f} rows/s), {click / floor:.1f}x the floor; load {os.getloadavg()[0]:.1f}"
-        )
+        sides = [("working tree", REPO)]
+        if args.ref:
+            code = work / "ref-code"
+            code.mkdir()
+            archive = subprocess.run(
+                ["git", "-C", str(REPO), "archive", args.ref, "pintrest_assets", "pyproject.toml"],
+                check=True,
+                capture_output=True,
+            ).stdout
+            subprocess.run(["tar", "-x", "-C", str(code)], input=archive, check=True)
+            sides.insert(0, (f"ref {args.ref}", code))
+        clicks: dict[str, list[float]] = {label: [] for label, _ in sides}
+        for round_ in range(args.repeat):
+            floor = _floor(client, TOPICS)
+            for label, code in sides:
+                load = os.getloadavg()[0]
+                seconds, rows = _click(work / f"home-{round_}-{label.split()[0]}", code, server.endpoint_url, TOPICS)
+                clicks[label].append(seconds)
+                print(
+                    f"  click-refresh, whole process (dagster asset materialize), {label}: {rows:,} rows in "
+                    f"{seconds:.1f} s ({rows / seconds:,.0f} rows/s), {seconds / floor:.1f}x the floor; "
+                    f"load {load:.1f} -> {os.getloadavg()[0]:.1f}",
+                    flush=True,
+                )
+        if args.repeat > 1:
+            for label, times in clicks.items():
+                print(f"  {label}: median {statistics.median(times):.1f} s of {', '.join(f'{t:.1f}' for t in times)}")
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _floor(client, topics) -> float:
+    """A plain boto3 GetRecords (Limit 10,000) + ``json.loads`` loop over every stream: seconds."""
+    started = time.perf_counter()
+    read = 0
+    for spec in topics:
+        iterator = client.get_shard_iterator(
+            StreamName=spec.kinesis_stream(USER), ShardId="shardId-000000000000", ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        while True:
+            page = client.get_records(ShardIterator=iterator, Limit=10_000)
+            for record in page["Records"]:
+                json.loads(record["Data"])
+                read += 1
+            iterator = page["NextShardIterator"]
+            if not page["Records"]:
+                break
+    floor = time.perf_counter() - started
+    print(
+        f"  floor, boto3 GetRecords + json.loads: {read:,} records in {floor:.1f} s ({read / floor:,.0f}/s); "
+        f"load {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    return floor
+
+
+def _click(home: Path, code: Path, endpoint_url: str, topics) -> tuple[float, int]:
+    """``dagster asset materialize`` of the stream tables with ``code``, on a new home: seconds and
+    the rows the tables then hold."""
+    from deltalake import DeltaTable
+
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PINTREST_")},
+        "PINTREST_HOME": str(home),
+        "PINTREST_KINESIS_ENDPOINT_URL": endpoint_url,
+        "PINTREST_USER_ID": USER,
+        "DAGSTER_HOME": str(home / "dagster"),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(code), os.environ.get("PYTHONPATH")])),
+    }
+    (home / "dagster").mkdir(parents=True)
+    (home / "dagster" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    selection = ",".join(spec.stream_table_asset for spec in topics)
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "pintrest_assets.definitions",
+         "--select", selection],
+        env=env,
+        cwd=code,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    seconds = time.perf_counter() - started
+    if done.returncode:
+        raise SystemExit(done.stdout[-3000:] + done.stderr[-3000:])
+    rows = sum(
+        DeltaTable(str(home / "warehouse" / spec.stream_table(USER))).to_pyarrow_dataset().count_rows()
+        for spec in topics
+    )
+    shutil.rmtree(home, ignore_errors=True)
+    return seconds, rows
 
 
 if __name__ == "__main__":

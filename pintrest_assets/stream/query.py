@@ -31,6 +31,9 @@ from pintrest_assets.stream.tables import StreamState, StreamTable
 # initialPosition of the stream tables: every record the stream retains, as the original's
 # Databricks notebooks read it.
 INITIAL_POSITION = "trim_horizon"
+# The longest a query started with others waits for the one before it to read its first
+# micro-batch (``run_available_now_together``).
+FIRST_READ_WAIT_SECONDS = 60.0
 
 
 def source_options(
@@ -165,7 +168,15 @@ def run_available_now_together(
     register(spark)
     # One after the other: three first micro-batches started at the same instant in a new JVM
     # were seen to fail their first job (java.io.OptionalDataException deserialising a task).
-    running = [_start(spark, table, options) for table, options in queries]
+    # And each once the one before has read its first micro-batch: the queries read the same
+    # Kinesis, which a laptop's kinesalite answers one request at a time. Read at once, the
+    # three backlogs all arrived late and were then all processed at once; read in turn, the
+    # first table's rows are processed while the next table's are read.
+    running = []
+    for table, options in queries:
+        if running and not isinstance(running[-1], BaseException):
+            _wait_for_first_read(running[-1][4])
+        running.append(_start(spark, table, options))
     deadline = None if timeout is None else time.monotonic() + timeout
     outcomes: list[StreamRun | BaseException] = []
     for item in running:
@@ -183,6 +194,16 @@ def _start(spark, table: StreamTable, options: Mapping[str, str]) -> tuple | Bas
     except Exception as exc:  # noqa: BLE001 - reported in its place, the others go on
         return exc
     return table, options, before, committed, query, writer
+
+
+def _wait_for_first_read(query) -> None:
+    """Until ``query`` has read its first micro-batch (or stopped, or ``FIRST_READ_WAIT_SECONDS``)."""
+    deadline = time.monotonic() + FIRST_READ_WAIT_SECONDS
+    while query.isActive and time.monotonic() < deadline:
+        message = query.status.get("message", "")
+        if message != "Initializing sources" and not message.startswith("Getting offsets"):
+            return
+        time.sleep(0.1)
 
 
 def _finish(table, options, before, committed, query, writer, deadline, started) -> StreamRun | BaseException:

@@ -7,8 +7,10 @@ endpoint, or AWS (``endpoint_url`` None: boto3 finds the region and the credenti
 
 from __future__ import annotations
 
+from typing import Any
+
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from pintrest_assets.settings import DEFAULT_USER_ID
 from pintrest_assets.topics import TopicSpec
@@ -32,15 +34,21 @@ class KinesisResource(dg.ConfigurableResource):
         description="Records in one micro-batch at most (held in the driver's memory while it is read).",
     )
 
+    # The client of ``client()``: one per resource instance, so a run's probes and checks share it
+    # (a new client loads botocore's service model again, about 0.2 CPU s; clients are thread-safe).
+    _client: Any = PrivateAttr(default=None)
+
     def stream_for(self, spec: TopicSpec) -> str:
         """``streaming-<user_id>-<topic>``."""
         return spec.kinesis_stream(self.user_id)
 
     def client(self):
-        """A boto3 Kinesis client (throttling retried with back-off)."""
+        """The resource's boto3 Kinesis client (throttling retried with back-off), made on first use."""
         from pintrest_assets.kinesis.streams import kinesis_client
 
-        return kinesis_client(self.endpoint_url, self.region, max_attempts=3, read_timeout=30)
+        if self._client is None:
+            self._client = kinesis_client(self.endpoint_url, self.region, max_attempts=3, read_timeout=30)
+        return self._client
 
     def source_options(self, spec: TopicSpec) -> dict[str, str]:
         """The Kinesis source's options for the topic's stream."""
