@@ -14,8 +14,8 @@ lines, never meets). The good records are cleaned by ``clean_pin`` / ``clean_geo
 ``clean_user`` (``transform/cleaning.py``), so a stream table has the columns of the cleaned
 batch table. Duplicates are kept: a stream table holds every record read, one row each, so
 ``rows + quarantined = records read``; a post the emulation drew twice is two rows, as in the
-original's stream tables (the batch path's cleaned tables drop them with
-``drop_duplicate_posts``).
+original's stream tables (the batch path's cleaned tables keep one row per post:
+``transform/posts.py``).
 
 **One Spark job a micro-batch.** The query's rows are defined once, on the stream
 (``StreamTable.rows``): each record parsed and cleaned, with its problem, key and text. Spark
