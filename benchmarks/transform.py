@@ -116,7 +116,8 @@ def _median(runs: list[dict]) -> dict:
     result = {}
     for run in RUNS:
         each = [r[run] for r in runs]
-        result[run] = {**each[-1], **{k: statistics.median(e[k] for e in each) for k in ("wall", "cpu", "transform", "checks")}}
+        medians = {k: statistics.median(e[k] for e in each) for k in ("wall", "cpu", "transform", "checks")}
+        result[run] = {**each[-1], **medians}
         result[run]["steps"] = {
             step: statistics.median(e["steps"].get(step, float("nan")) for e in each) for step in each[-1]["steps"]
         }

@@ -153,17 +153,18 @@ class LakeTable:
 
     def read(self, spark) -> DataFrame:
         """The whole table as a Spark DataFrame, from the files of its current version."""
-        table = self.delta()
-        if table is None:
-            raise FileNotFoundError(f"{self.name} has no table in {self.path}: materialize it first")
-        return read_delta(spark, table)
+        return read_delta(spark, self.existing())
 
     def read_in_memory(self, spark) -> DataFrame:
         """``read`` for a small table queried many times: ``read_in_memory``."""
+        return read_in_memory(spark, self.existing())
+
+    def existing(self) -> DeltaTable:
+        """The table's current version; FileNotFoundError if it has none yet."""
         table = self.delta()
         if table is None:
             raise FileNotFoundError(f"{self.name} has no table in {self.path}: materialize it first")
-        return read_in_memory(spark, table)
+        return table
 
     def read_quarantine(self, spark) -> DataFrame:
         """The lines rejected on read (``source_key``, ``line``, ``reason``); none for a table without."""

@@ -155,10 +155,8 @@ def _workload(archive: str) -> None:
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     with lake_spark.small_queries(spark):  # the transform's queries: rows from Arrow, joins, windows
-        tables = {
-            name: spark.createDataFrame(pa.table({"k": list(range(50)), "v": [f"{i % 7}k" for i in range(50)]})).coalesce(1)
-            for name in ("a", "b")
-        }
+        rows = pa.table({"k": list(range(50)), "v": [f"{i % 7}k" for i in range(50)]})
+        tables = {name: spark.createDataFrame(rows).coalesce(1) for name in ("a", "b")}
         ranked = tables["a"].join(tables["b"].withColumnRenamed("v", "w"), "k").groupBy("v").agg(
             F.count(F.lit(1)).alias("n"), F.median("k").alias("m")
         )

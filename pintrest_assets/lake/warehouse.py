@@ -306,11 +306,9 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> DataFrame:
         """The table whole; a small one (a cleaned table, an answer) as rows in memory, whose
         queries run as one task with no file scan and no shuffle (``read_in_memory``)."""
-        table = self.table(_table_name(context.upstream_output))
-        delta = table.delta()
-        if delta is not None and lake_delta.parquet_bytes(delta) <= IN_MEMORY_BYTES:
-            return lake_delta.read_in_memory(self.spark.spark_session, delta)
-        return table.read(self.spark.spark_session)
+        delta = self.table(_table_name(context.upstream_output)).existing()
+        small = lake_delta.parquet_bytes(delta) <= IN_MEMORY_BYTES
+        return (lake_delta.read_in_memory if small else lake_delta.read_delta)(self.spark.spark_session, delta)
 
     def maintain(self, table: LakeTable) -> dict:
         """Compacts the table's small files, then vacuums it; the same for its quarantine table."""

@@ -80,11 +80,7 @@ def build_clean_table_asset(spec: TopicSpec) -> dg.AssetsDefinition:
     )
     def clean_table(context: dg.AssetExecutionContext, warehouse_io_manager: dg.ResourceParam[WarehouseIOManager]):
         spark = warehouse_io_manager.spark.spark_session
-        source = warehouse_io_manager.table(spec.dataframe).delta()
-        if source is None:
-            raise FileNotFoundError(
-                f"{spec.dataframe} has no table in {warehouse_io_manager.base_dir}: materialize it first"
-            )
+        source = warehouse_io_manager.table(spec.dataframe).existing()
         target = warehouse_io_manager.table(name).delta()
         previous, new_files = _since_last_cleaning(target, source)
         files = source.file_uris() if previous is None else new_files
