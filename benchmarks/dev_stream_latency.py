@@ -24,6 +24,7 @@ Usage: python benchmarks/dev_stream_latency.py [--rate 10] [--seconds 60]
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import os
 import random
@@ -91,16 +92,21 @@ def main() -> None:
         sender = threading.Thread(target=_send, args=(proxy, settings.user_id, posts, args.rate, args.seconds, sent))
         sender.start()
         first: dict[str, float] = {}
-        while sender.is_alive() or _pending(sent, visible):
+        waiting: dict[tuple[str, str], collections.deque] = collections.defaultdict(collections.deque)
+        seen = 0
+        while sender.is_alive() or seen < len(sent) or any(waiting.values()):
             now = time.time()
+            for topic, shard, sequence, _ in sent[seen:]:  # a shard's sequence numbers only grow
+                waiting[(topic, shard)].append(int(sequence))
+                seen += 1
             for name, table in tables.items():
                 positions = _positions(table)
                 if positions and name not in first:
                     first[name] = now - ready
-                for topic, shard, sequence, _ in list(sent):
-                    key = (topic, shard, sequence)
-                    if topic == name and key not in visible and int(positions.get(shard, "-1")) >= int(sequence):
-                        visible[key] = now
+                for (topic, shard), sequences in waiting.items():
+                    position = int(positions.get(shard, "-1")) if topic == name else -1
+                    while sequences and sequences[0] <= position:
+                        visible[(topic, shard, str(sequences.popleft()))] = now
             if not sender.is_alive() and time.time() - ready > args.seconds + 120:
                 break  # what is still not visible counts as missing
             time.sleep(0.1)
@@ -177,10 +183,6 @@ def _send(proxy: str, user_id: str, posts: list[dict], rate: float, seconds: flo
             answer.raise_for_status()
             [record] = answer.json()["Records"]
             sent.append((spec.name, record["ShardId"], record["SequenceNumber"], time.time()))
-
-
-def _pending(sent: list, visible: dict) -> bool:
-    return any((t, s, q) not in visible for t, s, q, _ in sent)
 
 
 def _positions(table) -> dict:
