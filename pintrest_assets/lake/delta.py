@@ -219,7 +219,7 @@ def added_since(table: DeltaTable, version: int) -> list[str] | None:
     Appends add rows; a compaction (``maintain``) or a vacuum moves or deletes files but changes
     no row, so it is passed over, unless it compacted the added files themselves: their rows are
     then in files with older rows, and cannot be told apart. Anything else (rows deleted or
-    replaced, the schema changed) and a commit no longer in the log (or a version the table
+    replaced, the columns changed) and a commit no longer in the log (or a version the table
     never had) give None: the table has to be read whole."""
     if not 0 <= version <= table.version():
         return None
@@ -233,15 +233,21 @@ def added_since(table: DeltaTable, version: int) -> list[str] | None:
         for action in map(json.loads, filter(None, lines)):
             if "add" in action and action["add"]["dataChange"]:
                 added.append(unquote(action["add"]["path"]))
-            elif ("remove" in action and action["remove"].get("dataChange", True)) or action.keys() & {
-                "metaData",
-                "protocol",
-            }:
+            elif "metaData" in action and not _same_columns(action["metaData"], table):
+                return None  # the schema changed (a property set by ``maintain`` changes no row)
+            elif ("remove" in action and action["remove"].get("dataChange", True)) or "protocol" in action:
                 return None
     current = {uri.removeprefix(_table_prefix(table)): uri for uri in table.file_uris()}
     if not all(path in current for path in added):
         return None
     return [current[path] for path in added]
+
+
+def _same_columns(metadata: Mapping, table: DeltaTable) -> bool:
+    """Whether a commit's metaData action has the table's current columns and partitioning."""
+    return json.loads(metadata.get("schemaString", "null")) == json.loads(table.schema().to_json()) and list(
+        metadata.get("partitionColumns", [])
+    ) == list(table.metadata().partition_columns)
 
 
 def _table_prefix(table: DeltaTable) -> str:
@@ -414,10 +420,20 @@ def retry_on_conflict(
     raise AssertionError("unreachable")
 
 
+LOG_RETENTION = "delta.logRetentionDuration"  # a table property: how long its log keeps a commit
+
+
 def maintain(table: LakeTable, retention_hours: int) -> dict:
-    """Compacts the table's small files, then vacuums it; the same for its quarantine table.
-    Returns the files compacted and vacuumed (``compacted_files``, ``quarantine_vacuumed_files``...)."""
+    """Compacts the table's small files, then vacuums it, then deletes the commits of its log that
+    are older than the retention and than its latest checkpoint; the same for its quarantine table.
+    Returns the files compacted and vacuumed (``compacted_files``, ``quarantine_vacuumed_files``...).
+
+    The log keeps what the vacuum keeps: a version older than the retention has lost its files to
+    the vacuum, so its commit is of no use, and a table with a commit a second (a stream table)
+    would otherwise gather 86,400 log files a day for Delta's default of 30 days. The table's
+    ``delta.logRetentionDuration`` is set to the retention (one commit, the first time)."""
     done = {}
+    log_retention = f"interval {retention_hours} hours"
     for label, path in (("", table.path), ("quarantine_", table.quarantine_path)):
         delta = open_table(path)
         if delta is None:
@@ -425,12 +441,16 @@ def maintain(table: LakeTable, retention_hours: int) -> dict:
         compacted, vacuumed = {}, []
         try:
             compacted = delta.optimize.compact()
-            vacuumed = DeltaTable(str(path)).vacuum(
+            maintained = DeltaTable(str(path))
+            vacuumed = maintained.vacuum(
                 retention_hours=retention_hours,
                 enforce_retention_duration=False,
                 dry_run=False,
                 full=True,  # also the files of writers that died before their commit
             )
+            if maintained.metadata().configuration.get(LOG_RETENTION) != log_retention:
+                maintained.alter.set_table_properties({LOG_RETENTION: log_retention})
+            maintained.cleanup_metadata()
         except CommitFailedError:
             pass  # another writer committed meanwhile: maintained next time, the data is committed
         done[f"{label}compacted_files"] = compacted.get("numFilesRemoved", 0)

@@ -233,6 +233,35 @@ def test_maintain_compacts_and_vacuums_the_table_and_its_quarantine(tmp_path):
     assert lake_delta.maintain(LakeTable(tmp_path, "never_written"), retention_hours=1) == {}
 
 
+def test_maintain_deletes_log_commits_older_than_the_retention_and_the_latest_checkpoint(tmp_path):
+    table = LakeTable(tmp_path, "places")
+
+    def append(n: int) -> None:
+        adds = _files(table.path, [(n, f"k{n}")])
+        lake_delta.commit(table, table.delta(), adds, SCHEMA, writer=BATCHES, version=n, info={"batch": n})
+
+    for n in range(3):
+        append(n)
+    lake_delta.maintain(table, retention_hours=1)
+    assert table.delta().metadata().configuration[lake_delta.LOG_RETENTION] == "interval 1 hours"
+    table.delta().create_checkpoint()
+    checkpoint = table.delta().version()
+    append(3)
+    log = table.path / "_delta_log"
+    old = 1_000_000_000
+    for commit in log.glob("*.json"):
+        os.utime(commit, (old, old))  # all older than the retention, the latest too
+
+    lake_delta.maintain(table, retention_hours=1)
+    kept = sorted(int(p.name[:20]) for p in log.glob("*.json"))
+    assert kept[0] == checkpoint  # nothing older than the checkpoint is kept; from it on, all
+    assert kept == list(range(checkpoint, table.delta().version() + 1))
+    assert _keys(table.path) == ["k0", "k1", "k2", "k3"]
+    assert BATCHES.latest_info(table.delta()) == {"batch": 3}
+    append(4)
+    assert BATCHES.latest_info(table.delta()) == {"batch": 4}
+
+
 def test_spark_writes_files_that_commit_and_read_back(tmp_path, spark_resource):
     spark = spark_resource.spark_session
     table = LakeTable(tmp_path, "places")
