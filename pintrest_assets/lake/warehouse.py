@@ -311,7 +311,8 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         return (lake_delta.read_in_memory if small else lake_delta.read_delta)(self.spark.spark_session, delta)
 
     def maintain(self, table: LakeTable) -> dict:
-        """Compacts the table's small files, then vacuums it; the same for its quarantine table."""
+        """Compacts the table's small files, vacuums it and trims its log to the retention; the same
+        for its quarantine table (``lake_delta.maintain``)."""
         return lake_delta.maintain(table, self.vacuum_retention_hours)
 
     def _append(self, table: WarehouseTable, batch: TableAppend) -> int | None:
