@@ -8,20 +8,12 @@ drawn: every run process loads the definitions, and a lake refresh draws none.
 from __future__ import annotations
 
 import base64
-import importlib
 import io
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-
-def load_matplotlib() -> None:
-    """Imports what drawing a chart needs (about half a second): a step that draws charts calls
-    it first in a thread of its own, so the import overlaps the step's Spark queries."""
-    for module in ("matplotlib.figure", "matplotlib.backends.backend_agg", "matplotlib.cm"):
-        importlib.import_module(module)
 
 
 def markdown_image(png: bytes, title: str) -> str:

@@ -14,7 +14,6 @@ cost more than the answer's query), and the queries run with ``small_queries``' 
 """
 
 import inspect
-import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,7 +31,6 @@ from pintrest_assets.lake.warehouse import WarehouseIOManager
 from pintrest_assets.transform import questions
 from pintrest_assets.transform.charts import (
     bar_chart,
-    load_matplotlib,
     markdown_image,
     posts_per_category_chart,
 )
@@ -127,8 +125,6 @@ def answers_asset(context: dg.AssetExecutionContext, warehouse_io_manager: dg.Re
     selected, so a selection of 3b alone answers it from the cleaned tables of now."""
     selected = {key.to_user_string() for key in context.selected_asset_keys}
     needed = _needed(selected)
-    if any(a.chart is not None for a in ANSWERS if a.name in selected):
-        threading.Thread(target=load_matplotlib, name="load-matplotlib", daemon=True).start()
     spark = warehouse_io_manager.spark.spark_session
     tables = {
         name: warehouse_io_manager.table(name).read_in_memory(spark)
