@@ -96,7 +96,9 @@ def command(settings, verbose: bool, host: str, port: int, no_stream: bool) -> i
             )
             print(f"Dagster UI on http://{host}:{port} (Ctrl-C stops it and the rest)", flush=True)
             try:
-                return ui.wait()
+                while True:  # a timeout, so a signal the kernel hands to another thread still gets handled
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        return ui.wait(timeout=0.5)
             except KeyboardInterrupt:
                 return 0
             finally:

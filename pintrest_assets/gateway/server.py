@@ -216,7 +216,10 @@ class Gateway:
             try:
                 if on_start is not None:
                     on_start(self)
-                stop.wait()
+                # Woken twice a second: Python runs a signal's handler in the main thread only, and a
+                # SIGTERM the kernel hands to another thread does not wake a wait without a timeout.
+                while not stop.wait(0.5):
+                    pass
             finally:
                 left = self.shutdown()  # a second signal is ignored here: landing has its own timeout
         finally:

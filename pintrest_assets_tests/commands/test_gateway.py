@@ -1,6 +1,8 @@
 """``pintrest gateway`` as an operator runs it: banner, signals, clear failures."""
 
+import ctypes
 import os
+import platform
 import signal
 import socket
 import subprocess
@@ -11,6 +13,8 @@ import pytest
 
 from pintrest_assets.bucket import LocalBucket, S3Bucket
 from pintrest_assets_tests.gateway.helpers import REPO, landed_objects, produce
+
+SYS_TGKILL = {"x86_64": 234, "aarch64": 131}[platform.machine()]
 
 
 def run_gateway(tmp_path, *args, env=None) -> subprocess.CompletedProcess:
@@ -34,6 +38,28 @@ def test_a_signal_lands_pending_records_and_exits_0(gateway_process, tmp_path, s
     assert gateway.proc.returncode == 0, err
     assert "every acknowledged record has landed" in out
     assert landed_objects(LocalBucket(tmp_path / "home" / "bucket"), "u.pin") == [(0, [{"index": 1}, {"index": 2}])]
+
+
+def _signal_thread(pid: int, tid: int, sig: int) -> None:
+    """tgkill(2): the signal to one thread of another process, as the kernel may route a kill."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(SYS_TGKILL, pid, tid, sig) != 0:
+        raise OSError(ctypes.get_errno(), "tgkill")
+
+
+def test_a_sigterm_the_kernel_hands_to_another_thread_still_stops_it(gateway_process, tmp_path):
+    # A process-directed signal goes to any thread that does not block it; Python runs the
+    # handler in the main thread only, which must then still wake up.
+    gateway = gateway_process("--rotate-interval-ms", "60000")
+    assert produce(gateway.url, "u.pin", [{"index": 1}]).status_code == 200
+    pid = gateway.proc.pid
+    others = sorted(int(tid) for tid in os.listdir(f"/proc/{pid}/task") if int(tid) != pid)
+    assert others, "the gateway serves from threads of its own"
+    _signal_thread(pid, others[0], signal.SIGTERM)
+    out, err = gateway.proc.communicate(timeout=20)
+    assert gateway.proc.returncode == 0, err
+    assert "every acknowledged record has landed" in out
+    assert landed_objects(LocalBucket(tmp_path / "home" / "bucket"), "u.pin") == [(0, [{"index": 1}])]
 
 
 def test_a_port_in_use_is_a_one_line_error_naming_it(tmp_path):

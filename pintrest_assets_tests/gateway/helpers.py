@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -51,7 +52,7 @@ class GatewayProcess:
     """``pintrest gateway`` as a subprocess, as ``make run`` starts it."""
 
     def __init__(self, home: Path, *args: str, env: dict[str, str] | None = None):
-        self.env = dict(os.environ, PINTREST_HOME=str(home), **(env or {}))
+        self.env = dict(os.environ, PINTREST_HOME=str(home), PYTHONFAULTHANDLER="1", **(env or {}))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pintrest_assets.cli", "gateway", "--port", "0", "--no-kinesis", *args],
             cwd=REPO,
@@ -69,7 +70,12 @@ class GatewayProcess:
     def stop(self, timeout: float = 90) -> tuple[int, str, str]:
         """SIGTERM, then the exit code and the rest of stdout and stderr."""
         self.proc.terminate()
-        out, err = self.proc.communicate(timeout=timeout)
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)  # its faulthandler prints every thread's stack
+            out, err = self.proc.communicate(timeout=10)
+            raise AssertionError(f"the gateway did not stop within {timeout}s of SIGTERM:\n{err}") from None
         return self.proc.returncode, out, err
 
     def kill(self) -> None:
