@@ -18,11 +18,13 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
+from typing import NamedTuple
 
 import dagster as dg
 import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql.pandas.types import to_arrow_schema
+from pyspark.sql.types import StructType
 
 from pintrest_assets.defs.transform.automation import ON_NEW_DATA, TRANSFORM_GROUP
 from pintrest_assets.lake.schemas import column_schema
@@ -93,6 +95,8 @@ ANSWERS: tuple[Answer, ...] = (
     ),
 )
 ANSWERS_BY_NAME: dict[str, Answer] = {answer.name: answer for answer in ANSWERS}
+# Answers another answer reads (3a, read by 3b).
+READ_BY_ANSWERS = frozenset(name for answer in ANSWERS for name in answer.inputs if name in ANSWERS_BY_NAME)
 
 
 ANSWER_THREADS = 3
@@ -140,19 +144,27 @@ def answers_asset(context: dg.AssetExecutionContext, warehouse_io_manager: dg.Re
                 done[answer.name] = pool.submit(_computed, answer, tables, done)
         for answer in ANSWERS:
             if answer.name in selected:
-                rows, table, chart = done[answer.name].result()
-                yield _answer_output(context, answer, rows, table, chart)
+                yield _answer_output(context, answer, done[answer.name].result())
 
 
-def _computed(answer: Answer, tables: dict[str, DataFrame], done: dict[str, Future]):
-    """The answer's rows (shown and stored: computed once), a DataFrame of those rows (their
-    schema, and what an answer reading this one reads: it as stored) and its chart."""
-    inputs = {name: tables[name] if name in tables else done[name].result()[1] for name in answer.inputs}
+class _Computed(NamedTuple):
+    rows: list[tuple]  # shown and stored: computed once
+    schema: StructType
+    chart: bytes | None
+    table: DataFrame | None  # for an answer another reads: what that one reads, this one as stored
+
+
+def _computed(answer: Answer, tables: dict[str, DataFrame], done: dict[str, Future]) -> _Computed:
+    inputs = {name: tables[name] if name in tables else done[name].result().table for name in answer.inputs}
     result = answer.compute(**inputs)
     rows = [tuple(row) for row in result.collect()]
-    table = result.sparkSession.createDataFrame(rows, result.schema).coalesce(1)
+    table = (
+        result.sparkSession.createDataFrame(rows, result.schema).coalesce(1)
+        if answer.name in READ_BY_ANSWERS
+        else None
+    )
     chart = answer.chart(rows) if answer.chart is not None and rows else None
-    return rows, table, chart
+    return _Computed(rows, result.schema, chart, table)
 
 
 def _needed(selected: set[str]) -> set[str]:
@@ -165,17 +177,16 @@ def _needed(selected: set[str]) -> set[str]:
         needed |= more
 
 
-def _answer_output(
-    context: dg.AssetExecutionContext, answer: Answer, rows: list[tuple], table: DataFrame, chart: bytes | None
-) -> dg.Output:
-    schema = to_arrow_schema(table.schema)
+def _answer_output(context: dg.AssetExecutionContext, answer: Answer, computed: _Computed) -> dg.Output:
+    rows, chart = computed.rows, computed.chart
+    schema = to_arrow_schema(computed.schema)
     stored = pa.Table.from_arrays(
         [pa.array([row[i] for row in rows], type=field.type) for i, field in enumerate(schema)], schema=schema
     )
     metadata = {
         "dagster/row_count": len(rows),
-        "dagster/column_schema": column_schema(table.schema),
-        "result": metadata_table(table.columns, rows),
+        "dagster/column_schema": column_schema(computed.schema),
+        "result": metadata_table(computed.schema.names, rows),
     }
     if chart is not None:
         metadata["chart"] = dg.MetadataValue.md(markdown_image(chart, answer.question))
