@@ -79,7 +79,7 @@ def command(settings, verbose: bool, trigger_seconds: float, maintain_seconds: f
         spark_session,
         trigger_seconds=trigger_seconds,
         maintain_seconds=maintain_seconds,
-        maintain=lambda table: warehouse.maintain(table.table),
+        maintain=lambda table: warehouse.maintain_stream_table(table.table),
         on_commit=reporter,
         log=_say,
     )

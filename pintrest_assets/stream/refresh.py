@@ -144,7 +144,7 @@ def _after_run(spec, table, stream, run, kinesis, warehouse_io_manager, versions
     try:
         every = warehouse_io_manager.maintain_every
         if any(v % every == 0 for v in range(versions[spec.name] + 1, _version(table) + 1)):
-            maintenance = warehouse_io_manager.maintain(table.table)
+            maintenance = warehouse_io_manager.maintain_stream_table(table.table)
         else:
             maintenance = {}
         shards = probe(kinesis, spec, run.after)

@@ -58,7 +58,7 @@ def running_service(resources, spark, instance, maintain_seconds: float = 3600):
         lambda: spark,
         trigger_seconds=0.5,
         maintain_seconds=maintain_seconds,
-        maintain=lambda table: warehouse.maintain(table.table),
+        maintain=lambda table: warehouse.maintain_stream_table(table.table),
         on_commit=reporter,
         log=lines.append,
     )
@@ -228,6 +228,8 @@ def test_the_service_compacts_its_tables_between_its_own_micro_batches(
     delta = DeltaTable(str(pin_table))
     operations = [commit["operation"] for commit in delta.history()]
     assert "OPTIMIZE" in operations
+    # Its files and log kept for an hour, not the batch tables' day: a commit a second adds up.
+    assert delta.metadata().configuration["delta.logRetentionDuration"] == "interval 1 hours"
     # Compacted as it went: fewer files than micro-batches, and still every record once.
     batches = StreamTable.for_user(tmp_path / "warehouse", PIN, user_id).state().batch_id + 1
     assert len(delta.file_uris()) < batches
