@@ -6,7 +6,7 @@ import dagster as dg
 import pytest
 
 from pintrest_assets.defs.transform.answers import answer_assets
-from pintrest_assets.defs.transform.automation import transform_daily_schedule, transform_on_new_dataframes
+from pintrest_assets.defs.transform.automation import ON_NEW_DATA, transform_daily_schedule, transform_on_new_dataframes
 from pintrest_assets.defs.transform.clean_tables import clean_table_assets
 from pintrest_assets.lake.spark import SparkResource
 from pintrest_assets.lake.warehouse import WarehouseIOManager
@@ -57,12 +57,12 @@ def test_nothing_runs_before_the_dataframes_exist(instance):
     assert skipped.skip_message == "nothing to clean yet: df_geo, df_user never materialised"
 
 
-def test_refresh_on_new_dataframes_is_eager_and_off_until_turned_on():
+def test_refresh_on_new_dataframes_is_on_every_transform_asset_and_off_until_turned_on():
     assert transform_on_new_dataframes.default_status == dg.DefaultSensorStatus.STOPPED
     specs = [spec for asset in [*clean_table_assets, *answer_assets] for spec in asset.specs]
     assert len(specs) == 3 + 9
     for spec in specs:
-        assert spec.automation_condition == dg.AutomationCondition.eager(), spec.key
+        assert spec.automation_condition == ON_NEW_DATA, spec.key
 
 
 def test_schedule_and_sensor_cover_exactly_the_transform_assets(tmp_path):
@@ -81,3 +81,46 @@ def test_schedule_and_sensor_cover_exactly_the_transform_assets(tmp_path):
     assert transform_on_new_dataframes.asset_selection.resolve(graph) == transform
     job = repository.get_job(transform_daily_schedule.job_name)
     assert {key for key in job.asset_layer.selected_asset_keys} == transform
+
+
+def test_a_dataframe_refreshed_during_a_transform_run_is_cleaned_again_after_it():
+    """df_pin refreshed while the transform's run is in progress (after the run read it): once that
+    run ends, pin_clean and the answer that reads it are requested again, so the new rows reach the
+    answers; then nothing more is requested."""
+    df_pin = dg.AssetSpec("df_pin")
+    evaluations = {}
+    refreshed_during_the_run = []
+
+    def evaluate(instance, name, cursor):
+        result = dg.evaluate_automation_conditions(defs=[df_pin, pin_clean, answer], instance=instance, cursor=cursor)
+        evaluations[name] = result
+        return result.total_requested
+
+    @dg.asset(deps=[df_pin], automation_condition=ON_NEW_DATA)
+    def pin_clean(context: dg.AssetExecutionContext) -> None:
+        if not refreshed_during_the_run:  # the run has read df_pin; a refresh of it commits now, the sensor ticks
+            refreshed_during_the_run.append(True)
+            context.instance.report_runless_asset_event(dg.AssetMaterialization("df_pin"))
+            evaluate(context.instance, "during", evaluations["requested"].cursor)
+
+    @dg.asset(deps=[pin_clean], automation_condition=ON_NEW_DATA)
+    def answer() -> None:
+        pass
+
+    job = dg.Definitions(assets=[df_pin, pin_clean, answer]).resolve_implicit_global_asset_job_def()
+
+    def run_transform(instance) -> bool:
+        """A run of both, selected as the automation sensor's runs are (the run's asset selection)."""
+        selection = [dg.AssetKey("pin_clean"), dg.AssetKey("answer")]
+        return job.execute_in_process(instance=instance, asset_selection=selection).success
+
+    with dg.instance_for_test() as instance:
+        evaluate(instance, "first", None)
+        instance.report_runless_asset_event(dg.AssetMaterialization("df_pin"))
+        assert evaluate(instance, "requested", evaluations["first"].cursor) == 2
+        assert run_transform(instance)
+        assert evaluations["during"].total_requested == 0  # its run is in progress
+        assert evaluate(instance, "after", evaluations["during"].cursor) == 2
+        assert run_transform(instance)
+        assert evaluate(instance, "settled", evaluations["after"].cursor) == 0
+        assert evaluate(instance, "still", evaluations["settled"].cursor) == 0

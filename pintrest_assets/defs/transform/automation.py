@@ -8,8 +8,9 @@ Two triggers, each with its own switch in the UI:
   instead of run late, so a daemon back after a week runs at most the latest day, not a flood of
   seven; and nothing runs before the three DataFrames exist.
 - ``transform_on_new_dataframes`` (off by default): an automation sensor evaluating each
-  transform asset's ``eager()`` condition, which requests it right after any of its upstream
-  tables is updated (once all exist and none is being updated). Turned on, a new df_pin refreshes
+  transform asset's ``eager()``-like condition (``ON_NEW_DATA``), which requests it right after any
+  of its upstream tables is updated (once all exist and none is being updated, and once its own
+  run in progress has finished: an update during that run requests another). Turned on, a new df_pin refreshes
   pin_clean and the answers that read it within a tick, in one run. It is off by default because
   each refresh of a DataFrame (every few new objects) would also rebuild the answers.
 
@@ -30,8 +31,24 @@ DAILY_CRON = "0 0 * * *"
 DAILY_TIMEZONE = "UTC"
 _DAY = dt.timedelta(days=1)
 
-# Every transform asset's condition, evaluated only while ``transform_on_new_dataframes`` runs.
-ON_NEW_DATA = dg.AutomationCondition.eager()
+# Every transform asset's condition, evaluated only while ``transform_on_new_dataframes`` runs:
+# ``eager()``, except for what makes it forget an upstream update. ``eager()`` forgets it once the
+# asset is requested or updated; so a DataFrame refreshed while a transform run was in progress
+# (after that run had read it) was forgotten when the run finished, and its rows reached no answer
+# until the next DataFrame refresh. Here only a request forgets, and not on a tick that sees
+# another upstream update (the tick after a request is the first to see what happened during it).
+_AC = dg.AutomationCondition
+ON_NEW_DATA = (
+    _AC.in_latest_time_window()
+    & (_AC.newly_missing() | _AC.any_deps_updated()).since(
+        ((_AC.newly_requested() & ~_AC.any_deps_updated()) | _AC.initial_evaluation()).with_label(
+            "requested, nothing new since"
+        )
+    )
+    & ~_AC.any_deps_missing()
+    & ~_AC.any_deps_in_progress()
+    & ~_AC.in_progress()
+).with_label("eager, until requested")
 
 
 @dg.schedule(
