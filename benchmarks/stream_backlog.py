@@ -90,12 +90,12 @@ def main() -> None:
             floor = _floor(client, TOPICS)
             for label, code in sides:
                 load = os.getloadavg()[0]
-                seconds, rows = _click(work / f"home-{round_}-{label.split()[0]}", code, server.endpoint_url, TOPICS)
+                seconds, rows, parts = _click(work / f"home-{round_}-{label.split()[0]}", code, server.endpoint_url, TOPICS)
                 clicks[label].append(seconds)
                 print(
                     f"  click-refresh, whole process (dagster asset materialize), {label}: {rows:,} rows in "
                     f"{seconds:.1f} s ({rows / seconds:,.0f} rows/s), {seconds / floor:.1f}x the floor; "
-                    f"load {load:.1f} -> {os.getloadavg()[0]:.1f}",
+                    f"load {load:.1f} -> {os.getloadavg()[0]:.1f}\n    {parts}",
                     flush=True,
                 )
         if args.repeat > 1:
@@ -131,9 +131,9 @@ def _floor(client, topics) -> float:
     return floor
 
 
-def _click(home: Path, code: Path, endpoint_url: str, topics) -> tuple[float, int]:
-    """``dagster asset materialize`` of the stream tables with ``code``, on a new home: seconds and
-    the rows the tables then hold."""
+def _click(home: Path, code: Path, endpoint_url: str, topics) -> tuple[float, int, str]:
+    """``dagster asset materialize`` of the stream tables with ``code``, on a new home: seconds,
+    the rows the tables then hold, and where the seconds went (from the run's step events)."""
     from deltalake import DeltaTable
 
     env = {
@@ -147,7 +147,7 @@ def _click(home: Path, code: Path, endpoint_url: str, topics) -> tuple[float, in
     (home / "dagster").mkdir(parents=True)
     (home / "dagster" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     selection = ",".join(spec.stream_table_asset for spec in topics)
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     done = subprocess.run(
         [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "pintrest_assets.definitions",
          "--select", selection],
@@ -164,8 +164,25 @@ def _click(home: Path, code: Path, endpoint_url: str, topics) -> tuple[float, in
         DeltaTable(str(home / "warehouse" / spec.stream_table(USER))).to_pyarrow_dataset().count_rows()
         for spec in topics
     )
+    parts = _parts(home / "dagster", started_at, seconds)
     shutil.rmtree(home, ignore_errors=True)
-    return seconds, rows
+    return seconds, rows, parts
+
+
+def _parts(dagster_home: Path, started_at: float, seconds: float) -> str:
+    """The click's seconds before its first step (the CLI, the definitions, the run's start), each
+    step's, and after its last step (the run's end, the process's exit)."""
+    import dagster as dg
+
+    instance = dg.DagsterInstance.from_config(str(dagster_home))
+    [run] = instance.get_runs(limit=1)
+    steps = sorted(instance.get_run_step_stats(run.run_id), key=lambda s: s.start_time)
+    first, last = steps[0].start_time, max(s.end_time for s in steps)
+    each = ", ".join(f"{s.step_key} {s.end_time - s.start_time:.1f}" for s in steps)
+    return (
+        f"before the first step {first - started_at:.1f} s; steps {last - first:.1f} s ({each}); "
+        f"after {started_at + seconds - last:.1f} s"
+    )
 
 
 if __name__ == "__main__":
