@@ -64,6 +64,7 @@ def command(settings, verbose: bool, trigger_seconds: float, maintain_seconds: f
     on_signals()
 
     resources = resources_for(settings, resolve_secrets=True)
+    resources["spark"].for_stream_tables_only()
     if resources["spark"].is_local:
         # The JVM starts while the service opens the instance and waits for the lock and the
         # streams: the first micro-batch does not wait for it.

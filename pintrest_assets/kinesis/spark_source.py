@@ -341,7 +341,11 @@ class KinesisStreamReader(SimpleDataSourceStreamReader, SupportsTriggerAvailable
         if STARTED_AT in start:
             end[STARTED_AT] = start[STARTED_AT]
         if end == {k: v for k, v in start.items() if not k.startswith(READ_PREFIX)} and not read:
-            return iter([]), start  # nothing new: the same offset, so Spark runs no batch
+            # Nothing new: the same offset, so Spark runs no batch. Spark runs a query's first
+            # batch whatever its offset says, so the initial offset (which says nothing of what
+            # was read) comes back saying "nothing": that batch's writer knows it is empty
+            # without a Spark job.
+            return iter([]), start if READ_TOTAL in start else {**start, READ_TOTAL: 0}
         end.update(sorted(read.items()))
         end[READ_TOTAL] = sum(int(v.split(",")[0]) for v in read.values())
         return iter(batches), end

@@ -42,11 +42,13 @@ from pintrest_assets.verbosity import is_verbose
 # make every aggregation schedule 200 tiny tasks.
 LOCAL_SHUFFLE_PARTITIONS = 4
 LOCAL_DRIVER_JAVA_OPTIONS = "-XX:+UseSerialGC"
-# A run that only refreshes stream tables (a click, ``pintrest run --stream``) is seconds of Spark
-# work on at most a few hundred thousand records: its local JVM compiles with C1 only. The
+# Stream tables' queries (a click, ``pintrest run --stream``, the streaming service) run small
+# micro-batches whose Spark work is mostly planning: their local JVM compiles with C1 only. The
 # optimising compiler (C2) cost a 300,000-record click some 15 of its 47 CPU seconds, far more
-# than its faster code gave back (the tasks' CPU went from 8 to 11 s).
-STREAM_RUN_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1"
+# than its faster code gave back (the tasks' CPU went from 8 to 11 s), and was most of the
+# service's start-up CPU under ``pintrest dev``; with C1 only the service still keeps up with the
+# emulator at full speed (5,242 records/s into Delta, benchmarks/stream_keep_up.py).
+STREAM_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1"
 LOCAL_MAX_PARTITION_BYTES = str(16 << 20)
 # Seconds a run waits for a Spark Connect server on this machine to listen (it may be starting).
 LOCAL_SERVER_WAIT = 180
@@ -120,12 +122,18 @@ class SparkResource(LazyPySparkResource):
             # worker of its own that must connect back within Spark's fixed 10 s: on a loaded
             # laptop it does not, and every query fails. On this machine a local JVM does it.
             self._run_config = spark_config("local[*]")
-        if selection and selection <= _STREAM_TABLES and self.is_local:
-            self._run_config = with_driver_java_options(self.run_config, STREAM_RUN_JAVA_OPTIONS)
+        if selection and selection <= _STREAM_TABLES:
+            self.for_stream_tables_only()
         if context.log is not None and run is not None:
             context.log.info(f"Spark for this run: {self.describe()}")
         if selection & _SPARK_AFTER_MOUNT and selection - _SPARK_AFTER_MOUNT:
             self.start_in_background()
+
+    def for_stream_tables_only(self) -> None:
+        """This session runs stream tables' queries and nothing else: a local JVM compiles with
+        C1 only (``STREAM_JAVA_OPTIONS``). Called before the session starts."""
+        if self.is_local:
+            self._run_config = with_driver_java_options(self.run_config, STREAM_JAVA_OPTIONS)
 
     @property
     def streaming_session(self) -> SparkSession:
@@ -133,7 +141,13 @@ class SparkResource(LazyPySparkResource):
         a Connect server on this machine not opened yet in this run, for which a local JVM's
         (see ``setup_for_execution``)."""
         remote = self.spark_config.get("spark.remote")
-        if self._spark_session is None and self._starting is None and remote is not None and _on_this_machine(remote):
+        if (
+            self._spark_session is None
+            and self._starting is None
+            and "spark.remote" in self.run_config
+            and remote is not None
+            and _on_this_machine(remote)
+        ):
             self._run_config = spark_config("local[*]")
         return self.spark_session
 

@@ -80,6 +80,25 @@ def test_reads_every_shard_in_batches_and_resumes(kinesalite, kinesis, new_strea
 
 
 @pytest.mark.kinesis
+def test_a_first_batch_with_nothing_to_read_says_so(kinesalite, kinesis, new_stream):
+    # Spark runs a query's first batch whatever its end offset is: the offset says that batch
+    # read nothing, so its writer skips the Spark job (which costs seconds in a cold JVM).
+    stream = new_stream(2)
+    source = reader(kinesalite.endpoint_url, stream, initialPosition="earliest")
+    start = source.initialOffset()
+    batches, end = source.read(start)
+    assert rows_of(batches) == []
+    assert shard_positions(end) == start and read_summaries(end) == {}
+    # From then on, nothing new is the same offset: Spark runs no batch.
+    batches, again = source.read(end)
+    assert rows_of(batches) == [] and again == end
+    put_posts(kinesis, stream, 0, 10)
+    batches, after = source.read(end)
+    assert sorted(indexes(rows_of(batches))) == list(range(10))
+    assert sum(shard["records"] for shard in read_summaries(after).values()) == 10
+
+
+@pytest.mark.kinesis
 def test_columns_are_those_of_databricks(kinesalite, kinesis, new_stream):
     stream = new_stream(1)
     before = time.time()
