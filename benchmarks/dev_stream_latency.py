@@ -156,10 +156,34 @@ def main() -> None:
                 f"  {table.name}: {state.batch_id + 1} micro-batches, {len(delta.file_uris())} files now, "
                 f"{compactions} compactions"
             )
+    _print_first_micro_batches(settings, ready)
     if len(first) < len(tables):
         print(f"  (kept {work} for its dev.log)")
         return
     shutil.rmtree(work, ignore_errors=True)
+
+
+def _print_first_micro_batches(settings, ready: float, count: int = 3) -> None:
+    """Each table's first micro-batches as the service recorded them in the Dagster instance:
+    when each committed (seconds after the UI and the gateway answered), its records and its
+    seconds (where a table's first rows went)."""
+    import dagster as dg
+
+    from pintrest_assets.instance import project_instance
+    from pintrest_assets.topics import TOPICS
+
+    with project_instance(settings) as instance:
+        for spec in TOPICS:
+            events = instance.fetch_materializations(dg.AssetKey(spec.stream_table_asset), limit=1000).records
+            first = sorted(events, key=lambda e: e.timestamp)[:count]
+            batches = []
+            for event in first:
+                metadata = event.asset_materialization.metadata
+                batches.append(
+                    f"{event.timestamp - metadata['seconds'].value - ready:.1f}+{metadata['seconds'].value:.1f} s "
+                    f"({metadata['records_read'].value} records)"
+                )
+            print(f"  {spec.name}'s first micro-batches, started+took: {', '.join(batches)}")
 
 
 def _send(proxy: str, user_id: str, posts: list[dict], rate: float, seconds: float, sent: list) -> None:
