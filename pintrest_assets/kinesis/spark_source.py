@@ -70,11 +70,13 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from pyspark.sql.datasource import DataSource, SimpleDataSourceStreamReader
 from pyspark.sql.streaming.datasource import SupportsTriggerAvailableNow
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql.types import StructType
 
 FORMAT = "pintrest_kinesis"
@@ -114,6 +116,17 @@ ARROW_SCHEMA = pa.schema(
 RAW_RECORDS = "RawRecords"
 
 
+_builder: ThreadPoolExecutor | None = None
+
+
+def _page_builder() -> ThreadPoolExecutor:
+    """The thread that builds pages' Arrow batches (one: a reader's pages keep their order)."""
+    global _builder
+    if _builder is None:
+        _builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kinesis-pages")
+    return _builder
+
+
 def _keep_records_raw(response_dict: dict, customized_response_dict: dict, **_) -> None:
     """botocore's ``before-parse`` hook for GetRecords: takes the records out of the JSON answer
     (one ``json.loads``), so botocore parses the few fields left, not every record's shape,
@@ -126,36 +139,51 @@ def _keep_records_raw(response_dict: dict, customized_response_dict: dict, **_) 
 
 
 class ShardRead:
-    """What a reader read from one shard: Arrow batches, a page at a time, and where it stopped."""
+    """What a reader read from one shard: Arrow batches, a page at a time, and where it stopped.
+
+    A page's Arrow batch is built in a thread of its own (``_page_builder``) while the reader
+    asks for the next page: Kinesis composes that page meanwhile (kinesalite took about three
+    quarters of a 100,000-record read, this process the rest, one after the other)."""
 
     def __init__(self, stream: str, shard_id: str, position: str):
         self.stream = stream
         self.shard_id = shard_id
         self.position = position
-        self.batches: list[pa.RecordBatch] = []
         self.records = 0
-        self.last_arrival_ms = 0
+        self._pages: list[Future] = []
 
     def add(self, records: list[dict]) -> None:
-        if not records:
-            return
+        if records:
+            self.records += len(records)
+            self._pages.append(_page_builder().submit(self._batch, records))
+
+    @property
+    def batches(self) -> list[pa.RecordBatch]:
+        """The pages' Arrow batches, in the order read (once they are built)."""
+        return [page.result() for page in self._pages]
+
+    @property
+    def last_arrival_ms(self) -> int:
+        """The newest ``ApproximateArrivalTimestamp`` read, epoch ms (0: nothing read)."""
+        newest = [pc.max(b.column("approximateArrivalTimestamp")).value for b in self.batches]
+        return max(newest, default=0) // 1000
+
+    def _batch(self, records: list[dict]) -> pa.RecordBatch:
         n = len(records)
-        arrivals = [round(float(r["ApproximateArrivalTimestamp"]) * 1_000_000) for r in records]
-        self.batches.append(
-            pa.RecordBatch.from_arrays(
-                [
-                    pa.array([r["PartitionKey"] for r in records], pa.string()),
-                    pa.array([base64.b64decode(r["Data"]) for r in records], pa.binary()),
-                    pa.array([self.stream] * n, pa.string()),
-                    pa.array([self.shard_id] * n, pa.string()),
-                    pa.array([r["SequenceNumber"] for r in records], pa.string()),
-                    pa.array(arrivals, pa.timestamp("us", tz="UTC")),
-                ],
-                schema=ARROW_SCHEMA,
-            )
+        return pa.RecordBatch.from_arrays(
+            [
+                pa.array([r["PartitionKey"] for r in records], pa.string()),
+                pa.array([base64.b64decode(r["Data"]) for r in records], pa.binary()),
+                pa.array([self.stream] * n, pa.string()),
+                pa.array([self.shard_id] * n, pa.string()),
+                pa.array([r["SequenceNumber"] for r in records], pa.string()),
+                pa.array(
+                    [round(float(r["ApproximateArrivalTimestamp"]) * 1_000_000) for r in records],
+                    pa.timestamp("us", tz="UTC"),
+                ),
+            ],
+            schema=ARROW_SCHEMA,
         )
-        self.records += n
-        self.last_arrival_ms = max(self.last_arrival_ms, max(arrivals) // 1000)
 
     def summary(self) -> str:
         """``"<records>,<last sequence number read>,<newest arrival, epoch ms>"``."""

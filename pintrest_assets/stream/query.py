@@ -129,23 +129,30 @@ def _ran(table: StreamTable, committed_before: set[int], before: StreamState) ->
     return [MicroBatch(batch_id, replayed=batch_id <= last) for batch_id in ran]
 
 
-def _start_registered(
-    spark, table: StreamTable, options: Mapping[str, str], trigger: Mapping | None = None, foreach_batch=None
-):
+def _define(spark, table: StreamTable, options: Mapping[str, str], trigger: Mapping | None = None, foreach_batch=None):
+    """The table's query, prepared and not started: the table checked (or created), its rows
+    planned on the source, its writer set. Returns the ``DataStreamWriter`` (``start()`` starts
+    the query) and the ``foreachBatch`` function."""
     table.prepare(spark)
     reader = spark.readStream.format(FORMAT)
     for name, value in options.items():
         reader = reader.option(name, value)
     writer = foreach_batch or _Writer(table)
-    query = (
+    stream_writer = (
         table.rows(reader.load())
         .writeStream.foreachBatch(writer)
         .option("checkpointLocation", str(table.checkpoint))
         .queryName(table.name)
         .trigger(**(trigger or {"availableNow": True}))
-        .start()
     )
-    return query, writer
+    return stream_writer, writer
+
+
+def _start_registered(
+    spark, table: StreamTable, options: Mapping[str, str], trigger: Mapping | None = None, foreach_batch=None
+):
+    stream_writer, writer = _define(spark, table, options, trigger, foreach_batch)
+    return stream_writer.start(), writer
 
 
 def run_available_now(spark, table: StreamTable, options: Mapping[str, str], timeout: float | None = None) -> StreamRun:
@@ -172,11 +179,14 @@ def run_available_now_together(
     # Kinesis, which a laptop's kinesalite answers one request at a time. Read at once, the
     # three backlogs all arrived late and were then all processed at once; read in turn, the
     # first table's rows are processed while the next table's are read.
+    # Each query is defined (its table prepared, its plan analysed) while the one before reads:
+    # only its start waits.
     running = []
     for table, options in queries:
+        defined = _define_run(spark, table, options)
         if running and not isinstance(running[-1], BaseException):
             _wait_for_first_read(running[-1][4])
-        running.append(_start(spark, table, options))
+        running.append(_start(defined))
     deadline = None if timeout is None else time.monotonic() + timeout
     outcomes: list[StreamRun | BaseException] = []
     for item in running:
@@ -187,21 +197,34 @@ def run_available_now_together(
     return outcomes
 
 
-def _start(spark, table: StreamTable, options: Mapping[str, str]) -> tuple | BaseException:
+def _define_run(spark, table: StreamTable, options: Mapping[str, str]) -> tuple | BaseException:
     try:
         before, committed = table.state(), set(table.checkpoint_batches())
-        query, writer = _start_registered(spark, table, options)
+        stream_writer, writer = _define(spark, table, options)
+    except Exception as exc:  # noqa: BLE001 - reported in its place, the others go on
+        return exc
+    return table, options, before, committed, stream_writer, writer
+
+
+def _start(defined: tuple | BaseException) -> tuple | BaseException:
+    if isinstance(defined, BaseException):
+        return defined
+    table, options, before, committed, stream_writer, writer = defined
+    try:
+        query = stream_writer.start()
     except Exception as exc:  # noqa: BLE001 - reported in its place, the others go on
         return exc
     return table, options, before, committed, query, writer
 
 
 def _wait_for_first_read(query) -> None:
-    """Until ``query`` has read its first micro-batch (or stopped, or ``FIRST_READ_WAIT_SECONDS``)."""
+    """Until ``query`` has read its first micro-batch (or stopped, or ``FIRST_READ_WAIT_SECONDS``):
+    while Spark's status says "Initializing StreamExecution", "Initializing sources" or "Getting
+    offsets from ..." (the source reads a simple reader's batch while giving its offset)."""
     deadline = time.monotonic() + FIRST_READ_WAIT_SECONDS
     while query.isActive and time.monotonic() < deadline:
         message = query.status.get("message", "")
-        if message != "Initializing sources" and not message.startswith("Getting offsets"):
+        if not message.startswith(("Initializing", "Getting offsets")):
             return
         time.sleep(0.1)
 

@@ -314,7 +314,7 @@ class StreamService:
         # miss Spark's time limit to connect back.
         deadline = time.monotonic() + QUERY_START_SECONDS
         while query.isActive and time.monotonic() < deadline:
-            if query.status.get("message") != "Initializing sources":
+            if not query.status.get("message", "").startswith("Initializing"):
                 break
             time.sleep(0.2)
 
