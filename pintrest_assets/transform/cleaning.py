@@ -98,7 +98,9 @@ def follower_count_as_integer(count: Column) -> Column:
     text = F.regexp_replace(count, r"^\s+|\s+$", "")
     number = F.regexp_extract(text, _FOLLOWER_COUNT, 1).try_cast("decimal(38,18)")
     suffix = F.regexp_extract(text, _FOLLOWER_COUNT, 2)
-    multiplier = F.when(suffix.isin("k", "K"), _MULTIPLIERS["k"]).when(suffix.isin("m", "M"), _MULTIPLIERS["m"]).otherwise(1)
+    multiplier = (
+        F.when(suffix.isin("k", "K"), _MULTIPLIERS["k"]).when(suffix.isin("m", "M"), _MULTIPLIERS["m"]).otherwise(1)
+    )
     return F.when(text.rlike(_FOLLOWER_COUNT), (number * multiplier).try_cast("bigint"))
 
 
