@@ -21,7 +21,7 @@ from botocore.stub import Stubber
 from pintrest_assets.kinesis import proxy_contract as kinesis_proxy
 from pintrest_assets.gateway.kinesis import KinesisStack
 from pintrest_assets.gateway.server import ROUTES
-from pintrest_assets.kinesis.streams import kinesis_client
+from pintrest_assets.kinesis.streams import kinesis_client, wait_until_active
 from pintrest_assets.settings import ConfigError, Settings
 from pintrest_assets_tests.gateway.helpers import wait_until
 from pintrest_assets_tests.helpers import read_stream
@@ -109,18 +109,25 @@ def test_describe_stream(gateway):
     assert_kinesis_error(missing, 400, "ResourceNotFoundException", "no-such-stream")
 
 
+def active_shards(kinesis, name: str) -> int:
+    """The stream's shard count once it is ACTIVE: CreateStream only starts creating it (CREATING, no
+    shards yet), in Kinesis as in kinesalite, which moves it to ACTIVE on a timer."""
+    wait_until_active(kinesis, [name], timeout=10)
+    return len(kinesis.list_shards(StreamName=name)["Shards"])
+
+
 @pytest.mark.kinesis
 def test_create_stream(gateway, kinesis):
     name = f"test-{uuid.uuid4().hex[:12]}"
     assert requests.post(f"{gateway.url}/streams/{name}", json={"ShardCount": 2}).json() == {}
-    assert len(kinesis.list_shards(StreamName=name)["Shards"]) == 2
+    assert active_shards(kinesis, name) == 2
     again = requests.post(f"{gateway.url}/streams/{name}", json={"ShardCount": 2})
     assert_kinesis_error(again, 400, "ResourceInUseException", name)
 
     # Without a ShardCount, API Gateway's template asks for 5 shards.
     default = f"test-{uuid.uuid4().hex[:12]}"
     assert requests.post(f"{gateway.url}/streams/{default}").status_code == 200
-    assert len(kinesis.list_shards(StreamName=default)["Shards"]) == kinesis_proxy.DEFAULT_SHARD_COUNT
+    assert active_shards(kinesis, default) == kinesis_proxy.DEFAULT_SHARD_COUNT
 
 
 @pytest.mark.kinesis
