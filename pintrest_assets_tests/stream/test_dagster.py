@@ -84,3 +84,31 @@ def test_streams_to_stream_tables_reconciled(instance, resources, user_id, kines
     assert metadata(result, "user_stream_table")["dagster/row_count"] == 160
     [failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
     assert "its checkpoint" in str(failure.event_specific_data.error)
+
+
+
+def test_a_click_compacts_a_stream_table_every_maintain_every_commits(instance, resources, user_id, tmp_path):
+    """Clicks' refreshes (no service running) compact and vacuum a stream table every
+    ``maintain_every`` Delta commits: its files stay few however many clicks append to it."""
+    from deltalake import DeltaTable
+
+    from pintrest_assets.lake.warehouse import WarehouseIOManager
+
+    every = 3
+    warehouse = WarehouseIOManager(base_dir=str(tmp_path / "warehouse"), spark=resources["spark"], maintain_every=every)
+    resources = {**resources, "warehouse_io_manager": warehouse}
+    path = tmp_path / "warehouse" / TOPICS[0].stream_table(user_id)
+    sent, files, maintained = 0, [], []
+    for click in range(7):
+        emulate(instance, resources, 20, seed=20 + click)
+        sent += 20
+        meta = metadata(refresh(instance, resources), "pin_stream_table")
+        assert (meta["rows_appended"], meta["dagster/row_count"]) == (20, sent)
+        files.append(len(DeltaTable(str(path)).file_uris()))
+        if "maintenance_compacted_files" in meta:
+            maintained.append((click, meta["maintenance_compacted_files"], files[-1]))
+    # Seven clicks of a micro-batch each: without maintenance, seven files and more.
+    assert max(files) <= every and files[-1] < 7, (files, maintained)
+    assert len(maintained) >= 2 and all(left == 1 for _, _, left in maintained), maintained
+    assert any(compacted >= 2 for _, compacted, _ in maintained), maintained
+    assert DeltaTable(str(path)).to_pyarrow_table().num_rows == sent
