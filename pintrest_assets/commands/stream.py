@@ -1,9 +1,10 @@
 """``pintrest stream``: the streaming service. The three stream tables' Structured Streaming
 queries run continuously in one Spark session, a micro-batch every ``--trigger-seconds``, each
 committed micro-batch recorded in the project's Dagster instance as a materialisation of its
-table (no run), and the tables compacted every ``--maintain-seconds``. Ctrl-C (or SIGTERM)
-stops it; a SIGKILL loses nothing either (the next start replays the batch it was in, and the
-table skips it if committed). ``pintrest dev`` starts it beside the gateway and the UI.
+table (no run), and the tables compacted every ``--maintain-seconds``. Ctrl-C (or SIGTERM, to
+its process or its group) stops it; a SIGKILL loses nothing either (the next start replays the
+batch it was in, and the table skips it if committed). ``pintrest dev`` starts it beside the
+gateway and the UI.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def command(settings, verbose: bool, trigger_seconds: float, maintain_seconds: f
 
     resources = resources_for(settings, resolve_secrets=True)
     resources["spark"].for_stream_tables_only()
+    resources["spark"].for_a_service()
     if resources["spark"].is_local:
         # The JVM starts while the service opens the instance and waits for the lock and the
         # streams: the first micro-batch does not wait for it.

@@ -105,6 +105,8 @@ class SparkResource(LazyPySparkResource):
     _starting: threading.Thread | None = PrivateAttr(default=None)
     # The settings this run uses instead of ``spark_config`` (``setup_for_execution``), if any.
     _run_config: dict[str, Any] | None = PrivateAttr(default=None)
+    # A local JVM starts in a process session of its own (``for_a_service``).
+    _jvm_of_its_own: bool = PrivateAttr(default=False)
 
     @classmethod
     def _is_dagster_maintained(cls) -> bool:
@@ -135,6 +137,15 @@ class SparkResource(LazyPySparkResource):
         if self.is_local:
             self._run_config = with_driver_java_options(self.run_config, STREAM_JAVA_OPTIONS)
 
+    def for_a_service(self) -> None:
+        """This session is a long-running service's (``pintrest stream``): a local JVM starts in a
+        process session of its own. A stop signal sent to the service's whole process group (a
+        systemd unit's default ``KillMode``, GNU ``timeout``) then reaches the service alone, which
+        stops its queries and then the JVM, instead of reaching the JVM and its Python workers too,
+        which would end under the queries. The JVM still ends with the service however the
+        service ends: it exits when its stdin, a pipe from the service, closes."""
+        self._jvm_of_its_own = True
+
     @property
     def streaming_session(self) -> SparkSession:
         """The session for a stream table's queries: the run's, unless that would be a session on
@@ -159,6 +170,8 @@ class SparkResource(LazyPySparkResource):
 
     def _init_session(self) -> None:
         if self._spark_session is None:
+            if self._jvm_of_its_own and self.is_local:
+                _launch_jvm_in_a_session_of_its_own(self.run_config)
             self._spark_session = spark_session_from_config(self.run_config)
 
     def describe(self) -> str:
@@ -254,6 +267,19 @@ def release_connect_session(session) -> None:
     with contextlib.suppress(Exception):  # a server gone already has nothing to release
         concurrent.futures.wait(list(getattr(session.client, "_release_futures", ())), timeout=10)
         session.stop()
+
+
+def _launch_jvm_in_a_session_of_its_own(config: dict[str, Any]) -> None:
+    """Starts the driver's JVM as pyspark would (``spark-submit`` with ``config``), in a process
+    session of its own, unless this process has one already; the session then uses it."""
+    from pyspark import SparkConf
+    from pyspark.java_gateway import launch_gateway
+
+    with SparkContext._lock:
+        if SparkContext._gateway is None:
+            conf = SparkConf(loadDefaults=False).setAll([(key, str(value)) for key, value in config.items()])
+            SparkContext._gateway = launch_gateway(conf, popen_kwargs={"start_new_session": True})
+            SparkContext._jvm = SparkContext._gateway.jvm
 
 
 def _on_this_machine(remote: str) -> bool:

@@ -5,6 +5,7 @@ consumer is a refresh's availableNow query, or the streaming service (``pintrest
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import random
@@ -68,7 +69,7 @@ def consumer(kinesalite, user_id: str, tmp_path: Path, marker: Path, mode: str) 
             ],
             stdout=subprocess.PIPE if mode == "finish" else log,
             stderr=log,
-            start_new_session=True,  # its own group: the kill reaches Python and the Spark JVM together
+            start_new_session=True,  # its own group, as a server runs it (the Spark JVM has a session of its own)
             env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"},
         )
 
@@ -141,7 +142,7 @@ def service(kinesalite, user_id: str, home: Path, log_name: str) -> subprocess.P
             [sys.executable, "-m", "pintrest_assets.cli", "stream", "--trigger-seconds", "0.5"],
             stdout=log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own group: the kill reaches Python and the Spark JVM together
+            start_new_session=True,  # its own group, as a server runs it (the Spark JVM has a session of its own)
             env=env,
         )
 
@@ -168,10 +169,12 @@ def test_the_service_killed_under_load_and_started_again_appends_every_record_on
         delay = KILL_DELAYS.uniform(0.5, 3.0)  # while records arrive and micro-batches follow each other
         print(f"killing the service {delay:.3f} s after its first commit")
         time.sleep(delay)
+        children = descendants(first.pid)
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
         first.wait()
+    ended(children)  # the Spark JVM, in a session of its own, exits once its stdin from the service closes
     killed_at = table.state()
     assert set(indexes(table).values()) == {1}
 
@@ -203,3 +206,60 @@ def test_the_service_killed_under_load_and_started_again_appends_every_record_on
         assert meta["dagster/row_count"].value == BEFORE + DURING
         assert meta["appended_by"].value == "stream service"
     assert "stream service stopped" in (home / "second.log").read_text()
+
+
+def test_a_sigterm_to_the_services_process_group_stops_it_then_its_spark(kinesalite, kinesis, user_id, tmp_path):
+    """How a server stops it: a systemd unit's default sends SIGTERM to every process of the
+    unit, as GNU ``timeout`` does to its group. The service stops its queries, says what it
+    committed and exits 0 with no traceback (its Spark JVM, in a session of its own, does not
+    shut down under the queries), and the JVM and its Python workers end after it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    table = StreamTable.for_user(home / "warehouse", PIN, user_id)
+    put(kinesis, PIN.kinesis_stream(user_id), posts(0, 500))
+    process = service(kinesalite, user_id, home, "service.log")
+    log = home / "service.log"
+    try:
+        deadline = time.monotonic() + MARK_TIMEOUT
+        while table.state().records_read < 500:
+            assert process.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the service committed nothing in time"
+            time.sleep(0.1)
+        children = descendants(process.pid)
+        assert children, "the service's Spark JVM is not its child"
+        os.killpg(process.pid, signal.SIGTERM)
+        assert process.wait(timeout=120) == 0, log.read_text()[-3000:]
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    text = log.read_text()
+    assert "stream service stopped: " in text and "Traceback" not in text and "Exception" not in text, text[-3000:]
+    ended(children)
+    assert table.state().rows == 500
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes under ``pid``, from the children lists of /proc."""
+    found, pending = [], [pid]
+    while pending:
+        for task in Path(f"/proc/{pending.pop()}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                children = [int(c) for c in (task / "children").read_text().split()]
+                found += children
+                pending += children
+    return found
+
+
+def ended(pids: list[int], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while left := [pid for pid in pids if not gone(pid)]:
+        assert time.monotonic() < deadline, f"still running after the service: {left}"
+        time.sleep(0.2)
+
+
+def gone(pid: int) -> bool:
+    """Whether ``pid`` has ended (gone, or a zombie its parent has not reaped)."""
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    return True
