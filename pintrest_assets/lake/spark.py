@@ -105,7 +105,7 @@ class SparkResource(LazyPySparkResource):
     _starting: threading.Thread | None = PrivateAttr(default=None)
     # The settings this run uses instead of ``spark_config`` (``setup_for_execution``), if any.
     _run_config: dict[str, Any] | None = PrivateAttr(default=None)
-    # A local JVM starts in a process session of its own (``for_a_service``).
+    # The driver's JVM starts in a process session of its own (``for_a_service``).
     _jvm_of_its_own: bool = PrivateAttr(default=False)
 
     @classmethod
@@ -138,12 +138,13 @@ class SparkResource(LazyPySparkResource):
             self._run_config = with_driver_java_options(self.run_config, STREAM_JAVA_OPTIONS)
 
     def for_a_service(self) -> None:
-        """This session is a long-running service's (``pintrest stream``): a local JVM starts in a
-        process session of its own. A stop signal sent to the service's whole process group (a
-        systemd unit's default ``KillMode``, GNU ``timeout``) then reaches the service alone, which
-        stops its queries and then the JVM, instead of reaching the JVM and its Python workers too,
-        which would end under the queries. The JVM still ends with the service however the
-        service ends: it exits when its stdin, a pipe from the service, closes."""
+        """This session is a long-running service's (``pintrest stream``): the driver's JVM (any
+        but a Spark Connect session's) starts in a process session of its own. A stop signal sent
+        to the service's whole process group (a systemd unit's default ``KillMode``, GNU
+        ``timeout``) then reaches the service alone, which stops its queries and then the JVM,
+        instead of reaching the JVM and its Python workers too, which would end under the queries.
+        The JVM still ends with the service however the service ends: it exits when its stdin, a
+        pipe from the service, closes."""
         self._jvm_of_its_own = True
 
     @property
@@ -170,7 +171,7 @@ class SparkResource(LazyPySparkResource):
 
     def _init_session(self) -> None:
         if self._spark_session is None:
-            if self._jvm_of_its_own and self.is_local:
+            if self._jvm_of_its_own and "spark.remote" not in self.run_config:
                 _launch_jvm_in_a_session_of_its_own(self.run_config)
             self._spark_session = spark_session_from_config(self.run_config)
 
@@ -271,7 +272,7 @@ def release_connect_session(session) -> None:
 
 def _launch_jvm_in_a_session_of_its_own(config: dict[str, Any]) -> None:
     """Starts the driver's JVM as pyspark would (``spark-submit`` with ``config``), in a process
-    session of its own, unless this process has one already; the session then uses it."""
+    session of its own, unless this process has started a JVM already; the session then uses it."""
     from pyspark import SparkConf
     from pyspark.java_gateway import launch_gateway
 
