@@ -272,7 +272,9 @@ def release_connect_session(session) -> None:
 
 def _launch_jvm_in_a_session_of_its_own(config: dict[str, Any]) -> None:
     """Starts the driver's JVM as pyspark would (``spark-submit`` with ``config``), in a process
-    session of its own, unless this process has started a JVM already; the session then uses it."""
+    session of its own, unless this process has started a JVM already; the session then uses it.
+    It sets what pyspark's ``SparkContext._ensure_initialized`` would (``_gateway``, ``_jvm``,
+    under ``_lock``): private to pyspark, so the service's SIGTERM test guards it on an upgrade."""
     from pyspark import SparkConf
     from pyspark.java_gateway import launch_gateway
 

@@ -69,7 +69,7 @@ def consumer(kinesalite, user_id: str, tmp_path: Path, marker: Path, mode: str) 
             ],
             stdout=subprocess.PIPE if mode == "finish" else log,
             stderr=log,
-            start_new_session=True,  # its own group, as a server runs it (the Spark JVM has a session of its own)
+            start_new_session=True,  # its own group: the kill reaches Python and the Spark JVM together
             env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"},
         )
 

@@ -86,7 +86,6 @@ def test_streams_to_stream_tables_reconciled(instance, resources, user_id, kines
     assert "its checkpoint" in str(failure.event_specific_data.error)
 
 
-
 def test_a_click_compacts_a_stream_table_every_maintain_every_commits(instance, resources, user_id, tmp_path):
     """Clicks' refreshes (no service running) compact and vacuum a stream table every
     ``maintain_every`` Delta commits: its files stay few however many clicks append to it."""
@@ -108,7 +107,7 @@ def test_a_click_compacts_a_stream_table_every_maintain_every_commits(instance, 
         if "maintenance_compacted_files" in meta:
             maintained.append((click, meta["maintenance_compacted_files"], files[-1]))
     # Seven clicks of a micro-batch each: without maintenance, seven files and more.
-    assert max(files) <= every and files[-1] < 7, (files, maintained)
+    assert max(files) <= every, (files, maintained)
     assert len(maintained) >= 2 and all(left == 1 for _, _, left in maintained), maintained
     assert any(compacted >= 2 for _, compacted, _ in maintained), maintained
     assert DeltaTable(str(path)).to_pyarrow_table().num_rows == sent
